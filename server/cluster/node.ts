@@ -1,0 +1,289 @@
+/**
+ * One dispatcher's share of cluster work: the NodeApi. The contacted dispatcher drives every dispatcher of
+ * the plan through this interface — itself through LocalNode directly, its peers through RemoteNode
+ * (HTTPS, pinned, authenticated), which calls the peer's /v1/node routes, which call the peer's LocalNode.
+ * So the same code runs a process whichever dispatcher asked for it.
+ */
+import { access, constants, mkdir, rm, statfs, writeFile, chown, readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { dirname, join, resolve, sep } from 'node:path';
+import { DispatcherError, isDispatcherError } from '../../api/errors.js';
+import type { Plan, PlanProcess } from '../../api/plan.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
+import { processesOn } from '../core/order.js';
+import type { ClusterStore } from './store.js';
+
+export interface NodeApi {
+  readonly id: string;
+  /** Stores the plan, the cluster secrets and the cluster credential. Refuses (409) while another plan is active. */
+  adoptPlan(payload: NodeAdoptPlan): Promise<void>;
+  /** Checks this machine can run its part of the stored plan. An empty list means ready. */
+  preflight(callerTime: number): Promise<PreflightProblem[]>;
+  /** Installs the firewall guard for the stored plan. */
+  guard(): Promise<GuardStatusView>;
+  /** Reads the guard back and compares it with the plan. */
+  verifyGuard(): Promise<GuardStatusView>;
+  /** Renders, starts and waits until the process is ready (its own probe). */
+  startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus>;
+  stopProcess(processId: string): Promise<void>;
+  setClusterState(state: ClusterState): Promise<void>;
+  status(): Promise<NodeStatusView>;
+  /** Deletes the data dirs of the stored plan's processes on this machine and forgets the plan. */
+  cleanup(confirmName: string): Promise<void>;
+  /** Forgets a plan that never started anything (a launch refused at preflight). */
+  discardPlan(name: string): Promise<void>;
+  /** Last lines of a process's log. */
+  logTail(processId: string, lines: number): Promise<string[]>;
+}
+
+/** The firewall as the node sees it (server/firewall provides the real one). */
+export interface NodeGuard {
+  available(plan: Plan): Promise<{ ok: boolean; reason?: string }>;
+  apply(plan: Plan): Promise<GuardStatusView>;
+  verify(plan: Plan): Promise<GuardStatusView>;
+  status(): GuardStatusView | undefined;
+  remove(): Promise<void>;
+}
+
+/** Turns a plan process into a runnable spec plus the files it needs (server/engines provides the real one). */
+export interface ProcessRenderer {
+  render(
+    plan: Plan,
+    processId: string,
+    ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string } },
+  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[] };
+  /** Absolute binary paths the process of this role needs on this machine. */
+  binariesFor(plan: Plan, role: string): string[];
+  generateSecrets(engine: string): Record<string, string>;
+}
+
+export interface LocalNodeDeps {
+  id: string;
+  dataDir: string;
+  supervisor: Supervisor;
+  store: ClusterStore;
+  renderer: ProcessRenderer;
+  guard: NodeGuard;
+  /** Accept this credential from peers (adds or updates a user). */
+  ensureClusterUser(user: string, password: string): Promise<void>;
+  /** The unprivileged user processes run as, if configured. */
+  runAs?: { uid: number; gid: number; user?: string };
+  /** Engines this machine allows. */
+  allowedEngines: string[];
+  minFreeBytes?: number;
+}
+
+export class LocalNode implements NodeApi {
+  readonly id: string;
+  constructor(private readonly deps: LocalNodeDeps) {
+    this.id = deps.id;
+  }
+
+  private requirePlan(): { plan: Plan; secrets: Record<string, string>; state: ClusterState } {
+    const snap = this.deps.store.get();
+    if (!snap) throw new DispatcherError('not_found', `dispatcher ${this.id} has no cluster plan`, { details: { host: this.id } });
+    return snap;
+  }
+
+  private myProcesses(plan: Plan): PlanProcess[] {
+    return processesOn(plan, this.id);
+  }
+
+  /** The absolute data dir of a process, refusing any path that would leave this dispatcher's data dir. */
+  processDir(p: PlanProcess): string {
+    const root = resolve(this.deps.dataDir);
+    const dir = resolve(root, p.dataDir);
+    if (dir === root || !dir.startsWith(root + sep)) {
+      throw new DispatcherError('validation_failed', `process ${p.id}: data dir ${p.dataDir} escapes the data dir`, {
+        problems: [{ path: `processes.${p.id}.dataDir`, message: 'must stay inside the dispatcher data dir' }],
+      });
+    }
+    return dir;
+  }
+
+  async adoptPlan(payload: NodeAdoptPlan): Promise<void> {
+    const { plan } = payload;
+    if (!plan.dispatchers.some((d) => d.id === this.id)) {
+      throw new DispatcherError('bad_request', `the plan ${plan.name} does not name this dispatcher (${this.id})`, { details: { host: this.id } });
+    }
+    const current = this.deps.store.get();
+    if (current && current.state !== 'cleaned') {
+      const sameCluster = current.plan.name === plan.name;
+      if (!sameCluster || current.state === 'running' || current.state === 'launching') {
+        throw new DispatcherError('conflict', `dispatcher ${this.id} already has cluster ${current.plan.name} (${current.state})`, {
+          details: { host: this.id, activePlan: current.plan.name, state: current.state },
+        });
+      }
+    }
+    await this.deps.ensureClusterUser(payload.clusterCredential.user, payload.clusterCredential.password);
+    await this.deps.store.save({ plan, state: 'launching', secrets: payload.secrets, clusterCredential: payload.clusterCredential });
+  }
+
+  async discardPlan(name: string): Promise<void> {
+    const snap = this.deps.store.get();
+    if (snap && snap.plan.name === name && snap.state === 'launching') await this.deps.store.forget();
+  }
+
+  async preflight(callerTime: number): Promise<PreflightProblem[]> {
+    const { plan } = this.requirePlan();
+    const problems: PreflightProblem[] = [];
+    const add = (check: string, message: string) => problems.push({ host: this.id, check, message });
+
+    const skew = Math.abs(Date.now() - callerTime);
+    if (skew > 5_000) add('clock', `clock differs from the contacted dispatcher's by ${Math.round(skew / 1000)} s (limit 5 s)`);
+
+    if (!this.deps.allowedEngines.includes(plan.engine)) {
+      add('engine', `engine ${plan.engine} is not allowed on this machine (allowed: ${this.deps.allowedEngines.join(', ') || 'none'})`);
+      return problems;
+    }
+    const mine = this.myProcesses(plan);
+    const running = new Set(this.deps.supervisor.list().filter((s) => s.pid && ['running', 'ready', 'starting'].includes(s.state)).map((s) => s.id));
+    for (const role of new Set(mine.map((p) => p.role))) {
+      let paths: string[] = [];
+      try {
+        paths = this.deps.renderer.binariesFor(plan, role);
+      } catch (e) {
+        add('binary', (e as Error).message);
+      }
+      for (const path of paths) {
+        try {
+          await access(path, constants.X_OK);
+        } catch {
+          add('binary', `${role}: ${path} is missing or not executable`);
+        }
+      }
+    }
+    await Promise.all(
+      mine
+        .filter((p) => !running.has(p.id))
+        .flatMap((p) =>
+          p.ports.map(async (port) => {
+            const err = await portBindError(p.address, port.port);
+            if (err) add('port', `${p.id}: ${p.address}:${port.port} (${port.name}) is not free: ${err}`);
+          }),
+        ),
+    );
+    for (const p of mine) {
+      try {
+        const dir = this.processDir(p);
+        await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
+        const probe = join(dirname(dir), `.preflight-${process.pid}`);
+        await writeFile(probe, 'ok');
+        await rm(probe, { force: true });
+      } catch (e) {
+        add('datadir', `${p.id}: ${(e as Error).message}`);
+      }
+    }
+    try {
+      const fs = await statfs(this.deps.dataDir);
+      const free = fs.bavail * fs.bsize;
+      const need = this.deps.minFreeBytes ?? 512 * 1024 * 1024;
+      if (mine.length > 0 && free < need) add('disk', `only ${Math.round(free / 1048576)} MiB free in ${this.deps.dataDir} (need ${Math.round(need / 1048576)} MiB)`);
+    } catch (e) {
+      add('disk', (e as Error).message);
+    }
+    const fw = await this.deps.guard.available(plan);
+    if (!fw.ok) add('firewall', fw.reason ?? 'firewall backend not usable');
+    return problems;
+  }
+
+  async guard(): Promise<GuardStatusView> {
+    return this.deps.guard.apply(this.requirePlan().plan);
+  }
+
+  async verifyGuard(): Promise<GuardStatusView> {
+    return this.deps.guard.verify(this.requirePlan().plan);
+  }
+
+  async startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus> {
+    const { plan, secrets } = this.requirePlan();
+    const p = this.myProcesses(plan).find((x) => x.id === processId);
+    if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
+    const dir = this.processDir(p);
+    const { spec, files } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const owner = this.deps.runAs;
+    if (owner) await chown(dir, owner.uid, owner.gid);
+    for (const f of files) {
+      await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
+      await writeFile(f.path, f.content, { mode: f.mode });
+      // Only what we write is chowned: walking an existing PostgreSQL data dir on every start would be slow.
+      if (owner) await chown(f.path, owner.uid, owner.gid);
+    }
+    try {
+      await this.deps.supervisor.start(spec);
+      return await this.deps.supervisor.waitReady(processId, readyTimeoutMs);
+    } catch (e) {
+      const logTail = await this.deps.supervisor.logTail(processId, 20).catch(() => []);
+      const msg = isDispatcherError(e) ? e.message : (e as Error).message;
+      throw new DispatcherError('operation_failed', `${processId} on ${this.id} did not become ready: ${msg}`, {
+        details: { host: this.id, process: processId, logTail },
+        cause: e,
+      });
+    }
+  }
+
+  async logTail(processId: string, lines: number): Promise<string[]> {
+    if (!this.deps.supervisor.get(processId)) throw new DispatcherError('not_found', `no process ${processId} on dispatcher ${this.id}`, { details: { host: this.id } });
+    return this.deps.supervisor.logTail(processId, lines);
+  }
+
+  async stopProcess(processId: string): Promise<void> {
+    if (this.deps.supervisor.get(processId)) await this.deps.supervisor.stop(processId);
+  }
+
+  async setClusterState(state: ClusterState): Promise<void> {
+    await this.deps.store.setState(state);
+  }
+
+  async status(): Promise<NodeStatusView> {
+    const snap = this.deps.store.get();
+    const ids = new Set(snap ? this.myProcesses(snap.plan).map((p) => p.id) : []);
+    return {
+      dispatcher: this.id,
+      ...(snap ? { cluster: snap.plan.name, clusterState: snap.state } : {}),
+      processes: this.deps.supervisor.list().filter((s) => ids.has(s.id)),
+      guard: this.deps.guard.status(),
+    };
+  }
+
+  async cleanup(confirmName: string): Promise<void> {
+    const { plan, state } = this.requirePlan();
+    if (confirmName !== plan.name) {
+      throw new DispatcherError('bad_request', `cleanup deletes data: repeat the cluster's name (${plan.name}) to confirm`, { details: { host: this.id } });
+    }
+    if (state === 'running' || state === 'launching') {
+      throw new DispatcherError('conflict', `cluster ${plan.name} is ${state} on ${this.id}: shut it down before cleanup`, { details: { host: this.id } });
+    }
+    for (const p of this.myProcesses(plan).reverse()) {
+      const st = this.deps.supervisor.get(p.id);
+      if (st) {
+        await this.deps.supervisor.stop(p.id);
+        await this.deps.supervisor.remove(p.id);
+      }
+      await rm(this.processDir(p), { recursive: true, force: true });
+    }
+    await this.deps.guard.remove();
+    await this.deps.store.forget();
+  }
+}
+
+/** Tries to bind address:port; returns why it cannot, or undefined when the port is free. */
+export function portBindError(address: string, port: number): Promise<string | undefined> {
+  return new Promise((resolveBind) => {
+    const srv = createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => resolveBind(e.code === 'EADDRINUSE' ? 'in use' : e.message));
+    srv.listen({ host: address, port, exclusive: true }, () => srv.close(() => resolveBind(undefined)));
+  });
+}
+
+/** Reads /etc/passwd to resolve a user name without a shell. */
+export async function resolveUser(name: string): Promise<{ uid: number; gid: number; user: string }> {
+  const passwd = await readFile('/etc/passwd', 'utf8');
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f[0] === name) return { user: name, uid: Number(f[2]), gid: Number(f[3]) };
+  }
+  throw new DispatcherError('config_invalid', `runAs: no user named ${name} on this machine (create it, e.g. useradd --system ${name})`);
+}

@@ -1,0 +1,48 @@
+/**
+ * The cluster side of a dispatcher, as the HTTP routes see it: its LocalNode (what peers ask of it), the
+ * Orchestrator (what an operator asks of it), and the operations it runs. Built once by the daemon.
+ */
+import type { Credential } from '../../api/rest.js';
+import type { LocalNode } from './node.js';
+import type { Orchestrator, LaunchInput } from './orchestrator.js';
+import type { OperationStore } from './operations.js';
+import type { ClusterStore } from './store.js';
+
+export class ClusterService {
+  constructor(
+    readonly node: LocalNode,
+    readonly orchestrator: Orchestrator,
+    readonly operations: OperationStore,
+    readonly store: ClusterStore,
+  ) {}
+
+  async launch(input: LaunchInput) {
+    this.orchestrator.precheckLaunch(input);
+    return this.operations.start('launch', input.plan.name, (op) => this.orchestrator.launch(op, input));
+  }
+
+  private clusterName(): string {
+    return this.store.get()?.plan.name ?? '(none)';
+  }
+
+  shutdown() {
+    return this.operations.start('shutdown', this.clusterName(), (op) => this.orchestrator.shutdown(op));
+  }
+
+  relaunch(readyTimeoutMs: number) {
+    return this.operations.start('relaunch', this.clusterName(), (op) => this.orchestrator.relaunch(op, readyTimeoutMs));
+  }
+
+  cleanup(confirmName: string) {
+    return this.operations.start('cleanup', this.clusterName(), (op) => this.orchestrator.cleanup(op, confirmName));
+  }
+}
+
+/** Reads the HTTP Basic credentials of an already-authenticated request, to forward to peers at first contact. */
+export function basicCredential(authorization: string | undefined): Credential | undefined {
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(authorization ?? '');
+  if (!m) return undefined;
+  const text = Buffer.from(m[1], 'base64').toString('utf8');
+  const i = text.indexOf(':');
+  return i < 0 ? undefined : { user: text.slice(0, i), password: text.slice(i + 1) };
+}

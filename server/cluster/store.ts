@@ -1,0 +1,100 @@
+/**
+ * What a dispatcher persists about the cluster it takes part in: the plan, the cluster's state, the
+ * engine secrets and the cluster credential (both 0600). Files live in <dataDir>/cluster/ and are written
+ * atomically. A damaged file stops start-up with a clear message instead of being silently replaced.
+ */
+import { readFile, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { PlanSchema, type Plan } from '../../api/plan.js';
+import { CredentialSchema, type ClusterState, type Credential } from '../../api/rest.js';
+import { DispatcherError } from '../../api/errors.js';
+import { writeFileAtomic } from '../atomic-file.js';
+
+const ClusterRecordSchema = z
+  .object({
+    plan: PlanSchema,
+    state: z.enum(['none', 'launching', 'running', 'failed', 'shutdown', 'cleaned']),
+    updatedAt: z.string(),
+  })
+  .strict();
+type ClusterRecord = z.infer<typeof ClusterRecordSchema>;
+
+const SecretsSchema = z.object({ secrets: z.record(z.string(), z.string()), clusterCredential: CredentialSchema }).strict();
+
+export interface ClusterSnapshot {
+  plan: Plan;
+  state: ClusterState;
+  secrets: Record<string, string>;
+  clusterCredential: Credential;
+}
+
+export class ClusterStore {
+  private readonly dir: string;
+  private current?: ClusterSnapshot;
+
+  constructor(dataDir: string) {
+    this.dir = join(dataDir, 'cluster');
+  }
+
+  private get recordFile() {
+    return join(this.dir, 'cluster.json');
+  }
+  private get secretsFile() {
+    return join(this.dir, 'secrets.json');
+  }
+
+  /** Loads what is on disk; throws state_damaged (keeping the file) when it cannot be read. */
+  async load(): Promise<ClusterSnapshot | undefined> {
+    const record = await readJson(this.recordFile, ClusterRecordSchema);
+    if (!record) return (this.current = undefined);
+    const secrets = await readJson(this.secretsFile, SecretsSchema);
+    if (!secrets) throw new DispatcherError('state_damaged', `${this.secretsFile} is missing while ${this.recordFile} exists; refusing to guess. Inspect both files.`);
+    this.current = { plan: record.plan, state: record.state, ...secrets };
+    return this.current;
+  }
+
+  get(): ClusterSnapshot | undefined {
+    return this.current;
+  }
+
+  async save(snapshot: ClusterSnapshot): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // Secrets first: a crash in between leaves secrets without a record, which load() ignores.
+    await writeFileAtomic(this.secretsFile, JSON.stringify({ secrets: snapshot.secrets, clusterCredential: snapshot.clusterCredential }), 0o600);
+    const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt: new Date().toISOString() };
+    await writeFileAtomic(this.recordFile, JSON.stringify(record, null, 2), 0o600);
+    this.current = snapshot;
+  }
+
+  async setState(state: ClusterState): Promise<void> {
+    if (!this.current) throw new DispatcherError('not_found', 'this dispatcher has no cluster plan');
+    await this.save({ ...this.current, state });
+  }
+
+  /** Forgets the plan (after cleanup, or when a launch is refused before anything started). */
+  async forget(): Promise<void> {
+    await rm(this.recordFile, { force: true });
+    await rm(this.secretsFile, { force: true });
+    this.current = undefined;
+  }
+}
+
+async function readJson<T>(file: string, schema: z.ZodType<T>): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e: any) {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e: any) {
+    throw new DispatcherError('state_damaged', `${file} is not valid JSON (${e.message}); the file was kept for inspection`);
+  }
+  const r = schema.safeParse(parsed);
+  if (!r.success) throw new DispatcherError('state_damaged', `${file} does not match its schema (${r.error.issues[0]?.message}); the file was kept for inspection`);
+  return r.data;
+}

@@ -1,0 +1,101 @@
+/**
+ * Restart policy: a pure state machine in the manner of Nomad's restart tracker. The supervisor feeds it
+ * every exit of a process it wants running; it answers what to do next. No I/O, no clock of its own (the
+ * times come in with the event), so every branch is unit-tested without processes.
+ *
+ * Rules:
+ * - an exit after a run shorter than `quickFailureWindowMs` is a quick failure; quick failures in a row
+ *   grow the backoff exponentially (initialDelayMs · 2^(n-1), capped at maxDelayMs);
+ * - a run at least as long as the window was healthy: the count starts again from zero;
+ * - after `maxQuickFailures` quick failures in a row the policy gives up: state `failed`, with a reason
+ *   that names the exit code or signal. Giving up is never silent and never success (the ArangoDB
+ *   Starter's issue #111 exited 0 there, so scripts thought the cluster was fine);
+ * - with restarts disabled, a clean exit (code 0) is `stopped` and any other exit is `failed`.
+ */
+import type { RestartPolicyConfig } from '../supervisor/types.js';
+
+/** What the tracker remembers between exits (persisted with the process). */
+export interface RestartHistory {
+  /** Quick failures in a row so far. */
+  quickFailures: number;
+}
+
+export const INITIAL_HISTORY: RestartHistory = { quickFailures: 0 };
+
+export interface ExitEvent {
+  /** Exit code, or null when killed by a signal or when unknown (an adopted process cannot be waited for). */
+  code: number | null;
+  signal: string | null;
+  /** When the exit was seen (ms since epoch). */
+  at: number;
+  /** When this incarnation started (ms since epoch). */
+  startedAt: number;
+}
+
+export interface RestartDecision {
+  state: 'backoff' | 'failed' | 'stopped';
+  /** Wait this long before starting again (only meaningful for `backoff`; 0 otherwise). */
+  delayMs: number;
+  reason: string;
+  /** The history to remember for the next exit. */
+  history: RestartHistory;
+}
+
+/** "exit code 3", "signal SIGKILL", or "an unknown exit status" — for reasons shown to people. */
+export function describeExit(code: number | null, signal: string | null): string {
+  if (signal) return `signal ${signal}`;
+  if (code !== null) return `exit code ${code}`;
+  return 'an unknown exit status';
+}
+
+/** Backoff before the n-th quick restart in a row (n ≥ 1). */
+export function backoffDelay(policy: RestartPolicyConfig, n: number): number {
+  const exp = Math.max(0, n - 1);
+  // 2 ** exp grows past the cap long before it loses precision; min() keeps it bounded.
+  return Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.min(exp, 52));
+}
+
+/**
+ * Decides what follows an exit the supervisor did not ask for. (An exit after a stop request never
+ * comes here: that is simply `stopped`.)
+ */
+export function decideRestart(policy: RestartPolicyConfig, history: RestartHistory, exit: ExitEvent): RestartDecision {
+  const what = describeExit(exit.code, exit.signal);
+  const ranMs = Math.max(0, exit.at - exit.startedAt);
+
+  if (!policy.enabled) {
+    if (exit.code === 0 && !exit.signal) {
+      return { state: 'stopped', delayMs: 0, reason: `exited with ${what}; restart is disabled`, history: INITIAL_HISTORY };
+    }
+    return { state: 'failed', delayMs: 0, reason: `exited with ${what} after ${ranMs} ms; restart is disabled`, history: history };
+  }
+
+  if (ranMs >= policy.quickFailureWindowMs) {
+    // A healthy run: forget earlier trouble and restart after the shortest delay.
+    return {
+      state: 'backoff',
+      delayMs: policy.initialDelayMs,
+      reason: `exited with ${what} after a run of ${ranMs} ms; restarting in ${policy.initialDelayMs} ms`,
+      history: INITIAL_HISTORY,
+    };
+  }
+
+  const quick = history.quickFailures + 1;
+  if (quick >= policy.maxQuickFailures) {
+    return {
+      state: 'failed',
+      delayMs: 0,
+      reason:
+        `gave up after ${quick} quick failures in a row (each within ${policy.quickFailureWindowMs} ms of its start); ` +
+        `last exit: ${what} after ${ranMs} ms`,
+      history: { quickFailures: quick },
+    };
+  }
+  const delayMs = backoffDelay(policy, quick);
+  return {
+    state: 'backoff',
+    delayMs,
+    reason: `exited with ${what} after ${ranMs} ms (quick failure ${quick} of ${policy.maxQuickFailures}); restarting in ${delayMs} ms`,
+    history: { quickFailures: quick },
+  };
+}

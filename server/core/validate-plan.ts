@@ -1,0 +1,179 @@
+/**
+ * Validation of a plan: its shape (api/plan.ts) and its meaning. Pure: the engines' port names, exposures
+ * and forbidden options come in as data (EngineDefaults); by default the installed engine profiles are used.
+ * It lists EVERY problem with its path, never only the first, so an operator fixes a plan in one round.
+ */
+import { isIP } from 'node:net';
+import { posix } from 'node:path';
+import { DispatcherError, formatProblems, type Problem } from '../../api/errors.js';
+import { PlanSchema, ROLES, zodProblems, type Plan, type Role } from '../../api/plan.js';
+import { defaultEngineCatalog } from '../engines/loader.js';
+import type { EngineDefaults } from '../engines/types.js';
+
+export type EngineCatalog = Record<string, EngineDefaults>;
+
+const ALLOW_FLAG: Record<Role, 'allowAgents' | 'allowDBservers' | 'allowCoordinators'> = {
+  agent: 'allowAgents',
+  dbserver: 'allowDBservers',
+  coordinator: 'allowCoordinators',
+};
+
+/** An address or CIDR usable in a firewall rule (IPs only: nft resolves names at load time). */
+export function isAddressOrCidr(s: string): boolean {
+  const slash = s.indexOf('/');
+  if (slash < 0) return isIP(s) !== 0;
+  const addr = s.slice(0, slash);
+  const prefix = s.slice(slash + 1);
+  const v = isIP(addr);
+  if (v === 0 || !/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (v === 4 ? 32 : 128);
+}
+
+/** A relative path that stays where it is put: no absolute path, no `..`, no empty or `.` segments. */
+export function isContainedRelativePath(p: string): boolean {
+  if (p === '' || p.startsWith('/') || p.includes('\\') || p.includes('\0')) return false;
+  return p.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..');
+}
+
+/** The option an argument sets (`--log.file=x` → `log.file`, `-f` → `f`), or undefined for a value. */
+export function optionName(arg: string): string | undefined {
+  if (!arg.startsWith('-') || arg === '-' || arg === '--') return undefined;
+  return arg.replace(/^-+/, '').split('=')[0];
+}
+
+/** Problems with extra args for one role: options the engine manages itself may not be overridden. */
+export function forbiddenArgProblems(args: string[], forbidden: string[], basePath: string, engine: string, role: string): Problem[] {
+  const problems: Problem[] = [];
+  if (forbidden.includes('*')) {
+    args.forEach((_, i) => problems.push({ path: `${basePath}[${i}]`, message: `engine ${engine} takes no extra arguments for role ${role}` }));
+    return problems;
+  }
+  args.forEach((a, i) => {
+    const name = optionName(a);
+    if (name !== undefined && forbidden.includes(name)) {
+      problems.push({ path: `${basePath}[${i}]`, message: `option "${name}" is managed by engine ${engine} for role ${role} and may not be overridden` });
+    }
+  });
+  return problems;
+}
+
+export function agencySizeProblem(n: number, path: string): Problem | undefined {
+  if (n <= 0) return { path, message: 'the agency needs at least one agent (3 recommended)' };
+  if (n % 2 === 0) return { path, message: `agency size ${n} is even: use an odd number so a majority survives a split (1, 3, 5)` };
+  return undefined;
+}
+
+function endpointHostPort(endpoint: string): { host: string; port: number } | undefined {
+  try {
+    const u = new URL(endpoint);
+    const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80;
+    return { host, port };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every problem of a plan, each with its path; [] when the plan is valid. */
+export function validatePlan(input: unknown, engines?: EngineCatalog): Problem[] {
+  const parsed = PlanSchema.safeParse(input);
+  if (!parsed.success) return zodProblems(parsed.error);
+  const plan: Plan = parsed.data;
+  const problems: Problem[] = [];
+  const add = (path: string, message: string) => problems.push({ path, message });
+
+  const catalog = engines ?? defaultEngineCatalog();
+  const engine = catalog[plan.engine];
+  if (!engine) add('engine', `unknown engine "${plan.engine}"; known: ${Object.keys(catalog).sort().join(', ')}`);
+
+  if (!isContainedRelativePath(plan.dataRoot)) add('dataRoot', 'must be a relative path without ".." (it lives inside each dispatcher data dir)');
+
+  for (const [k, v] of Object.entries(plan.binaries)) {
+    if (!(ROLES as readonly string[]).includes(k)) add(`binaries.${k}`, `unknown role "${k}"; roles: ${ROLES.join(', ')}`);
+    if (!posix.isAbsolute(v) || v.split('/').includes('..')) add(`binaries.${k}`, 'must be an absolute path without ".."');
+  }
+
+  const dispatchers = new Map<string, Plan['dispatchers'][number]>();
+  /** address → port → who uses it, for "a port used twice on a host". */
+  const used = new Map<string, Map<number, string>>();
+  const claim = (address: string, port: number, who: string, path: string) => {
+    let m = used.get(address);
+    if (!m) used.set(address, (m = new Map()));
+    const prev = m.get(port);
+    if (prev !== undefined) add(path, `port ${port} on ${address} is already used by ${prev}`);
+    else m.set(port, who);
+  };
+
+  plan.dispatchers.forEach((d, i) => {
+    if (dispatchers.has(d.id)) add(`dispatchers[${i}].id`, `dispatcher id "${d.id}" is used twice`);
+    else dispatchers.set(d.id, d);
+    d.addresses.forEach((a, j) => {
+      if (isIP(a) === 0) add(`dispatchers[${i}].addresses[${j}]`, `"${a}" is not an IP address; firewall rules need addresses, not host names`);
+    });
+    const ep = endpointHostPort(d.endpoint);
+    if (!ep || !['https:'].includes(new URL(d.endpoint).protocol)) add(`dispatchers[${i}].endpoint`, 'must be an https:// URL');
+    else if (isIP(ep.host) !== 0) claim(ep.host, ep.port, `dispatcher ${d.id}`, `dispatchers[${i}].endpoint`);
+  });
+
+  plan.firewall.clientSources.forEach((s, i) => {
+    if (!isAddressOrCidr(s)) add(`firewall.clientSources[${i}]`, `"${s}" is not an IP address or CIDR; firewall rules need addresses, not host names`);
+  });
+  plan.firewall.operatorSources.forEach((s, i) => {
+    if (!isAddressOrCidr(s)) add(`firewall.operatorSources[${i}]`, `"${s}" is not an IP address or CIDR; firewall rules need addresses, not host names`);
+  });
+
+  const ids = new Set<string>();
+  const dirs = new Set<string>();
+  plan.processes.forEach((p, i) => {
+    const at = `processes[${i}]`;
+    if (ids.has(p.id)) add(`${at}.id`, `process id "${p.id}" is used twice`);
+    ids.add(p.id);
+
+    const d = dispatchers.get(p.dispatcher);
+    if (!d) add(`${at}.dispatcher`, `unknown dispatcher "${p.dispatcher}"`);
+    else {
+      if (!d[ALLOW_FLAG[p.role]]) add(`${at}.dispatcher`, `dispatcher ${d.id} does not allow role ${p.role} (${ALLOW_FLAG[p.role]}: false)`);
+      if (isIP(p.address) !== 0 && !d.addresses.includes(p.address)) add(`${at}.address`, `${p.address} is not an address of dispatcher ${d.id}`);
+    }
+    if (isIP(p.address) === 0) add(`${at}.address`, `"${p.address}" is not an IP address; firewall rules need addresses, not host names`);
+
+    if (!isContainedRelativePath(p.dataDir)) add(`${at}.dataDir`, 'must be a relative path without ".." (inside the data root)');
+    else if (isContainedRelativePath(plan.dataRoot) && !p.dataDir.startsWith(`${plan.dataRoot}/`)) add(`${at}.dataDir`, `must be inside the data root "${plan.dataRoot}"`);
+    const dirKey = `${p.dispatcher}\0${p.dataDir}`;
+    if (dirs.has(dirKey)) add(`${at}.dataDir`, `data dir ${p.dataDir} is used twice on dispatcher ${p.dispatcher}`);
+    dirs.add(dirKey);
+
+    const names = new Set<string>();
+    p.ports.forEach((port, j) => {
+      if (names.has(port.name)) add(`${at}.ports[${j}].name`, `port name "${port.name}" is used twice`);
+      names.add(port.name);
+      if (p.role === 'agent' && port.exposure === 'public') add(`${at}.ports[${j}].exposure`, 'agency ports are never public');
+      claim(p.address, port.port, `${p.id} (${port.name})`, `${at}.ports[${j}].port`);
+    });
+
+    if (engine) {
+      const role = engine.roles[p.role];
+      if (!role) add(`${at}.role`, `engine ${engine.name} has no role "${p.role}"`);
+      else {
+        for (const want of role.ports) if (!names.has(want.name)) add(`${at}.ports`, `engine ${engine.name} needs port "${want.name}" for role ${p.role}`);
+        p.ports.forEach((port, j) => {
+          if (!role.ports.some((w) => w.name === port.name)) add(`${at}.ports[${j}].name`, `engine ${engine.name} has no port "${port.name}" for role ${p.role}`);
+        });
+        problems.push(...forbiddenArgProblems(p.args, role.forbiddenOptions, `${at}.args`, engine.name, p.role));
+      }
+    }
+  });
+
+  const agency = agencySizeProblem(plan.processes.filter((p) => p.role === 'agent').length, 'processes');
+  if (agency) problems.push(agency);
+  return problems;
+}
+
+/** Throws DispatcherError('validation_failed') listing every problem; returns the parsed plan otherwise. */
+export function assertValidPlan(input: unknown, engines?: EngineCatalog): Plan {
+  const problems = validatePlan(input, engines);
+  if (problems.length > 0) {
+    throw new DispatcherError('validation_failed', `the plan has ${problems.length} problem(s):\n${formatProblems(problems)}`, { problems });
+  }
+  return PlanSchema.parse(input);
+}

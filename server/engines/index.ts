@@ -1,0 +1,4 @@
+/** The engines: profiles loaded from templates/<engine>/, rendered into ProcessSpecs by a pure renderer. */
+export * from './types.js';
+export * from './loader.js';
+export * from './render.js';

@@ -1,0 +1,227 @@
+/**
+ * The pure renderer: (engine, plan, process id, machine context) → the ProcessSpec the supervisor runs plus
+ * the files to write next to it. No I/O: the engine's templates were read by the loader, the secrets and
+ * allowed binaries come from the caller. Templates are handlebars with HTML escaping off (these are config
+ * files and argv, not HTML) and strict lookups (a typo in a template fails loudly instead of rendering "").
+ */
+import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import Handlebars from 'handlebars';
+import { DispatcherError } from '../../api/errors.js';
+import type { Plan, PlanProcess, Role } from '../../api/plan.js';
+import { DEFAULT_RESTART_POLICY, type ProbeSpec, type ProcessSpec } from '../supervisor/types.js';
+import type { ArgvEntry, Engine } from './types.js';
+
+export interface RenderContext {
+  /** This dispatcher's data directory (absolute); process dirs are plan dataDirs inside it. */
+  dispatcherDataDir: string;
+  /** program name → absolute path allowed on this machine. */
+  binaries: Record<string, string>;
+  /** The cluster's generated secrets (generateSecrets), by name. */
+  secrets: Record<string, string>;
+  runAs?: { uid: number; gid: number; user?: string };
+}
+
+export interface RenderedFile {
+  /** Absolute, inside the process directory. */
+  path: string;
+  content: string;
+  mode: number;
+}
+
+export interface RenderedProcess {
+  spec: ProcessSpec;
+  files: RenderedFile[];
+  /** A pid file a grandchild may leave running after the process stops (postgres under Patroni). */
+  leftoverPidFile?: string;
+}
+
+/** "host:port", with brackets for IPv6 (URLs, HAProxy server lines, etcd URLs). */
+export function hostPort(address: string, port: number): string {
+  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** An address as a CIDR for pg_hba and firewall rules: /32 or /128 unless it has a prefix already. */
+export function toCidr(address: string): string {
+  if (address.includes('/')) return address;
+  return isIP(address) === 6 ? `${address}/128` : `${address}/32`;
+}
+
+const hb = Handlebars.create();
+hb.registerHelper('hostport', (a: unknown, p: unknown) => hostPort(String(a), Number(p)));
+hb.registerHelper('cidr', (a: unknown) => toCidr(String(a)));
+// JSON string literals are valid YAML scalars: safe quoting for passwords and paths in YAML configs.
+hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
+hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
+hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
+
+function render(template: string, data: object, what: string): string {
+  try {
+    return hb.compile(template, { noEscape: true, strict: true })(data);
+  } catch (err) {
+    throw new DispatcherError('config_invalid', `cannot render ${what}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+interface Member {
+  id: string;
+  role: Role;
+  dispatcher: string;
+  address: string;
+  ports: Record<string, number>;
+}
+
+function member(p: PlanProcess): Member {
+  return { id: p.id, role: p.role, dispatcher: p.dispatcher, address: p.address, ports: Object.fromEntries(p.ports.map((x) => [x.name, x.port])) };
+}
+
+/** The directory of a process: the plan's relative dataDir inside the dispatcher's data dir, never outside. */
+export function processDir(dispatcherDataDir: string, dataDir: string): string {
+  if (!isAbsolute(dispatcherDataDir)) throw new DispatcherError('config_invalid', 'the dispatcher data dir must be absolute');
+  const dir = resolve(dispatcherDataDir, dataDir);
+  const rel = relative(dispatcherDataDir, dir);
+  if (isAbsolute(dataDir) || rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+    throw new DispatcherError('validation_failed', `data dir ${dataDir} escapes the dispatcher data dir`, {
+      problems: [{ path: 'processes[].dataDir', message: 'must be a relative path inside the data root' }],
+    });
+  }
+  return dir;
+}
+
+export function engineSecrets(engine: Engine): string[] {
+  return engine.manifest.secrets.map((s) => s.name);
+}
+
+/** Fresh random secrets for a new cluster (hex: no ':' for basic auth, no quoting trouble in configs). */
+export function generateSecrets(engine: Engine): Record<string, string> {
+  return Object.fromEntries(engine.manifest.secrets.map((s) => [s.name, randomBytes(s.bytes).toString('hex')]));
+}
+
+/** The template data of one process: itself, its peers by role, the cluster's addresses and the machine's binaries. */
+export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir: string, ctx: RenderContext): Record<string, unknown> {
+  const all = plan.processes.map(member);
+  const agents = all.filter((m) => m.role === 'agent');
+  const addresses = [...new Set(plan.dispatchers.flatMap((d) => d.addresses))];
+  return {
+    cluster: { name: plan.name, engine: plan.engine },
+    process: member(proc),
+    me: member(proc),
+    ports: member(proc).ports,
+    dir,
+    agents,
+    otherAgents: agents.filter((m) => m.id !== proc.id),
+    dbservers: all.filter((m) => m.role === 'dbserver'),
+    coordinators: all.filter((m) => m.role === 'coordinator'),
+    agencySize: agents.length,
+    clusterAddresses: addresses,
+    binaries: ctx.binaries,
+    secrets: ctx.secrets,
+    vars: engine.manifest.vars,
+  };
+}
+
+function renderArgv(entries: ArgvEntry[], data: Record<string, unknown>, what: string): string[] {
+  const out: string[] = [];
+  for (const e of entries) {
+    if (typeof e === 'string') out.push(render(e, data, what));
+    else for (const m of data[e.each] as Member[]) for (const a of e.args) out.push(render(a, { ...data, item: m }, what));
+  }
+  return out;
+}
+
+function requireBinary(ctx: RenderContext, prog: string, engine: string, role: string): string {
+  const p = ctx.binaries[prog];
+  if (!p) {
+    throw new DispatcherError('preflight_failed', `engine ${engine} needs program "${prog}" for role ${role}, but this dispatcher has no binary configured for it`, {
+      details: { engine, program: prog, role },
+    });
+  }
+  return p;
+}
+
+export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx: RenderContext): RenderedProcess {
+  const proc = plan.processes.find((p) => p.id === processId);
+  if (!proc) throw new DispatcherError('not_found', `process ${processId} is not in plan ${plan.name}`);
+  if (plan.engine !== engine.name) throw new DispatcherError('bad_request', `plan ${plan.name} uses engine ${plan.engine}, not ${engine.name}`);
+  const role = engine.manifest.roles[proc.role];
+  const what = `${engine.name}/${proc.role}/${proc.id}`;
+
+  // Only binaries this machine's config allows may run (DESIGN §7): a plan cannot name an arbitrary executable.
+  const allowed = new Set(Object.values(ctx.binaries));
+  for (const prog of [role.program, ...role.requires]) {
+    const p = ctx.binaries[prog];
+    if (!p) {
+      throw new DispatcherError('preflight_failed', `engine ${engine.name} needs program "${prog}" for role ${proc.role}, but this dispatcher has no binary configured for it`, {
+        details: { engine: engine.name, program: prog, role: proc.role },
+      });
+    }
+    if (!isAbsolute(p)) throw new DispatcherError('config_invalid', `binary for program "${prog}" must be an absolute path`, { details: { program: prog } });
+  }
+  const override = plan.binaries[proc.role];
+  if (override !== undefined && !allowed.has(override)) {
+    throw new DispatcherError('forbidden', `plan binary ${override} for role ${proc.role} is not among the binaries this dispatcher allows`, {
+      details: { role: proc.role, engine: engine.name },
+    });
+  }
+  const executable = override ?? ctx.binaries[role.program];
+  for (const s of engineSecrets(engine)) {
+    if (typeof ctx.secrets[s] !== 'string' || ctx.secrets[s] === '') {
+      throw new DispatcherError('config_invalid', `secret "${s}" of engine ${engine.name} is missing`, { details: { secret: s } });
+    }
+  }
+
+  const dir = processDir(ctx.dispatcherDataDir, proc.dataDir);
+  const data = templateData(engine, plan, proc, dir, ctx);
+  const argv = [executable, ...renderArgv(role.argv, data, `argv of ${what}`), ...proc.args];
+
+  const files = role.files.map((f) => {
+    const path = resolve(dir, f.path);
+    if (!path.startsWith(dir + sep)) throw new DispatcherError('config_invalid', `engine ${engine.name}: file ${f.path} escapes the process dir`);
+    const content = f.secret !== undefined ? ctx.secrets[f.secret] : render(engine.templates[f.template!], data, `${f.template} of ${what}`);
+    if (content === undefined) throw new DispatcherError('config_invalid', `secret "${f.secret}" of engine ${engine.name} is missing`);
+    return { path, content, mode: f.mode };
+  });
+
+  const r = role.readiness;
+  const readiness: ProbeSpec =
+    r.kind === 'tcp'
+      ? { kind: 'tcp', host: proc.address, port: Number(render(`{{ports.${r.port}}}`, data, `readiness of ${what}`)) }
+      : r.kind === 'command'
+      ? {
+          kind: 'command',
+          argv: [requireBinary(ctx, r.program, engine.name, proc.role), ...r.args.map((a) => render(a, data, `readiness of ${what}`))],
+          ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}),
+        }
+      : {
+          kind: 'http',
+          url: render(r.url, data, `readiness of ${what}`),
+          ...(r.expectStatus ? { expectStatus: r.expectStatus } : {}),
+          ...(r.bodyMatch ? { bodyMatch: r.bodyMatch } : {}),
+        };
+
+  const env = Object.fromEntries(Object.entries(role.env).map(([k, v]) => [k, render(v, data, `env ${k} of ${what}`)]));
+  const spec: ProcessSpec = {
+    id: proc.id,
+    role: proc.role,
+    cluster: plan.name,
+    argv,
+    env,
+    cwd: dir,
+    dir,
+    ...(ctx.runAs ? { runAs: ctx.runAs } : {}),
+    readiness,
+    ...(role.readinessIntervalMs ? { readinessIntervalMs: role.readinessIntervalMs } : {}),
+    stopSignal: role.stop.signal,
+    stopTimeoutMs: role.stop.timeoutMs,
+    restart: { ...DEFAULT_RESTART_POLICY },
+  };
+  const out: RenderedProcess = { spec, files };
+  if (role.leftoverPidFile) out.leftoverPidFile = resolve(dir, render(role.leftoverPidFile, data, `leftoverPidFile of ${what}`));
+  return out;
+}
+
+/** The rolling-restart steps an engine declares for a role (data; the orchestrator implements the actions). */
+export function rollingRestartSteps(engine: Engine, role: Role) {
+  return engine.manifest.roles[role].rollingRestart;
+}

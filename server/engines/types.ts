@@ -1,0 +1,150 @@
+/**
+ * The shape of an engine profile (templates/<engine>/engine.yaml). An engine is DATA: per role, which program
+ * runs, its argv and config-file templates, its named ports with their exposure, its readiness probe, how to
+ * stop it, which options users may not override, and what a rolling restart must do around it. The schema
+ * is strict so that a typo in a profile fails at load time, not when a cluster launches.
+ */
+import { z } from 'zod';
+import { ExposureSchema, PortSchema, ROLES } from '../../api/plan.js';
+
+export const EnginePortSchema = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9-]*$/),
+    default: PortSchema,
+    exposure: ExposureSchema,
+    description: z.string().optional(),
+  })
+  .strict();
+
+/** An argv entry: a template string, or a group repeated for each member of a list (e.g. every other agent). */
+export const ArgvEntrySchema = z.union([
+  z.string(),
+  z
+    .object({
+      each: z.enum(['agents', 'otherAgents', 'dbservers', 'coordinators']),
+      args: z.array(z.string()).min(1),
+    })
+    .strict(),
+]);
+export type ArgvEntry = z.infer<typeof ArgvEntrySchema>;
+
+export const EngineFileSchema = z
+  .object({
+    /** Relative to the process directory. */
+    path: z.string().min(1),
+    /** A handlebars template file in the engine's folder; or `secret` to write a generated secret verbatim. */
+    template: z.string().optional(),
+    secret: z.string().optional(),
+    mode: z.number().int().min(0).max(0o777).default(0o600),
+  })
+  .strict()
+  .refine((f) => (f.template === undefined) !== (f.secret === undefined), 'exactly one of template or secret');
+
+export const ProbeTemplateSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('tcp'), port: z.string().min(1) }).strict(),
+  z
+    .object({
+      kind: z.literal('http'),
+      url: z.string().min(1),
+      expectStatus: z.array(z.number().int()).optional(),
+      bodyMatch: z.string().optional(),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('command'),
+      /** argv[0] names a program (looked up among the allowed binaries); the rest are templates. */
+      program: z.string().min(1),
+      args: z.array(z.string()),
+      timeoutMs: z.number().int().positive().optional(),
+    })
+    .strict(),
+]);
+
+/** One step of a rolling restart, by name; the orchestrator (server/) implements each action. */
+export const RollingStepSchema = z
+  .object({
+    action: z.string().regex(/^[a-z][a-z0-9-]*$/),
+    description: z.string(),
+    /** Only for the process that currently leads (e.g. Patroni switchover before restarting the leader). */
+    onlyLeader: z.boolean().optional(),
+    timeoutMs: z.number().int().positive().optional(),
+  })
+  .strict();
+export type RollingStep = z.infer<typeof RollingStepSchema>;
+
+export const RollingRestartSchema = z
+  .object({
+    /** followers-then-leader: restart non-leaders first, the leader last. one-at-a-time: plan order. */
+    order: z.enum(['followers-then-leader', 'one-at-a-time']),
+    /** Once before the first process of the role. */
+    beforeRole: z.array(RollingStepSchema).default([]),
+    /** Before stopping each process. */
+    before: z.array(RollingStepSchema).default([]),
+    /** After starting each process again, before the next one. */
+    after: z.array(RollingStepSchema).default([]),
+    /** Once after the last process of the role. */
+    afterRole: z.array(RollingStepSchema).default([]),
+  })
+  .strict();
+export type RollingRestart = z.infer<typeof RollingRestartSchema>;
+
+export const EngineRoleSchema = z
+  .object({
+    /** Program name looked up among the binaries this machine's config allows; becomes argv[0]. */
+    program: z.string().min(1),
+    /** Other programs the argv or configs name (e.g. patroni run by python3, postgres for bin_dir). */
+    requires: z.array(z.string()).default([]),
+    ports: z.array(EnginePortSchema).min(1),
+    argv: z.array(ArgvEntrySchema),
+    files: z.array(EngineFileSchema).default([]),
+    env: z.record(z.string(), z.string()).default({}),
+    readiness: ProbeTemplateSchema,
+    readinessIntervalMs: z.number().int().positive().optional(),
+    stop: z.object({ signal: z.enum(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGHUP']), timeoutMs: z.number().int().positive() }).strict(),
+    /** A pid file a child may leave behind (postgres is NOT Patroni's child): check it after stop. */
+    leftoverPidFile: z.string().optional(),
+    /** Options a plan's extra args may not set (names without dashes); `*` = no extra args at all. */
+    forbiddenOptions: z.array(z.string()).default([]),
+    rollingRestart: RollingRestartSchema,
+  })
+  .strict();
+export type EngineRole = z.infer<typeof EngineRoleSchema>;
+
+export const EngineSecretSchema = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9-]*$/),
+    /** Random bytes; the secret is their hex form (no ':' or quoting trouble anywhere). */
+    bytes: z.number().int().min(16).max(128).default(24),
+    description: z.string().optional(),
+  })
+  .strict();
+
+export const EngineManifestSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/),
+    description: z.string(),
+    /** Offset step between port sets of dispatchers (or processes) sharing one address. */
+    portOffsetStep: z.number().int().min(1).max(1000),
+    secrets: z.array(EngineSecretSchema).default([]),
+    /** Fixed values templates may use ({{vars.x}}), e.g. where PostgreSQL's binaries live. */
+    vars: z.record(z.string(), z.string()).default({}),
+    roles: z.object(Object.fromEntries(ROLES.map((r) => [r, EngineRoleSchema])) as Record<(typeof ROLES)[number], typeof EngineRoleSchema>).strict(),
+  })
+  .strict();
+export type EngineManifest = z.infer<typeof EngineManifestSchema>;
+
+/** A loaded engine: its manifest plus the text of every template file it names. */
+export interface Engine {
+  name: string;
+  manifest: EngineManifest;
+  /** template file name -> content */
+  templates: Record<string, string>;
+}
+
+/** What the Planner and the validator need from an engine (no templates). */
+export interface EngineDefaults {
+  name: string;
+  portOffsetStep: number;
+  roles: Record<(typeof ROLES)[number], { ports: { name: string; default: number; exposure: z.infer<typeof ExposureSchema> }[]; forbiddenOptions: string[] }>;
+}

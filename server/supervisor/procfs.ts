@@ -1,0 +1,77 @@
+/**
+ * Reading /proc: the facts the supervisor needs to recognise a process again after its own restart.
+ * A pid alone is not an identity (pids are reused); pid + start time (field 22 of /proc/<pid>/stat,
+ * clock ticks since boot) is. Zombies count as dead: a process whose parent died is reaped by pid 1,
+ * and a pid 1 that does not reap (some container inits) would otherwise keep it "alive" forever.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+
+export interface ProcStat {
+  pid: number;
+  /** One-letter state: R, S, D, Z, T, ... */
+  state: string;
+  ppid: number;
+  pgrp: number;
+  /** Start time in clock ticks since boot (field 22). */
+  startTime: number;
+}
+
+/** Parses the text of /proc/<pid>/stat. The command name (field 2) may contain spaces and ')'. */
+export function parseStat(text: string): ProcStat | undefined {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < 0) return undefined;
+  const pid = Number(text.slice(0, open).trim());
+  // Fields after the name start at field 3 (state); field N is at index N-3.
+  const rest = text.slice(close + 2).trim().split(/\s+/);
+  const startTime = Number(rest[22 - 3]);
+  if (!Number.isInteger(pid) || !Number.isFinite(startTime)) return undefined;
+  return { pid, state: rest[0], ppid: Number(rest[1]), pgrp: Number(rest[2]), startTime };
+}
+
+export function readStat(pid: number): ProcStat | undefined {
+  try {
+    return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Start time (clock ticks since boot) of a live, non-zombie process, or undefined. */
+export function readStartTime(pid: number): number | undefined {
+  const st = readStat(pid);
+  if (!st || st.state === 'Z' || st.state === 'X') return undefined;
+  return st.startTime;
+}
+
+/** True when `pid` runs and is the same incarnation as recorded (same start time). */
+export function isSameProcess(pid: number, startTime: number): boolean {
+  return readStartTime(pid) === startTime;
+}
+
+/** Pids of the live (non-zombie) members of a process group. */
+export function groupMembers(pgid: number): number[] {
+  const out: number[] = [];
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue;
+    const st = readStat(Number(name));
+    if (st && st.pgrp === pgid && st.state !== 'Z' && st.state !== 'X') out.push(st.pid);
+  }
+  return out;
+}
+
+/** Real uid of a process (from /proc/<pid>/status), or undefined. */
+export function readUid(pid: number): number | undefined {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
