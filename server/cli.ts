@@ -13,6 +13,7 @@ import { ensureCertificate, fingerprint256 } from './tls.js';
 import { addUser, listUsers, removeUser } from './users.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { packageVersion, startDaemon } from './daemon.js';
+import { clusterDaemonOptions } from './cluster/setup.js';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -131,13 +132,15 @@ export function buildCli(): Command {
     .addHelpText('after', `\nEnvironment overrides:\n${Object.entries(ENV_KEYS).map(([k, v]) => `  ${k.padEnd(30)} ${v.path.join('.')}`).join('\n')}\n`)
     .action(async (o: { config?: string; dataDir?: string }) => {
       const config = configFrom(o);
-      const daemon = await startDaemon(config);
+      const cluster = clusterDaemonOptions();
+      const daemon = await startDaemon(config, { modules: cluster.modules, extendContext: cluster.extendContext });
       await new Promise<void>((resolveStop) => {
         let stopping = false;
         const stop = (signal: string) => {
           if (stopping) return;
           stopping = true;
           daemon.ctx.logger.info('signal received', { signal });
+          cluster.runtime()?.close();
           daemon.close().then(resolveStop, (err) => {
             process.stderr.write(`dispatcherd: error while stopping: ${(err as Error).message}\n`);
             process.exitCode = 1;

@@ -4,7 +4,8 @@
  * password at the first colon, so such a password could never be typed correctly).
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { DispatcherError, type Problem } from '../api/errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 
@@ -82,6 +83,7 @@ export async function addUser(file: string, name: string, password: string, opts
   const replaced = name in data.users;
   if (replaced && !opts.replace) throw new DispatcherError('conflict', `user ${name} exists (use --replace to set a new password)`);
   data.users[name] = { hash: await hashPassword(password), createdAt: new Date().toISOString() };
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   await writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n', 0o600);
   return { replaced };
 }

@@ -4,7 +4,7 @@
  * (HTTPS, pinned, authenticated), which calls the peer's /v1/node routes, which call the peer's LocalNode.
  * So the same code runs a process whichever dispatcher asked for it.
  */
-import { access, constants, mkdir, rm, statfs, writeFile, chown, readFile } from 'node:fs/promises';
+import { access, chmod, constants, mkdir, rm, stat, statfs, writeFile, chown, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { dirname, join, resolve, sep } from 'node:path';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
@@ -204,7 +204,10 @@ export class LocalNode implements NodeApi {
     const { spec, files } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs });
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const owner = this.deps.runAs;
-    if (owner) await chown(dir, owner.uid, owner.gid);
+    if (owner) {
+      await chown(dir, owner.uid, owner.gid);
+      await this.letRunAsTraverse(dir);
+    }
     for (const f of files) {
       await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
       await writeFile(f.path, f.content, { mode: f.mode });
@@ -227,6 +230,19 @@ export class LocalNode implements NodeApi {
   async logTail(processId: string, lines: number): Promise<string[]> {
     if (!this.deps.supervisor.get(processId)) throw new DispatcherError('not_found', `no process ${processId} on dispatcher ${this.id}`, { details: { host: this.id } });
     return this.deps.supervisor.logTail(processId, lines);
+  }
+
+  /**
+   * The unprivileged user must be able to walk from the data dir down to its process dir. Parents get
+   * the search bit for others (o+x) only: nothing in them can be listed, and every secret file is 0600.
+   */
+  private async letRunAsTraverse(dir: string): Promise<void> {
+    const root = resolve(this.deps.dataDir);
+    for (let p = dirname(dir); p.startsWith(root); p = dirname(p)) {
+      const st = await stat(p);
+      if ((st.mode & 0o001) === 0) await chmod(p, (st.mode & 0o7777) | 0o001);
+      if (p === root) break;
+    }
   }
 
   async stopProcess(processId: string): Promise<void> {

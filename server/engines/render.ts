@@ -115,6 +115,12 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
     coordinators: all.filter((m) => m.role === 'coordinator'),
     agencySize: agents.length,
     clusterAddresses: addresses,
+    // pg_hba sources: the cluster's addresses; on loopback the kernel uses 127.0.0.1 (or ::1) as the source
+    // whatever 127.x address was dialled, so a loopback cluster admits the loopback range it lives in.
+    hbaSources: [
+      ...addresses.map(toCidr),
+      ...(addresses.some((a) => a.startsWith('127.')) && !addresses.includes('127.0.0.1') ? ['127.0.0.1/32'] : []),
+    ],
     binaries: ctx.binaries,
     secrets: ctx.secrets,
     vars: engine.manifest.vars,

@@ -51,6 +51,8 @@ export const defaultExec: ExecFn = (argv, opts = {}) =>
       }
       resolve({ stdout: String(stdout), stderr: String(stderr), code });
     });
+    // A tool that exits without reading stdin makes the write fail with EPIPE: not an error of ours.
+    child.stdin?.on('error', () => undefined);
     child.stdin?.end(opts.input ?? '');
   });
 

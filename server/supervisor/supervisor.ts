@@ -271,11 +271,23 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
     e.child = undefined;
     e.exited = undefined;
     const at = now();
+    const pid = e.rec.pid;
     e.rec.lastExit = { code, signal, at: iso(at) };
     e.rec.pid = undefined;
     e.rec.startTime = undefined;
     e.rec.readySince = undefined;
     if (e.stopping) return; // stop() finishes the bookkeeping once the whole group is gone
+    // The leader died on its own but members of its group may live on (a postmaster outliving Patroni):
+    // they would hold ports and data dirs against the next incarnation, so they go first.
+    if (pid !== undefined && groupMembers(pid).length > 0) {
+      log.warn('process exited but left members of its process group; stopping them', { process: spec.id, pgid: pid });
+      signalGroup(pid, spec.stopSignal);
+      if (!(await waitGone(pid, undefined, Date.now() + spec.stopTimeoutMs))) {
+        signalGroup(pid, 'SIGKILL');
+        await waitGone(pid, undefined, Date.now() + KILL_GRACE_MS);
+      }
+      if (closed || gen !== e.gen) return;
+    }
     if (e.rec.desired === 'stop') {
       e.rec.state = 'stopped';
       emit(e);
@@ -484,7 +496,7 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
       if (e.rec.state === 'failed' || e.rec.state === 'stopped' || e.rec.state === 'stopping') {
         throw await notReadyError(e, `it is ${e.rec.state}`);
       }
-      const startGen = e.gen;
+      // A process in backoff is waited for through its next incarnation.
       return new Promise<ProcessStatus>((resolve, reject) => {
         let done = false;
         const finish = (fn: () => void) => {
@@ -513,8 +525,6 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
         listeners.add(listener);
         const unsubscribe = () => listeners.delete(listener);
         const timer = setTimeout(() => fail(`not ready within ${timeoutMs} ms`), timeoutMs);
-        // A backoff entry waits for its next incarnation; anything else already changed is caught above.
-        void startGen;
       });
     },
 

@@ -6,7 +6,8 @@
  */
 import type { SpawnFn } from '../../server/supervisor/spawner.js';
 import { defaultSpawn } from '../../server/supervisor/spawner.js';
-import { groupMembers, readStartTime } from '../../server/supervisor/procfs.js';
+import { readFileSync } from 'node:fs';
+import { groupMembers, readStartTime, readStat } from '../../server/supervisor/procfs.js';
 
 export interface LeakCheck {
   /** A spawn function that records every pid. Pass it to createSupervisor. */
@@ -21,6 +22,18 @@ export interface LeakCheck {
   assertNoLeaks(): Promise<void>;
   /** Kills what is left without failing (for after() hooks after a failed test). */
   killAll(): Promise<void>;
+}
+
+/** "pid (state, pgrp) argv" for a leak report. */
+function describe(pid: number): string {
+  const st = readStat(pid);
+  let cmd = '';
+  try {
+    cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+  } catch {
+    /* gone */
+  }
+  return `${pid} [${st?.state ?? '?'} pgrp ${st?.pgrp ?? '?'}] ${cmd}`;
 }
 
 export function createLeakCheck(inner: SpawnFn = defaultSpawn): LeakCheck {
@@ -65,8 +78,31 @@ export function createLeakCheck(inner: SpawnFn = defaultSpawn): LeakCheck {
     killAll,
     async assertNoLeaks() {
       const left = alive();
+      const described = left.map(describe);
       await killAll();
-      if (left.length > 0) throw new Error(`leaked processes still alive at the end of the test: ${left.join(', ')}`);
+      if (left.length > 0) throw new Error(`leaked processes still alive at the end of the test: ${described.join('; ')}`);
     },
   };
+}
+
+/**
+ * Runs `body` with a fresh leak check, then `cleanup` (e.g. stopping a supervisor), then the leak
+ * assertion. When the body failed, its error is the one reported (leftovers are still killed).
+ */
+export async function withLeakCheck(body: (leaks: LeakCheck) => Promise<void>, cleanup: () => Promise<void> = async () => {}): Promise<void> {
+  const leaks = createLeakCheck();
+  let failed = false;
+  try {
+    await body(leaks);
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    try {
+      await cleanup();
+    } finally {
+      if (failed) await leaks.killAll();
+      else await leaks.assertNoLeaks();
+    }
+  }
 }

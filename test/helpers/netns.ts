@@ -92,6 +92,8 @@ function run(argv: string[], opts: { input?: string; timeoutMs?: number } = {}):
         resolve({ stdout: String(stdout), stderr: String(stderr), code });
       },
     );
+    // A program that exits without reading stdin makes the write fail with EPIPE: ignore it.
+    child.stdin?.on('error', () => undefined);
     if (opts.input !== undefined) child.stdin?.end(opts.input);
     else child.stdin?.end();
   });

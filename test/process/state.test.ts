@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { createSupervisor } from '../../server/supervisor/supervisor.js';
 import { createStateStore, parseState } from '../../server/supervisor/state-store.js';
 import { isDispatcherError } from '../../api/errors.js';
-import { createLeakCheck } from '../helpers/leak-check.js';
+import { withLeakCheck } from '../helpers/leak-check.js';
 import { STATE_WRITER, tempDir } from './fixture-spec.js';
 
 const tmp = tempDir('cd-state-');
@@ -19,11 +19,10 @@ after(() => tmp.cleanup());
 
 describe('state file', () => {
   test('kill -9 during state writes (30 times) always leaves the old or the new state', async () => {
-    const leaks = createLeakCheck();
     const dir = join(tmp.path, 'writes');
     mkdirSync(dir, { recursive: true });
     const file = join(dir, 'state.json');
-    try {
+    await withLeakCheck(async (leaks) => {
       let last = 0;
       let advanced = 0;
       for (let i = 0; i < 30; i++) {
@@ -45,9 +44,7 @@ describe('state file', () => {
       assert.ok(advanced >= 25, `writers made progress (${advanced} of 30 runs)`);
       // and the real loader accepts what is left
       assert.ok((await createStateStore(dir).load()).processes.w);
-    } finally {
-      await leaks.assertNoLeaks();
-    }
+    });
   });
 
   test('bad JSON in state.json → createSupervisor rejects with state_damaged; the file is kept unchanged', async () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, chmodSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSupervisor } from '../../server/supervisor/supervisor.js';
-import { createLeakCheck, type LeakCheck } from '../helpers/leak-check.js';
+import { withLeakCheck, type LeakCheck } from '../helpers/leak-check.js';
 import { readStartTime, readUid, readStat } from '../../server/supervisor/procfs.js';
 import { isDispatcherError } from '../../api/errors.js';
 import type { ProcessStatus, Supervisor } from '../../server/supervisor/types.js';
@@ -19,15 +19,18 @@ after(() => tmp.cleanup());
 /** Runs `body` with a fresh supervisor; always stops everything, closes, and fails on a leaked process. */
 async function withSupervisor(name: string, body: (sup: Supervisor, leaks: LeakCheck, root: string) => Promise<void>): Promise<void> {
   const root = join(tmp.path, name);
-  const leaks = createLeakCheck();
-  const sup = await createSupervisor({ stateDir: join(root, 'state'), spawn: leaks.spawn, pollIntervalMs: 100 });
-  try {
-    await body(sup, leaks, root);
-  } finally {
-    for (const p of sup.list()) await sup.stop(p.id).catch(() => {});
-    await sup.close();
-    await leaks.assertNoLeaks();
-  }
+  let sup: Supervisor | undefined;
+  await withLeakCheck(
+    async (leaks) => {
+      sup = await createSupervisor({ stateDir: join(root, 'state'), spawn: leaks.spawn, pollIntervalMs: 100 });
+      await body(sup, leaks, root);
+    },
+    async () => {
+      if (!sup) return;
+      for (const p of sup.list()) await sup.stop(p.id).catch(() => {});
+      await sup.close();
+    },
+  );
 }
 
 describe('supervisor (process tier)', () => {
@@ -145,6 +148,21 @@ describe('supervisor (process tier)', () => {
       assert.equal(s.state, 'stopped');
       assert.equal(s.lastExit?.signal, 'SIGKILL');
       assert.ok((await sup.logTail('stubborn', 50)).includes('fixture-proc: ignoring SIGTERM'), 'SIGTERM was sent first');
+    });
+  });
+
+  test('a leader that dies leaves no group members behind for the next incarnation', async () => {
+    await withSupervisor('orphans', async (sup, _leaks, root) => {
+      const spec = fixtureSpec(root, 'leader', ['--child', '--exit-code', '1', '--exit-after', '300'], {
+        stopTimeoutMs: 300,
+        restart: { enabled: false, initialDelayMs: 100, maxDelayMs: 100, quickFailureWindowMs: 1_000, maxQuickFailures: 3 },
+      });
+      await sup.start(spec);
+      const line = await waitFor('grandchild pid', async () => (await sup.logTail('leader', 20)).find((l) => l.includes('grandchild')));
+      const grandchild = JSON.parse(line).grandchild as number;
+      const s = await waitFor('failed', () => (sup.get('leader')?.state === 'failed' ? sup.get('leader') : undefined));
+      assert.equal(s.failure?.exitCode, 1);
+      assert.equal(readStartTime(grandchild), undefined, 'the SIGTERM-ignoring grandchild was killed');
     });
   });
 

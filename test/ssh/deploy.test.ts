@@ -89,9 +89,9 @@ describe('dispatch deploy over SSH into three namespace hosts', () => {
     return { ...r, lines };
   };
 
-  const summary = (lines: Line[]): Line => {
-    const s = lines.filter((l) => l.type === 'summary');
-    assert.equal(s.length, 1, 'exactly one summary line');
+  const summary = (r: { lines: Line[]; stdout: string; stderr: string }): Line => {
+    const s = r.lines.filter((l) => l.type === 'summary');
+    assert.equal(s.length, 1, `exactly one summary line; got:\n${r.stdout}\n${r.stderr}`);
     return s[0];
   };
 
@@ -151,7 +151,7 @@ describe('dispatch deploy over SSH into three namespace hosts', () => {
     // host 1 pinned to host 2's key: the key exchange must fail; host 2 is not in this run.
     const r = await deploy(inventory({ pins: [sshds[1].hostKeyFingerprint, undefined, undefined], only: [0] }));
     assert.equal(r.code, 1, r.stderr);
-    const s = summary(r.lines);
+    const s = summary(r);
     assert.equal(s.ok, false);
     assert.equal(s.results![0].id, 'd1');
     assert.equal(s.results![0].step, 'connect');
@@ -165,7 +165,7 @@ describe('dispatch deploy over SSH into three namespace hosts', () => {
   test('an unknown host key is refused without a pin (no trust on first use)', async () => {
     const r = await deploy(inventory({ pins: [undefined, undefined, undefined], only: [0] }));
     assert.equal(r.code, 1, r.stderr);
-    const s = summary(r.lines);
+    const s = summary(r);
     assert.match(s.results![0].error!, /step connect: host key SHA256:\S+ is unknown/);
     assert.equal(existsSync(hostDirs(1).prefix), false);
   });
@@ -173,7 +173,7 @@ describe('dispatch deploy over SSH into three namespace hosts', () => {
   test('deploys to all three hosts; dispatchers answer over HTTPS with the fingerprint read on the host', async () => {
     const r = await deploy(inventory());
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
-    const s = summary(r.lines);
+    const s = summary(r);
     assert.equal(s.ok, true);
     assert.deepEqual(s.results!.map((x) => [x.id, x.ok]), [['d1', true], ['d2', true], ['d3', true]]);
     // The generated password is printed exactly once, and only its hash is on the hosts.
@@ -213,7 +213,7 @@ describe('dispatch deploy over SSH into three namespace hosts', () => {
     const pidsBefore = [1, 2, 3].map(daemonPid);
     const r = await deploy(inventory());
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
-    assert.equal(summary(r.lines).ok, true);
+    assert.equal(summary(r).ok, true);
     assert.equal(r.lines.filter((l) => l.type === 'password').length, 0, 'an existing password is not replaced by a generated one');
     const uploads = r.lines.filter((l) => l.type === 'step' && l.step === 'upload' && l.status === 'ok');
     assert.equal(uploads.length, 3);
@@ -241,7 +241,7 @@ describe('dispatch deploy over SSH into three namespace hosts', () => {
   test('uninstall stops and removes the daemon but keeps the data dirs', async () => {
     const r = await deploy(inventory(), ['--uninstall']);
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
-    assert.equal(summary(r.lines).ok, true);
+    assert.equal(summary(r).ok, true);
     for (let i = 1; i <= 3; i++) {
       const d = hostDirs(i);
       assert.equal(daemonPid(i), undefined, `daemon d${i} stopped`);

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what cluster-dispatcher needs on a Debian 12 machine, once, as root:
+#  - the pg-ha engine's programs (etcd, PostgreSQL 15, Patroni, HAProxy) — none of them is started here;
+#  - the firewall tools (nftables, iptables, ipset) and what the test tiers use (iproute2 for network
+#    namespaces, nmap for scans, OpenSSH server for the deploy tests, tmux for the shell test,
+#    systemd for `systemd-analyze verify`);
+#  - the unprivileged user database processes run as (PostgreSQL refuses to run as root).
+# Idempotent: running it again changes nothing.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: run as root (sudo bash deploy/install-deps.sh)" >&2
+  exit 2
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
+  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd ca-certificates >/dev/null
+# Debian's packages may start their services on hosts with a real init; our processes need the ports.
+for svc in etcd postgresql patroni haproxy; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    echo "install-deps.sh: note: the distribution's $svc service is running; cluster-dispatcher uses its own ports, but you may want: systemctl disable --now $svc" >&2
+  fi
+done
+if ! id -u cluster-dispatcher >/dev/null 2>&1; then
+  useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin cluster-dispatcher
+fi
+echo "install-deps.sh: done (pg-ha programs, firewall tools, user cluster-dispatcher)"

@@ -1,0 +1,249 @@
+/**
+ * Wires the cluster side of a dispatcher from its configuration: the real engine renderer, firewall guard
+ * and health checks behind the small interfaces LocalNode and the Orchestrator use. The daemon calls
+ * createClusterService once at start (see clusterDaemonOptions).
+ */
+import { readFile } from 'node:fs/promises';
+import { DispatcherError } from '../../api/errors.js';
+import type { FirewallBackendName, Plan, PlanProcess, Role } from '../../api/plan.js';
+import type { GuardStatusView } from '../../api/rest.js';
+import type { DispatcherConfig } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Supervisor } from '../supervisor/types.js';
+import type { AppContext, RouteModule } from '../http/app.js';
+import { addUser } from '../users.js';
+import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
+import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
+import { validatePlan } from '../core/validate-plan.js';
+import { guardPolicyFromPlan } from '../core/firewall-policy.js';
+import { Guard } from '../firewall/guard.js';
+import { detectBackend, createBackend } from '../firewall/detect.js';
+import { ClusterStore } from './store.js';
+import { OperationStore } from './operations.js';
+import { LocalNode, resolveUser, type NodeGuard, type ProcessRenderer } from './node.js';
+import { RemoteNode } from './remote-node.js';
+import { Orchestrator, type ClusterHealth } from './orchestrator.js';
+import { ClusterService } from './service.js';
+import { clusterModule } from '../http/routes/cluster.js';
+import { plansModule } from '../http/routes/plans.js';
+
+/** Engines are data read from templates/; read each once. */
+function engineCache() {
+  const cache = new Map<string, Engine>();
+  return (name: string) => {
+    let e = cache.get(name);
+    if (!e) cache.set(name, (e = loadEngine(name)));
+    return e;
+  };
+}
+
+export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { leftoverPidFile(plan: Plan, id: string, dataDir: string): string | undefined } {
+  const engine = engineCache();
+  const binaries = (name: string) => {
+    const b = config.engines[name]?.binaries;
+    if (!b) throw new DispatcherError('preflight_failed', `engine ${name} is not allowed on this machine (config: engines.${name})`);
+    return b;
+  };
+  return {
+    render: (plan, processId, ctx) => renderProcess(engine(plan.engine), plan, processId, { ...ctx, binaries: binaries(plan.engine) }),
+    binariesFor(plan, role) {
+      const r = engine(plan.engine).manifest.roles[role as Role];
+      const b = binaries(plan.engine);
+      return [r.program, ...r.requires].map((prog) => {
+        const path = b[prog];
+        if (!path) throw new Error(`${role}: program "${prog}" of engine ${plan.engine} has no binary configured (config: engines.${plan.engine}.binaries.${prog})`);
+        return path;
+      });
+    },
+    generateSecrets: (name) => generateSecrets(engine(name)),
+    leftoverPidFile(plan, id, dataDir) {
+      try {
+        return renderProcess(engine(plan.engine), plan, id, { dispatcherDataDir: dataDir, binaries: binaries(plan.engine), secrets: new Proxy({}, { get: () => 'x' }) }).leftoverPidFile;
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+/** The firewall as LocalNode needs it: one Guard per installed policy, with its drift loop running. */
+export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger): NodeGuard & { close(): void } {
+  let guard: Guard | undefined;
+  const backendName = (plan: Plan): FirewallBackendName => (plan.firewall.backend !== 'auto' ? plan.firewall.backend : config.firewall.backend);
+  const view = (): GuardStatusView | undefined => {
+    if (!guard) return undefined;
+    const s = guard.status();
+    return {
+      backend: s.backend,
+      inSync: s.inSync,
+      ...(s.lastAppliedAt ? { lastAppliedAt: s.lastAppliedAt } : {}),
+      driftRepairs: s.driftRepairs,
+      warnings: s.warnings,
+      ...(s.backend === 'none' ? { note: 'no firewall: backend none, accepted only because every port binds loopback' } : {}),
+    };
+  };
+  return {
+    async available(plan) {
+      try {
+        const b = await detectBackend(backendName(plan));
+        if (b.name === 'none' && !guardPolicyFromPlan(plan, id).loopbackOnly) {
+          return { ok: false, reason: 'firewall backend none is only accepted when every port binds loopback' };
+        }
+        return { ok: true };
+      } catch (e) {
+        return { ok: false, reason: (e as Error).message };
+      }
+    },
+    async apply(plan) {
+      const policy = guardPolicyFromPlan(plan, id);
+      const backend = await detectBackend(backendName(plan));
+      if (!guard || guard.backend.name !== backend.name) {
+        guard?.stop();
+        guard = new Guard({ backend, driftIntervalMs: config.firewall.driftIntervalMs, logger });
+      }
+      await guard.apply(policy);
+      if (backend.name !== 'none') guard.start();
+      return view()!;
+    },
+    async verify() {
+      if (!guard) throw new DispatcherError('operation_failed', `no firewall guard installed on ${id}`, { details: { host: id } });
+      await guard.verify();
+      return view()!;
+    },
+    status: view,
+    async remove() {
+      if (!guard) return;
+      guard.stop();
+      await guard.remove();
+      guard = undefined;
+    },
+    close() {
+      guard?.stop();
+    },
+  };
+}
+
+/** Cluster-level health per engine and role (beyond each process's own probe). */
+export function engineHealth(config: DispatcherConfig): ClusterHealth {
+  return {
+    async check(plan, role, processes, secrets) {
+      if (plan.engine !== 'pg-ha') {
+        // arangod is not run here; its processes' own readiness probes (/_api/version) are the gate.
+        return { ok: true, detail: `${processes.length} ${role}(s) passed their readiness probes` };
+      }
+      if (role === 'agent') {
+        const st = await agencyStatus(plan);
+        return { ok: st.hasLeader && st.members.every((m) => m.reachable), detail: describeAgency(st) };
+      }
+      if (role === 'dbserver') {
+        const psql = config.engines['pg-ha']?.binaries.psql;
+        const states = await Promise.all(processes.map((p) => dbserverState(plan, p.id, { psql, superuserPassword: secrets['superuser-password'] })));
+        const leaders = states.filter((s) => s.role === 'leader' && s.running);
+        const replicasOk = states.filter((s) => s.role === 'replica' && s.running && s.streaming !== false);
+        const ok = leaders.length === 1 && leaders.length + replicasOk.length === states.length;
+        return { ok, detail: states.map((s) => `${s.id}=${s.reachable ? `${s.role}${s.running ? '' : ' (not running)'}${s.role === 'replica' ? (s.streaming ? ' streaming' : ' not streaming') : ''}` : 'unreachable'}`).join(', ') };
+      }
+      const routes = await Promise.all(processes.map((p) => coordinatorRouting(plan, p.id)));
+      return {
+        ok: routes.every((r) => r.ok),
+        detail: routes.map((r) => `${r.id}: ${r.reachable ? (r.checked ? `${r.primariesUp.length} primary up, ${r.replicasUp.length} replica(s) up` : 'checks not run yet') : 'unreachable'}`).join('; '),
+      };
+    },
+  };
+}
+
+function describeAgency(st: Awaited<ReturnType<typeof agencyStatus>>): string {
+  return `${st.members.filter((m) => m.reachable).length}/${st.members.length} members answering, ${st.hasLeader ? `leader ${st.leaderId}` : "no leader"}`;
+}
+
+export interface ClusterRuntime {
+  service: ClusterService;
+  close(): void;
+}
+
+/** Stops a postmaster that outlived Patroni (postgres is not Patroni's child; DESIGN §8). */
+async function stopLeftover(pidFile: string | undefined, logger: Logger): Promise<void> {
+  if (!pidFile) return;
+  let pid: number;
+  try {
+    pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
+  } catch {
+    return;
+  }
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!pid || !alive()) return;
+  const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (!cmd.includes('postgres')) return;
+  logger.warn('stopping a postmaster left running after its Patroni stopped', { pid, pidFile });
+  process.kill(pid, 'SIGINT'); // PostgreSQL's "fast" shutdown
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+  if (alive()) process.kill(pid, 'SIGKILL');
+}
+
+export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRuntime> {
+  const { config, logger, supervisor } = ctx;
+  const store = new ClusterStore(config.dataDir);
+  const snapshot = await store.load();
+  const operations = new OperationStore(config.dataDir);
+  const interrupted = await operations.load();
+  const renderer = engineRenderer(config);
+  const guard = nodeGuard(config.id, config, logger);
+  const runAs = config.runAs ? await resolveUser(config.runAs) : undefined;
+  const node = new LocalNode({
+    id: config.id,
+    dataDir: config.dataDir,
+    supervisor,
+    store,
+    renderer,
+    guard,
+    runAs,
+    allowedEngines: Object.keys(config.engines),
+    ensureClusterUser: async (user, password) => {
+      await addUser(config.usersFile, user, password, { replace: true });
+    },
+  });
+  const origStop = node.stopProcess.bind(node);
+  node.stopProcess = async (id: string) => {
+    await origStop(id);
+    const snap = store.get();
+    if (snap) await stopLeftover(renderer.leftoverPidFile(snap.plan, id, config.dataDir), logger);
+  };
+  const orchestrator = new Orchestrator({
+    self: node,
+    store,
+    renderer,
+    health: engineHealth(config),
+    peer: (d, credential) => new RemoteNode(d, credential),
+    validate: (plan) => validatePlan(plan),
+  });
+  for (const op of interrupted) {
+    await operations.markInterrupted(op, `the dispatcher restarted while this ${op.kind} ran; it did not finish (run it again)`);
+  }
+  // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too).
+  if (snapshot && snapshot.state !== 'launching') {
+    guard.apply(snapshot.plan).catch((e) => logger.error('could not re-apply the firewall guard at start', { error: (e as Error).message }));
+  }
+  return { service: new ClusterService(node, orchestrator, operations, store), close: () => guard.close() };
+}
+
+/** What startDaemon needs to serve the cluster API. */
+export function clusterDaemonOptions(): { modules: RouteModule[]; extendContext: (ctx: AppContext) => Promise<void>; runtime: () => ClusterRuntime | undefined } {
+  let runtime: ClusterRuntime | undefined;
+  return {
+    modules: [plansModule, clusterModule],
+    extendContext: async (ctx) => {
+      runtime = await createClusterRuntime(ctx);
+      ctx.cluster = runtime.service;
+    },
+    runtime: () => runtime,
+  };
+}
+
+export type { PlanProcess, Supervisor };
