@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
-  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd ca-certificates >/dev/null
+  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates >/dev/null
 # Debian's packages may start their services on hosts with a real init; our processes need the ports.
 for svc in etcd postgresql patroni haproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
@@ -24,5 +24,9 @@ for svc in etcd postgresql patroni haproxy; do
 done
 if ! id -u cluster-dispatcher >/dev/null 2>&1; then
   useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin cluster-dispatcher
+fi
+# The test suite runs PostgreSQL as its own unprivileged user too (test/process/engine-programs.test.ts).
+if [ "${CI:-}" = "true" ] || [ "${INSTALL_TEST_USERS:-}" = "1" ]; then
+  id -u cdtest >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin cdtest
 fi
 echo "install-deps.sh: done (pg-ha programs, firewall tools, user cluster-dispatcher)"

@@ -309,7 +309,16 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
   registerRestartCommand(program);
   registerShellCommand(program);
   registerLocalCommand(program);
-  registerFirewallCommands(program);
+  registerFirewallCommands(program, {
+    fetchGuardStatus: async () => {
+      const { client } = await resolveConnection(program.opts() as ConnectOptions);
+      try {
+        return (await client.get<ClusterView>('/v1/cluster')).dispatchers;
+      } finally {
+        client.close();
+      }
+    },
+  });
   registerDeployCommand(program);
   return program;
 }

@@ -141,8 +141,14 @@ export function fileUserDirectory(file: string, opts: { statIntervalMs?: number 
   return {
     async verify(user, password) {
       await ensureFresh();
-      const rec = Object.prototype.hasOwnProperty.call(users, user) ? users[user] : undefined;
-      return verifyPassword(password, rec?.hash);
+      const lookup = () => (Object.prototype.hasOwnProperty.call(users, user) ? users[user] : undefined);
+      if (await verifyPassword(password, lookup()?.hash)) return true;
+      // A user added a moment ago (e.g. the cluster credential a peer just installed) must not wait for
+      // the next stat interval: on a miss, look at the file once more before saying no.
+      const before = gen;
+      pending ??= refresh().finally(() => (pending = undefined));
+      await pending;
+      return gen !== before && verifyPassword(password, lookup()?.hash);
     },
     async generation() {
       await ensureFresh();

@@ -9,6 +9,7 @@
  * Exit codes: 0 fine, 1 a check failed (or the daemon could not be asked), 2 usage (bad options or plan).
  */
 import { readFile } from 'node:fs/promises';
+import { formatTable } from '../table.js';
 import type { Command } from 'commander';
 import { DispatcherError, formatProblems, isDispatcherError } from '../../api/errors.js';
 import { PlanSchema, zodProblems, type Exposure, type Plan } from '../../api/plan.js';
@@ -91,11 +92,7 @@ export function verifyTargets(plan: Plan): ScanTarget[] {
   return targets;
 }
 
-export function formatTable(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
-  return [line(header), ...rows.map(line)].join('\n') + '\n';
-}
+const tableWithNewline = (header: string[], rows: string[][]) => formatTable(header, rows) + '\n';
 
 function fail(e: unknown, cmd: string, err: (t: string) => void): number {
   if (isDispatcherError(e)) {
@@ -144,7 +141,7 @@ export function registerFirewallCommands(program: Command, deps: FirewallCommand
         if (opts.json) out(JSON.stringify(rows, null, 2) + '\n');
         else
           out(
-            formatTable(
+            tableWithNewline(
               ['HOST', 'ADDRESS', 'PORT', 'EXPOSURE', 'WHAT', 'EXPECTED', 'STATE', 'VERDICT'],
               rows.map((r) => [r.host, r.address, String(r.port), r.exposure, r.names.join(','), r.expected, r.state, r.verdict]),
             ),
@@ -167,7 +164,7 @@ export function registerFirewallCommands(program: Command, deps: FirewallCommand
         if (opts.json) out(JSON.stringify(rows, null, 2) + '\n');
         else {
           out(
-            formatTable(
+            tableWithNewline(
               ['DISPATCHER', 'BACKEND', 'IN SYNC', 'LAST APPLIED', 'DRIFT REPAIRS', 'WARNINGS'],
               rows.map((r) => [
                 r.id,

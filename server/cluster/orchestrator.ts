@@ -94,7 +94,10 @@ export class Orchestrator {
         await settleAll(subset(nodes, adopted.ok), (n) => n.discardPlan(plan.name));
         throw combined('peer_unreachable', 'propagation failed', adopted.failed);
       }
-      for (const n of nodes.values()) n.useCredential?.(clusterCredential);
+      // This launch keeps calling peers with the credentials that just worked. Switching to the new cluster
+      // credential here raced the peers' users-file reload (fileUserDirectory re-stats at most every 250 ms):
+      // the first preflight call got 401 "wrong user name or password". Later operations (clusterNodes) use
+      // the cluster credential, long after every peer has reloaded its users.
       for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted' });
 
       // 2. Preflight everywhere; any problem and nothing starts.

@@ -3,6 +3,7 @@
  * Orchestrator (what an operator asks of it), and the operations it runs. Built once by the daemon.
  */
 import type { Credential } from '../../api/rest.js';
+import { DispatcherError } from '../../api/errors.js';
 import type { LocalNode } from './node.js';
 import type { Orchestrator, LaunchInput } from './orchestrator.js';
 import type { OperationStore } from './operations.js';
@@ -34,6 +35,13 @@ export class ClusterService {
   }
 
   cleanup(confirmName: string) {
+    // Refuse a missing or wrong name before an operation starts: the caller gets a 400 naming the cluster.
+    const name = this.store.get()?.plan.name;
+    if (name && confirmName !== name) {
+      throw new DispatcherError('bad_request', `cleanup deletes every data dir of the cluster: repeat its name (${name}) to confirm`, {
+        problems: [{ path: 'confirmName', message: `must be ${name}` }],
+      });
+    }
     return this.operations.start('cleanup', this.clusterName(), (op) => this.orchestrator.cleanup(op, confirmName));
   }
 }

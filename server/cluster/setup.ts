@@ -26,6 +26,8 @@ import { Orchestrator, type ClusterHealth } from './orchestrator.js';
 import { ClusterService } from './service.js';
 import { clusterModule } from '../http/routes/cluster.js';
 import { plansModule } from '../http/routes/plans.js';
+import { restartModule } from '../http/routes/restart.js';
+import { RestartService, registerRestartService, localUpgradeNode, remoteUpgradeNode, pgHaActions } from './restart.js';
 
 /** Engines are data read from templates/; read each once. */
 function engineCache() {
@@ -223,8 +225,23 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     peer: (d, credential) => new RemoteNode(d, credential),
     validate: (plan) => validatePlan(plan),
   });
+  const engines = engineCache();
+  const restarts = new RestartService({
+    self: node,
+    store,
+    operations,
+    health: engineHealth(config),
+    engine: engines,
+    peer: (d, credential) => new RemoteNode(d, credential),
+    localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs }),
+    peerUpgrade: remoteUpgradeNode,
+    actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql }),
+  });
+  registerRestartService(operations, restarts);
   for (const op of interrupted) {
-    await operations.markInterrupted(op, `the dispatcher restarted while this ${op.kind} ran; it did not finish (run it again)`);
+    // A rolling restart resumes from its persisted progress (server/cluster/restart.ts); others are reported.
+    if (op.kind === 'restart') await restarts.resume(op).catch((e) => operations.markInterrupted(op, `could not resume: ${(e as Error).message}`));
+    else await operations.markInterrupted(op, `the dispatcher restarted while this ${op.kind} ran; it did not finish (run it again)`);
   }
   // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too).
   if (snapshot && snapshot.state !== 'launching') {
@@ -237,7 +254,7 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
 export function clusterDaemonOptions(): { modules: RouteModule[]; extendContext: (ctx: AppContext) => Promise<void>; runtime: () => ClusterRuntime | undefined } {
   let runtime: ClusterRuntime | undefined;
   return {
-    modules: [plansModule, clusterModule],
+    modules: [plansModule, clusterModule, restartModule],
     extendContext: async (ctx) => {
       runtime = await createClusterRuntime(ctx);
       ctx.cluster = runtime.service;
