@@ -262,7 +262,9 @@ export async function localDown(opts: LocalOptions & { purge: boolean }): Promis
   if (runningDaemon(first) && existsSync(passwordFile)) {
     const fingerprint = (await dispatcherd(['fingerprint', '--data-dir', first])).trim();
     const password = (await readFile(passwordFile, 'utf8')).trim();
-    const endpoint = `https://127.0.0.1:${opts.basePort}`;
+    // The port the cluster was created with, whatever --base-port says now.
+    const port = (YAML.parse(await readFile(join(first, 'config.yaml'), 'utf8')) as { port: number }).port;
+    const endpoint = `https://127.0.0.1:${port}`;
     const client = new DispatcherClient({ endpoint, fingerprint, credential: { user: 'operator', password } });
     try {
       const mode = progressMode(opts.json);

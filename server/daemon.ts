@@ -130,7 +130,7 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
     const supervisor = opts.supervisor ?? (await createSupervisor({ stateDir: join(config.dataDir, 'supervisor'), logger }));
     // Closing the supervisor only stops watching; processes keep running.
     cleanups.push(() => supervisor.close());
-    if (!opts.supervisor) await supervisor.recover();
+    if (!opts.supervisor) await supervisor.recover({ restartGone: config.relaunchOnBoot });
 
     const advertised = config.listen === '0.0.0.0' || config.listen === '::' ? hostname() : config.listen;
     // Cast: fields added to AppContext by declaration merging (e.g. `cluster`) are filled by extendContext.

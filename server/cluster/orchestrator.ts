@@ -126,7 +126,8 @@ export class Orchestrator {
   }
 
   /** Guard → agency → DB servers → coordinators (each gated on cluster health) → verify. Rolls back on failure. */
-  private async bringUp(op: OperationHandle, plan: Plan, nodes: Nodes, secrets: Record<string, string>, readyTimeoutMs: number) {
+  private async bringUp(op: OperationHandle, plan: Plan, nodes: Nodes, secrets: Record<string, string>, readyTimeoutMs: number, alreadyRunning = new Set<string>()) {
+    // Rollback stops only what this operation started, never a process that was serving before it.
     const started: PlanProcess[] = [];
     try {
       op.event({ level: 'info', step: 'guard', message: 'installing firewall guard on every dispatcher before any process starts' });
@@ -139,7 +140,7 @@ export class Orchestrator {
         const results = await Promise.allSettled(
           group.processes.map(async (p) => {
             op.event({ level: 'info', step: 'start', host: p.dispatcher, process: p.id, message: `starting ${p.role} ${p.id}` });
-            started.push(p);
+            if (!alreadyRunning.has(p.id)) started.push(p);
             const st = await nodes.get(p.dispatcher)!.startProcess(p.id, readyTimeoutMs);
             op.event({ level: 'info', step: 'ready', host: p.dispatcher, process: p.id, message: `${p.id} ready (pid ${st.pid})` });
           }),
@@ -240,12 +241,14 @@ export class Orchestrator {
     const { plan, nodes, secrets } = this.clusterNodes();
     try {
       const snap = this.deps.store.get()!;
-      if (snap.state === 'running' || snap.state === 'launching') {
-        throw new DispatcherError('conflict', `cluster ${plan.name} is ${snap.state}; shut it down before a relaunch`);
-      }
+      // A running cluster may be relaunched too: processes still running are kept (starting the same spec
+      // is a no-op), those that are gone (e.g. after a reboot with relaunchOnBoot off) are started again.
+      if (snap.state === 'launching') throw new DispatcherError('conflict', `cluster ${plan.name} is still launching`);
+      const statuses = await settleAll(nodes, (n) => n.status());
+      const running = new Set([...statuses.values.values()].flatMap((s) => s.processes.filter((p) => p.state === 'ready' || p.state === 'running').map((p) => p.id)));
       await settleAll(nodes, (n) => n.setClusterState('launching'));
       await this.preflightAll(op, plan, nodes, false);
-      return await this.bringUp(op, plan, nodes, secrets, readyTimeoutMs);
+      return await this.bringUp(op, plan, nodes, secrets, readyTimeoutMs, running);
     } finally {
       this.close(nodes);
     }

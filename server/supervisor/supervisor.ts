@@ -553,7 +553,7 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
       await persist();
     },
 
-    async recover() {
+    async recover(opts: { restartGone?: boolean } = {}) {
       for (const e of entries.values()) {
         if (closed) return;
         if (e.child || e.spawning || e.stopping) continue; // already ours in this instance
@@ -590,6 +590,13 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
         }
         r.pid = undefined;
         r.startTime = undefined;
+        if (opts.restartGone === false) {
+          // relaunchOnBoot off: the operator relaunches; until then the process is stopped, not running.
+          r.desired = 'stop';
+          r.state = 'stopped';
+          emit(e);
+          continue;
+        }
         await spawnEntry(e).catch((err) => log.error('could not start a recorded process', { process: r.spec.id, error: String(err) }));
       }
       await persist();

@@ -106,8 +106,11 @@ export interface Supervisor {
   stop(id: string): Promise<void>;
   /** Forget a stopped process (its files stay). */
   remove(id: string): Promise<void>;
-  /** Adopt recorded processes still alive (same pid and start time); start again those that should run. */
-  recover(): Promise<void>;
+  /**
+   * Adopt recorded processes still alive (same pid and start time); start again those that should run
+   * but are gone (after a reboot) — unless `restartGone` is false, which leaves them stopped.
+   */
+  recover(opts?: { restartGone?: boolean }): Promise<void>;
   /** Stop watching; processes keep running (they outlive the daemon). */
   close(): Promise<void>;
   /** Subscribe to state changes (for logs and operation events). Returns an unsubscribe function. */

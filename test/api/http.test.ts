@@ -1,6 +1,6 @@
 /**
  * API tier: the real daemon (startDaemon) in-process over real HTTPS with certificate verification on
- * (supertest `.ca(cert)`), real users file and scrypt, a fake supervisor (process data without processes).
+ * (supertest `.ca(cert)`), real users file and scrypt, a real supervisor running one fixture process.
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,31 +13,18 @@ import { parseConfig } from '../../server/config.js';
 import { startDaemon, type DaemonHandle } from '../../server/daemon.js';
 import { addUser } from '../../server/users.js';
 import { registeredRoutes, toOpenApiPath } from '../../server/http/app.js';
-import type { ProcessStatus, Supervisor } from '../../server/supervisor/types.js';
+import type { Supervisor } from '../../server/supervisor/types.js';
+import { createSupervisor } from '../../server/supervisor/supervisor.js';
+import { fixtureSpec } from '../process/fixture-spec.js';
 
 const PASSWORD = 'very-secret-pass-42';
 const USER = 'alice';
-
-function fakeSupervisor(): Supervisor {
-  const p: ProcessStatus = { id: 'agent-1', role: 'agent', state: 'ready', pid: 4242, restarts: 0, command: ['/usr/bin/etcd', '--name', 'agent-1'] };
-  return {
-    list: () => [p],
-    get: (id) => (id === p.id ? p : undefined),
-    logTail: async (_id, lines) => Array.from({ length: lines }, (_, i) => `line ${i + 1}`),
-    start: async () => p,
-    waitReady: async () => p,
-    stop: async () => {},
-    remove: async () => {},
-    recover: async () => {},
-    close: async () => {},
-    onChange: () => () => {},
-  };
-}
 
 describe('dispatcherd HTTPS API', () => {
   let root: string;
   let d: DaemonHandle;
   let hash: string;
+  let supervisor: Supervisor;
   const bodies: string[] = [];
   const agent = () => request(d.url);
   const keep = (r: request.Response) => {
@@ -51,10 +38,14 @@ describe('dispatcherd HTTPS API', () => {
     const config = parseConfig({ id: 'api-test', listen: '127.0.0.1', port: 0, dataDir, maxBodyBytes: 4096, auth: { maxFailures: 5, failWindowMs: 60_000 } }, {});
     await addUser(config.usersFile, USER, PASSWORD);
     hash = JSON.parse(readFileSync(config.usersFile, 'utf8')).users[USER].hash;
-    d = await startDaemon(config, { supervisor: fakeSupervisor(), console: false });
+    supervisor = await createSupervisor({ stateDir: join(root, 'supervisor') });
+    await supervisor.start(fixtureSpec(root, 'agent-1', ['--print', 'line 1', '--print', 'line 2', '--print', 'line 3']));
+    await supervisor.waitReady('agent-1', 10_000);
+    d = await startDaemon(config, { supervisor, console: false });
   });
   after(async () => {
     await d?.close();
+    await supervisor?.stop('agent-1');
     rmSync(root, { recursive: true, force: true });
   });
 
@@ -91,7 +82,8 @@ describe('dispatcherd HTTPS API', () => {
   test('process routes: one, 404, log tail, invalid lines listed as problems', async () => {
     const one = keep(await agent().get('/v1/processes/agent-1').ca(d.cert).auth(USER, PASSWORD));
     assert.equal(one.status, 200);
-    assert.equal(one.body.pid, 4242);
+    assert.equal(one.body.pid, supervisor.get('agent-1')!.pid);
+    assert.ok(one.body.pid > 0);
     const none = keep(await agent().get('/v1/processes/nope').ca(d.cert).auth(USER, PASSWORD));
     assert.equal(none.status, 404);
     assert.match(String(none.headers['content-type']), /^application\/problem\+json/);

@@ -20,7 +20,9 @@ import { portBindError } from '../../server/cluster/node.js';
 import { initDataDir, patchConfig, startDispatcherd, type DataDir, type RunningDispatcher } from './daemon.js';
 
 /** Parent of every cluster test directory: 0711 so the unprivileged DB user can traverse, outside /tmp. */
-export const TEST_ROOT = '/var/lib/cluster-dispatcher-test';
+// Short on purpose: Unix socket paths (HAProxy's stats socket, PostgreSQL's socket dir) must stay under
+// 108 bytes, and they live deep inside <root>/<dispatcher>/data/<dataRoot>/<cluster>/<process>/.
+export const TEST_ROOT = '/var/lib/cdtest';
 export const PSQL = PG_HA_DEBIAN_BINARIES.psql;
 
 export type Dispatcher = RunningDispatcher & { dir: DataDir };
@@ -214,6 +216,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
         dbservers: 3,
         coordinators: 1,
         ports: portsFor(portBase),
+        dataRoot: 'c',
         firewall: { backend: 'none' },
         ...over,
       } as SpecInput;

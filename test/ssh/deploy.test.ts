@@ -9,12 +9,17 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { SpecDispatcherSchema } from '../../api/plan.js';
+import type { ClusterView, OperationView } from '../../api/rest.js';
+import { planFromSpec } from '../../launcher/planner.js';
+import { PG_HA_DEBIAN_BINARIES } from '../../launcher/local.js';
+import { clientIn, ndjson } from '../helpers/ns-cluster.js';
 import { createTestNet, type TestNet } from '../helpers/netns.js';
 import { makeKeyPair, privateDir, startSshd, type KeyPair, type TestSshd } from '../helpers/sshd.js';
 
@@ -208,6 +213,96 @@ describe('dispatch deploy over SSH into three namespace hosts', () => {
 
   // The lead's launch test slots in here: `dispatchersFile` lists the three running dispatchers, and the
   // admin password is the one printed by the deploy above.
+
+  test('launch a pg-ha cluster through one deployed dispatcher: healthy, then shut down and cleaned up', { timeout: 300_000 }, async () => {
+    const n = net!;
+    // The database processes run as RUN_AS: it must be able to walk from / to its process dirs, but the
+    // test directories are 0700 root (private, for sshd's StrictModes). Grant the search bit (o+x: nothing
+    // can be listed) for this test only; sshd only objects to group/world-WRITABLE parents.
+    const parents = [path.dirname(work), work, ...[1, 2, 3].map((i) => path.dirname(hostDirs(i).dataDir))];
+    const modes = parents.map((p) => statSync(p).mode & 0o7777);
+    let launched = false;
+    let cleaned = false;
+    const cred = { user: 'launcher', password: randomBytes(18).toString('base64url') };
+    let first: { endpoint: string; fingerprint: string } | undefined;
+    const runOp = async (urlPath: string, body: unknown, timeoutMs: number) => {
+      const bodyFile = path.join(work, `op-${Date.now()}.json`);
+      await writeFile(bodyFile, JSON.stringify(body), { mode: 0o600 });
+      const r = await clientIn(n, n.outside!.ns, first!, cred, ['run', urlPath, bodyFile], timeoutMs);
+      const op = ndjson(r.stdout).find((l) => l.type === 'operation') as OperationView | undefined;
+      assert.ok(op, `no operation view (exit ${r.code}): ${r.stderr}\n${r.stdout}`);
+      return op;
+    };
+    try {
+      parents.forEach((p, i) => chmodSync(p, modes[i] | 0o001));
+      // Re-deploy through the product with what a launch needs and the first deploy left out: every pg-ha
+      // program the engine requires (postgres too) and a second operator whose password this test knows
+      // (the generated admin password is printed once, inside the deploy test). Idempotent otherwise.
+      const pwFile = path.join(work, 'launcher.password');
+      await writeFile(pwFile, cred.password + '\n', { mode: 0o600 });
+      const inv = parseYaml(inventory()) as Record<string, any>;
+      inv.engines = { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES } };
+      inv.password = { user: cred.user, file: pwFile };
+      const t0 = Date.now();
+      const r = await deploy(toYaml(inv));
+      assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
+      assert.equal(summary(r).ok, true);
+      const redeployMs = Date.now() - t0;
+      const doc = parseYaml(readFileSync(dispatchersFile, 'utf8')) as { dispatchers: unknown[] };
+      const dispatchers = doc.dispatchers.map((d) => SpecDispatcherSchema.parse(d));
+      first = dispatchers[0];
+      const plan = planFromSpec({
+        name: CLUSTER,
+        engine: 'pg-ha',
+        dispatchers,
+        agents: 3,
+        dbservers: 3,
+        coordinators: 1,
+        // The operator (this test, in the outside namespace) must keep reaching the dispatcher port.
+        firewall: { backend: 'nftables', operatorSources: [n.outside!.ipv4, n.outside!.ipv6] },
+      });
+      const t1 = Date.now();
+      launched = true;
+      const op = await runOp('/v1/cluster/launch', { plan, peerCredentials: {}, readyTimeoutMs: 120_000 }, 200_000);
+      const launchMs = Date.now() - t1;
+      assert.equal(op.state, 'succeeded', `${JSON.stringify(op.error)}\n${op.events.map((e) => `${e.step} ${e.host ?? ''} ${e.message}`).join('\n')}`);
+      process.stderr.write(`# re-deploy ${redeployMs} ms, launch through d1 ${launchMs} ms\n`);
+
+      const st = await clientIn(n, n.outside!.ns, first, cred, ['get', '/v1/cluster']);
+      assert.equal(st.code, 0, st.stderr);
+      const view = JSON.parse(st.stdout.trim()) as ClusterView;
+      assert.equal(view.name, CLUSTER);
+      assert.equal(view.state, 'running');
+      assert.equal(view.processes.length, plan.processes.length);
+      for (const p of view.processes) assert.equal(p.state, 'ready', `${p.id}: ${JSON.stringify(p)}`);
+      for (const d of view.dispatchers) {
+        assert.equal(d.reachable, true, `${d.id}: ${d.error}`);
+        assert.deepEqual([d.guard?.backend, d.guard?.inSync], ['nftables', true], `${d.id} guard`);
+      }
+
+      const sd = await runOp('/v1/cluster/shutdown', {}, 120_000);
+      assert.equal(sd.state, 'succeeded', JSON.stringify(sd.error));
+      const cl = await runOp('/v1/cluster/cleanup', { confirmName: CLUSTER }, 120_000);
+      assert.equal(cl.state, 'succeeded', JSON.stringify(cl.error));
+      cleaned = true;
+      for (const h of n.hosts) {
+        assert.notEqual((await n.exec(h.ns, ['nft', 'list', 'table', 'inet', 'dispatcher_guard'])).code, 0, `guard removed on ${h.name}`);
+      }
+    } finally {
+      if (launched && !cleaned && first) {
+        // Bounded best effort so the following tests start from a clean slate (the hard kill is in after()).
+        await runOp('/v1/cluster/shutdown', {}, 120_000).catch(() => undefined);
+        await runOp('/v1/cluster/cleanup', { confirmName: CLUSTER }, 60_000).catch(() => undefined);
+      }
+      parents.forEach((p, i) => {
+        try {
+          chmodSync(p, modes[i]);
+        } catch {
+          /* removed */
+        }
+      });
+    }
+  });
 
   test('re-deploy is idempotent: same fingerprints, daemon restarted and healthy, password kept', async () => {
     const pidsBefore = [1, 2, 3].map(daemonPid);
