@@ -18,23 +18,18 @@ import YAML from 'yaml';
 import { DispatcherError } from '../api/errors.js';
 import type { ClusterView, OperationView } from '../api/rest.js';
 import { writeFileAtomic } from '../server/atomic-file.js';
+import { PG_HA_DEBIAN_BINARIES } from '../server/engines/debian.js';
 import { DispatcherClient } from './client.js';
 import { removeContext, saveContext } from './context.js';
 import { Kickstarter } from './kickstarter.js';
 import { planFromSpec } from './planner.js';
+import { defaultEngineCatalog } from '../server/engines/loader.js';
+import { ROLE_ORDER } from '../api/plan.js';
 import { progressMode, withProgress } from './progress.js';
 
 const run = promisify(execFile);
 
-/** Where Debian's packages put the pg-ha programs (etcd-server, patroni, postgresql-15, haproxy). */
-export const PG_HA_DEBIAN_BINARIES: Record<string, string> = {
-  etcd: '/usr/bin/etcd',
-  python3: '/usr/bin/python3',
-  patroni: '/usr/bin/patroni',
-  postgres: '/usr/lib/postgresql/15/bin/postgres',
-  psql: '/usr/lib/postgresql/15/bin/psql',
-  haproxy: '/usr/sbin/haproxy',
-};
+export { PG_HA_DEBIAN_BINARIES };
 
 /** The unprivileged user deploy/install-deps.sh creates; PostgreSQL refuses to run as root. */
 export const DEFAULT_RUN_AS = 'cluster-dispatcher';
@@ -49,7 +44,15 @@ export interface LocalOptions {
   runAs?: string;
   json: boolean;
   readyTimeoutMs: number;
-  /** Where progress lines go (plain/JSON); tests capture it. */
+  /** Added to every engine default port (two local clusters side by side, or a test next to a real one). */
+  enginePortOffset?: number;
+}
+
+/** spec.ports overrides moving every port of an engine by `offset`. */
+function shiftedPorts(engine: string, offset: number): Record<string, number> | undefined {
+  if (!offset) return undefined;
+  const e = defaultEngineCatalog()[engine];
+  return Object.fromEntries(ROLE_ORDER.flatMap((role) => e.roles[role].ports.map((p) => [`${role}.${p.name}`, p.default + offset] as const)));
 }
 
 /**
@@ -231,6 +234,7 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
               dbservers: opts.dbservers,
               coordinators: opts.coordinators,
               firewall: { backend: 'none' },
+              ...(opts.enginePortOffset ? { ports: shiftedPorts('pg-ha', opts.enginePortOffset) } : {}),
             })
           : undefined;
       const lines = (plan?.processes ?? view.processes.map((p) => ({ id: p.id, dispatcher: p.host }))).map((p) => ({ id: p.id, host: p.dispatcher }));
@@ -298,6 +302,7 @@ export function registerLocalCommand(program: Command): void {
     .option('--dir <dir>', 'directory holding the local dispatchers (default: $DISPATCH_LOCAL_DIR, else /var/lib/cluster-dispatcher/local for root, ~/.local/share/cluster-dispatcher/local for others)')
     .addOption(new Option('--base-port <port>', 'HTTPS port of the first dispatcher (the others follow)').default('18528'))
     .option('--run-as <user>', `unprivileged user for the database processes (default when root: ${DEFAULT_RUN_AS})`)
+    .addOption(new Option('--engine-port-offset <n>', 'add N to every pg-ha default port (etcd 2381/2382, postgres 5433, patroni 8008, haproxy 5000/5001/7000)').default('0'))
     .addOption(new Option('--ready-timeout <seconds>', 'how long each process may take to become ready').default('120'))
     .option('--down', 'shut the local cluster and its dispatchers down (data stays)')
     .option('--purge', 'with --down: also delete the cluster, its data and the dispatchers')
@@ -316,6 +321,7 @@ export function registerLocalCommand(program: Command): void {
         runAs: o.runAs ?? (process.getuid?.() === 0 ? DEFAULT_RUN_AS : undefined),
         json: !!g.json,
         readyTimeoutMs: num(o.readyTimeout, 'ready-timeout', 1) * 1000,
+        enginePortOffset: num(o.enginePortOffset, 'engine-port-offset', 0),
       };
       if (o.purge && !o.down) throw new DispatcherError('bad_request', '--purge goes with --down');
       if (o.down) return localDown({ ...opts, purge: !!o.purge });

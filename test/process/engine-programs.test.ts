@@ -18,17 +18,11 @@ import { planFromSpec } from '../../launcher/planner.js';
 import { generateSecrets, loadEngine, renderProcess, type RenderedProcess } from '../../server/engines/index.js';
 import { agencyHasLeader, agencyStatus, coordinatorRouting, dbserverState } from '../../server/engines/pg-ha-health.js';
 import type { Plan } from '../../api/plan.js';
+import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
 
 const USER = 'cdtest';
 const ADDR = '127.0.0.2';
-const BINARIES = {
-  etcd: '/usr/bin/etcd',
-  python3: '/usr/bin/python3',
-  patroni: '/usr/bin/patroni',
-  postgres: '/usr/lib/postgresql/15/bin/postgres',
-  psql: '/usr/lib/postgresql/15/bin/psql',
-  haproxy: '/usr/sbin/haproxy',
-};
+const BINARIES = { ...PG_HA_DEBIAN_BINARIES };
 
 function ensureUser(): { uid: number; gid: number; user: string } {
   if (spawnSync('id', ['-u', USER]).status !== 0) {

@@ -1,4 +1,5 @@
 /** Engines: profiles load, rendering is golden, arangod argv equals the Starter's, errors name what is missing. */
+import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -22,15 +23,7 @@ function golden(name: string, actual: string): void {
   assert.equal(actual, readFileSync(file, 'utf8'), `${name} differs (UPDATE_GOLDEN=1 rewrites it after review)`);
 }
 
-const BIN = {
-  etcd: '/usr/bin/etcd',
-  python3: '/usr/bin/python3',
-  patroni: '/usr/bin/patroni',
-  postgres: '/usr/lib/postgresql/15/bin/postgres',
-  psql: '/usr/lib/postgresql/15/bin/psql',
-  haproxy: '/usr/sbin/haproxy',
-  arangod: '/usr/sbin/arangod',
-};
+const BIN: Record<string, string> = { ...PG_HA_DEBIAN_BINARIES, arangod: '/usr/sbin/arangod' };
 const ctxFor = (engine: string): RenderContext => ({
   dispatcherDataDir: '/var/lib/dispatcher',
   binaries: BIN,

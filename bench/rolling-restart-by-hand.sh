@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The careful hand-run baseline for bench/rolling-restart.ts: a rolling restart of the pg-ha DB servers
+# the way an operator would do it with curl — each replica stopped and started through its dispatcher
+# (start waits until it is ready: PostgreSQL answers and its own WAL receiver streams), then a Patroni
+# switchover to the first restarted replica, then the old leader stopped and started.
+#
+# Input (stdin), one DB server a line, replicas first and the leader LAST:
+#   ID DISPATCHER_URL CA_FILE PATRONI_REST_URL
+# Env: AUTH=user:password for the dispatchers.
+set -euo pipefail
+mapfile -t LINES
+n=${#LINES[@]}
+call() { # METHOD URL CA [DATA]
+  curl -sS --fail-with-body --cacert "$3" -u "$AUTH" -X "$1" -H 'content-type: application/json' ${4:+-d "$4"} "$2" >/dev/null
+}
+restart_one() { # ID URL CA
+  call POST "$2/v1/node/processes/$1/stop" "$3" '{}'
+  call POST "$2/v1/node/processes/$1/start" "$3" '{"readyTimeoutMs":120000}'
+}
+first=""
+for ((i = 0; i < n - 1; i++)); do
+  read -r id url ca rest <<<"${LINES[$i]}"
+  restart_one "$id" "$url" "$ca"
+  [ -z "$first" ] && first=$id
+done
+read -r leader lurl lca lrest <<<"${LINES[$((n - 1))]}"
+curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d "{\"leader\":\"$leader\",\"candidate\":\"$first\"}" "$lrest/switchover" >/dev/null
+# Wait until the candidate answers as primary.
+crest=$(for l in "${LINES[@]}"; do read -r id _ _ r <<<"$l"; [ "$id" = "$first" ] && echo "$r"; done)
+for _ in $(seq 1 300); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS "$crest/primary")" = 200 ] && break
+  sleep 0.1
+done
+restart_one "$leader" "$lurl" "$lca"
