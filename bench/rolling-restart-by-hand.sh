@@ -21,14 +21,18 @@ first=""
 for ((i = 0; i < n - 1; i++)); do
   read -r id url ca rest <<<"${LINES[$i]}"
   restart_one "$id" "$url" "$ca"
-  [ -z "$first" ] && first=$id
+  if [ -z "$first" ]; then first=$id; fi
 done
 read -r leader lurl lca lrest <<<"${LINES[$((n - 1))]}"
 curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d "{\"leader\":\"$leader\",\"candidate\":\"$first\"}" "$lrest/switchover" >/dev/null
 # Wait until the candidate answers as primary.
-crest=$(for l in "${LINES[@]}"; do read -r id _ _ r <<<"$l"; [ "$id" = "$first" ] && echo "$r"; done)
+crest=""
+for l in "${LINES[@]}"; do
+  read -r id _ _ r <<<"$l"
+  if [ "$id" = "$first" ]; then crest=$r; fi
+done
 for _ in $(seq 1 300); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS "$crest/primary")" = 200 ] && break
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS "$crest/primary")" = 200 ]; then break; fi
   sleep 0.1
 done
 restart_one "$leader" "$lurl" "$lca"

@@ -35,9 +35,14 @@ const HELP = `cluster-dispatcher shell — JavaScript with top-level await.
 
 function describe(obj: unknown): string {
   if (obj === undefined) return HELP;
-  const proto = typeof obj === 'function' ? (obj as { prototype?: object }).prototype : Object.getPrototypeOf(obj);
   const own = typeof obj === 'object' && obj ? Object.keys(obj) : [];
-  const methods = proto ? Object.getOwnPropertyNames(proto).filter((n) => n !== 'constructor') : [];
+  // Walk the whole prototype chain: the shell's Kickstarter is a subclass, its methods live one level up.
+  const methods: string[] = [];
+  let proto: object | null = typeof obj === 'function' ? ((obj as { prototype?: object }).prototype ?? null) : Object.getPrototypeOf(obj);
+  for (let depth = 0; proto && proto !== Object.prototype && proto !== Function.prototype && depth < 10; depth++) {
+    methods.push(...Object.getOwnPropertyNames(proto).filter((n) => n !== 'constructor'));
+    proto = Object.getPrototypeOf(proto);
+  }
   return `${[...new Set([...own, ...methods])].sort().join(', ')}`;
 }
 
@@ -69,7 +74,9 @@ export function shellContext(client: DispatcherClient | undefined, print: (s: st
       logs: async (id: string, lines = 50) => (await need().get<{ lines: string[] }>(`/v1/cluster/processes/${encodeURIComponent(id)}/log?lines=${lines}`)).lines.join('\n'),
       operations: async () => (await need().get<{ operations: unknown[] }>('/v1/operations')).operations,
     },
-    help: (obj?: unknown) => print(describe(obj)),
+    help: (obj?: unknown) => {
+      print(describe(obj));
+    },
   };
 }
 

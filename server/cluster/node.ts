@@ -71,6 +71,8 @@ export interface LocalNodeDeps {
   runAs?: { uid: number; gid: number; user?: string };
   /** Engines this machine allows. */
   allowedEngines: string[];
+  /** Called after a process stopped: ends what may outlive it (a postmaster outlives Patroni). */
+  afterStop?(plan: Plan, processId: string): Promise<void>;
   minFreeBytes?: number;
 }
 
@@ -247,6 +249,8 @@ export class LocalNode implements NodeApi {
 
   async stopProcess(processId: string): Promise<void> {
     if (this.deps.supervisor.get(processId)) await this.deps.supervisor.stop(processId);
+    const snap = this.deps.store.get();
+    if (snap) await this.deps.afterStop?.(snap.plan, processId);
   }
 
   async setClusterState(state: ClusterState): Promise<void> {
@@ -273,11 +277,8 @@ export class LocalNode implements NodeApi {
       throw new DispatcherError('conflict', `cluster ${plan.name} is ${state} on ${this.id}: shut it down before cleanup`, { details: { host: this.id } });
     }
     for (const p of this.myProcesses(plan).reverse()) {
-      const st = this.deps.supervisor.get(p.id);
-      if (st) {
-        await this.deps.supervisor.stop(p.id);
-        await this.deps.supervisor.remove(p.id);
-      }
+      await this.stopProcess(p.id);
+      if (this.deps.supervisor.get(p.id)) await this.deps.supervisor.remove(p.id);
       await rm(this.processDir(p), { recursive: true, force: true });
     }
     await this.deps.guard.remove();

@@ -121,11 +121,20 @@ export class OperationStore {
   }
 
   /** Marks an interrupted operation as failed (when it cannot resume). */
-  async markInterrupted(view: OperationView, message: string): Promise<void> {
-    view.state = 'failed';
-    view.endedAt = new Date().toISOString();
+  markInterrupted(view: OperationView, message: string): Promise<void> {
     view.error = { code: 'operation_failed', message };
-    view.events.push({ seq: view.events.length + 1, at: view.endedAt, level: 'error', step: 'failed', message });
+    return this.end(view, 'failed', 'error', message);
+  }
+
+  /** Marks an ended (failed) operation as aborted by the operator. */
+  markAborted(view: OperationView, message: string): Promise<void> {
+    return this.end(view, 'aborted', 'warn', message);
+  }
+
+  private async end(view: OperationView, state: 'failed' | 'aborted', level: 'warn' | 'error', message: string): Promise<void> {
+    view.state = state;
+    view.endedAt = new Date().toISOString();
+    view.events.push({ seq: view.events.length + 1, at: view.endedAt, level, step: state, message });
     this.ops.set(view.id, view);
     await this.persist(view);
   }

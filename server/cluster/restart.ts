@@ -127,21 +127,19 @@ export class RestartService {
 
   /** Whole-cluster health: every role's check passes. */
   private async clusterHealth(plan: Plan, secrets: Record<string, string>): Promise<{ ok: boolean; detail: string }> {
-    const details: string[] = [];
-    let ok = true;
-    for (const role of ROLE_ORDER) {
-      const procs = plan.processes.filter((p) => p.role === role);
-      if (!procs.length) continue;
-      try {
-        const r = await this.deps.health.check(plan, role, procs, secrets);
-        ok &&= r.ok;
-        details.push(`${role}s: ${r.detail}`);
-      } catch (e) {
-        ok = false;
-        details.push(`${role}s: ${(e as Error).message}`);
-      }
-    }
-    return { ok, detail: details.join(' | ') };
+    // The roles are checked concurrently: the gate after every process is on the operation's critical path.
+    const res = await Promise.all(
+      ROLE_ORDER.filter((role) => plan.processes.some((p) => p.role === role)).map(async (role) => {
+        const procs = plan.processes.filter((p) => p.role === role);
+        try {
+          const r = await this.deps.health.check(plan, role, procs, secrets);
+          return { ok: r.ok, detail: `${role}s: ${r.detail}` };
+        } catch (e) {
+          return { ok: false, detail: `${role}s: ${(e as Error).message}` };
+        }
+      }),
+    );
+    return { ok: res.every((r) => r.ok), detail: res.map((r) => r.detail).join(' | ') };
   }
 
   private async waitClusterHealthy(op: OperationHandle, plan: Plan, secrets: Record<string, string>, timeoutMs: number, after: string, signal?: AbortSignal) {
@@ -156,7 +154,7 @@ export class RestartService {
         throw new DispatcherError('operation_failed', `cluster not healthy within ${Math.round(timeoutMs / 1000)} s after ${after}: ${r.detail}`, { details: { process: after } });
       }
       if (signal?.aborted) throw abortedError();
-      await sleep(this.deps.pollMs ?? 200);
+      await sleep(this.deps.pollMs ?? 100);
     }
   }
 
@@ -261,13 +259,8 @@ export class RestartService {
     }, { resumeOf: view });
   }
 
-  private async markAborted(view: OperationView, message: string) {
-    view.state = 'aborted';
-    view.endedAt = new Date().toISOString();
-    view.events.push({ seq: view.events.length + 1, at: view.endedAt, level: 'warn', step: 'aborted', message });
-    // OperationStore has no public "set state": persist through its serialized writer (see report; a
-    // `markAborted` on OperationStore would be the clean hook).
-    await (this.deps.operations as unknown as { persist(v: OperationView): Promise<void> }).persist(view);
+  private markAborted(view: OperationView, message: string) {
+    return this.deps.operations.markAborted(view, message);
   }
 
   /** The operation's work: upgrade (preflight + adopt everywhere), then rolling or all-at-once. */

@@ -210,13 +210,8 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     ensureClusterUser: async (user, password) => {
       await addUser(config.usersFile, user, password, { replace: true });
     },
+    afterStop: (plan, id) => stopLeftover(renderer.leftoverPidFile(plan, id, config.dataDir), logger),
   });
-  const origStop = node.stopProcess.bind(node);
-  node.stopProcess = async (id: string) => {
-    await origStop(id);
-    const snap = store.get();
-    if (snap) await stopLeftover(renderer.leftoverPidFile(snap.plan, id, config.dataDir), logger);
-  };
   const orchestrator = new Orchestrator({
     self: node,
     store,

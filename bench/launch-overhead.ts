@@ -1,0 +1,80 @@
+/**
+ * Launch overhead: launch-to-ready of a real pg-ha cluster (3 etcd, 3 Patroni/PostgreSQL, 1 HAProxy) through
+ * three loopback dispatchers ÷ the same processes started by a plain ordered script (bench/plain-launch.ts)
+ * with the same readiness checks — both in one run, alternating, fresh data every round.
+ *
+ *   npx tsc -p . && node dist/bench/launch-overhead.js [--rounds 3]
+ *
+ * Dispatcher time = the launch operation's startedAt → endedAt (validate, propagate, preflight, guard,
+ * ordered start with health gates, verify); plain time = first spawn → coordinators healthy.
+ * Needs root, the pg-ha Debian packages and the cluster-dispatcher user (deploy/install-deps.sh).
+ */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { OperationView } from '../api/rest.js';
+import { PG_HA_DEBIAN_BINARIES, DEFAULT_RUN_AS } from '../launcher/local.js';
+import { generateSecrets, loadEngine } from '../server/engines/index.js';
+import { resolveUser } from '../server/cluster/node.js';
+import { startTestCluster, killMatching } from '../test/helpers/cluster.js';
+import { plainLaunch } from './plain-launch.js';
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function main() {
+  const rounds = arg('rounds', 3);
+  const tc = await startTestCluster({ n: 3, label: 'bl' });
+  const runAs = await resolveUser(DEFAULT_RUN_AS);
+  const viaDispatchers: number[] = [];
+  const wallDispatchers: number[] = [];
+  const plain: number[] = [];
+  try {
+    for (let r = 1; r <= rounds; r++) {
+      // Through the dispatchers.
+      const plan = tc.plan({ name: `bench-d${r}` });
+      const w0 = performance.now();
+      const op: OperationView = await tc.run(0, '/v1/cluster/launch', { plan }, 240_000);
+      const wall = performance.now() - w0;
+      if (op.state !== 'succeeded') throw new Error(`launch failed: ${JSON.stringify(op.error)}`);
+      const ms = Date.parse(op.endedAt!) - Date.parse(op.startedAt);
+      viaDispatchers.push(ms);
+      wallDispatchers.push(wall);
+      if ((await tc.run(0, '/v1/cluster/shutdown', {})).state !== 'succeeded') throw new Error('shutdown failed');
+      if ((await tc.run(0, '/v1/cluster/cleanup', { confirmName: plan.name })).state !== 'succeeded') throw new Error('cleanup failed');
+
+      // The same processes, plain script, same readiness checks.
+      const pplan = tc.plan({ name: `bench-p${r}` });
+      const dataDirOf = (id: string) => tc.dispatchers.find((d) => d.id === id)!.dataDir;
+      const c = await plainLaunch(pplan, { dataDirOf, binaries: PG_HA_DEBIAN_BINARIES, secrets: generateSecrets(loadEngine('pg-ha')), runAs });
+      plain.push(c.readyMs);
+      await c.stop();
+      await killMatching(join(tc.root, 'd1', 'data', 'c', pplan.name));
+      for (const d of tc.dispatchers) await killMatching(join(d.dataDir, 'c', pplan.name));
+      for (const d of tc.dispatchers) rmSync(join(d.dataDir, 'c', pplan.name), { recursive: true, force: true });
+      console.error(`round ${r}: dispatchers ${ms.toFixed(0)} ms (client wall ${wall.toFixed(0)} ms), plain ${c.readyMs.toFixed(0)} ms`);
+    }
+  } finally {
+    await tc.teardown();
+  }
+  const md = median(viaDispatchers);
+  const mp = median(plain);
+  const result = {
+    rounds,
+    dispatchersMs: viaDispatchers.map(Math.round),
+    dispatchersWallMs: wallDispatchers.map(Math.round),
+    plainMs: plain.map(Math.round),
+    medianDispatchersMs: Math.round(md),
+    medianPlainMs: Math.round(mp),
+    ratio: Number((md / mp).toFixed(3)),
+    target: 1.03,
+  };
+  console.log(JSON.stringify(result, null, 2));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,104 @@
+/**
+ * Cluster tier: `dispatch local` from a clean state gives a working pg-ha cluster (psql through the printed
+ * coordinator with the printed password file), the CLI is left pointing at it, and `dispatch local --down
+ * --purge` leaves nothing running (no etcd/patroni/postgres/haproxy/dispatcherd of it) and removes its dir.
+ *
+ * Runs the real CLI (bin/dispatch) with its own DISPATCH_CONFIG_DIR and DISPATCH_LOCAL_DIR, a private
+ * dispatcher port range (--base-port) and engine port range (--engine-port-offset), so it never touches a
+ * developer's own local cluster. Needs root, the pg-ha Debian packages and the cluster-dispatcher user.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { portBindError } from '../../server/cluster/node.js';
+import { REPO_ROOT, cleanEnv } from '../helpers/daemon.js';
+import { PSQL, TEST_ROOT, cmdlineOf, killMatching, pidAlive, pidsMatching } from '../helpers/cluster.js';
+
+mkdirSync(TEST_ROOT, { recursive: true, mode: 0o711 });
+chmodSync(TEST_ROOT, 0o711);
+const parent = mkdtempSync(join(TEST_ROOT, 'lo-'));
+chmodSync(parent, 0o711);
+const localDir = join(parent, 'local');
+const configDir = mkdtempSync(join(tmpdir(), 'dispatch-config-'));
+
+after(async () => {
+  // Last resort only: the test itself brings everything down through `--down --purge`.
+  const leftovers = await killMatching(parent);
+  rmSync(parent, { recursive: true, force: true });
+  rmSync(configDir, { recursive: true, force: true });
+  assert.deepEqual(leftovers, []);
+});
+
+function dispatch(args: string[], timeoutMs = 240_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(REPO_ROOT, 'bin', 'dispatch'), ...args],
+      { env: cleanEnv({ DISPATCH_CONFIG_DIR: configDir, DISPATCH_LOCAL_DIR: localDir, CI: '1' }), timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => resolve({ code: err ? (typeof (err as any).code === 'number' ? (err as any).code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
+    );
+  });
+}
+
+/** Free ports for 3 dispatchers and (offset) for the 3 port sets of the pg-ha engine. */
+async function pickPorts(): Promise<{ basePort: number; offset: number }> {
+  const engineDefaults = [2381, 2382, 5433, 8008, 5000, 5001, 7000];
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const offset = 15000 + Math.floor(Math.random() * 50) * 100;
+    const basePort = 28200 + Math.floor(Math.random() * 400) * 10;
+    const ports = [basePort, basePort + 1, basePort + 2, ...engineDefaults.flatMap((p) => [0, 10, 20].map((k) => p + offset + k))];
+    const checks = await Promise.all(ports.map((p) => portBindError('127.0.0.1', p)));
+    if (checks.every((c) => c === undefined)) return { basePort, offset };
+  }
+  throw new Error('no free ports for a local cluster');
+}
+
+test('dispatch local gives a working cluster; --down --purge leaves nothing running', async () => {
+  const { basePort, offset } = await pickPorts();
+  const common = ['--base-port', String(basePort), '--engine-port-offset', String(offset)];
+  const t0 = Date.now();
+  const up = await dispatch(['local', ...common, '--json']);
+  assert.equal(up.code, 0, `dispatch local failed:\n${up.stderr}\n${up.stdout}`);
+  console.log(`# dispatch local up in ${Date.now() - t0} ms`);
+  const out = JSON.parse(up.stdout.trim().split('\n').pop()!);
+  assert.equal(out.cluster, 'local');
+  assert.equal(out.state, 'running');
+  const c = out.coordinators[0];
+  assert.equal(c.port, 5000 + offset);
+  assert.match(out.url, new RegExp(`^postgresql://postgres@127\\.0\\.0\\.1:${c.port}/postgres$`));
+  assert.ok(out.pgpassFile && existsSync(out.pgpassFile), 'a password file for psql is written');
+
+  // psql with the printed coordinator and password file.
+  const psql = (port: number, sql: string) =>
+    new Promise<string>((resolve, reject) =>
+      execFile(PSQL, ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XtAq', '-c', sql], { env: { PGPASSFILE: out.pgpassFile, PATH: '/usr/bin:/bin' }, timeout: 20_000 }, (err, so, se) =>
+        err ? reject(new Error(String(se) || err.message)) : resolve(String(so).trim()),
+      ),
+    );
+  await psql(c.port, "CREATE TABLE hello (x text); INSERT INTO hello VALUES ('local')");
+  assert.equal(await psql(c.port, 'SELECT x FROM hello'), 'local');
+
+  // The CLI is left pointing at the cluster (saved context), no options needed.
+  const st = await dispatch(['status', '--json'], 30_000);
+  assert.equal(st.code, 0, st.stderr);
+  const view = JSON.parse(st.stdout);
+  assert.equal(view.name, 'local');
+  assert.ok(view.processes.every((p: { state: string }) => p.state === 'ready'), st.stdout);
+
+  // Every process of it, by pid: 3 dispatchers, 3 etcd, 3 patroni, 3 postmasters, 1 haproxy.
+  const pids = pidsMatching(localDir);
+  const kinds = pids.map((p) => cmdlineOf(p));
+  for (const [what, n] of [['dispatcherd', 3], ['etcd', 3], ['patroni', 3], ['bin/postgres', 3], ['haproxy', 1]] as const) {
+    assert.equal(kinds.filter((k) => k.includes(what)).length, n, `${n} ${what} running:\n${kinds.join('\n')}`);
+  }
+
+  const down = await dispatch(['local', ...common, '--down', '--purge', '--json']);
+  assert.equal(down.code, 0, `dispatch local --down --purge failed:\n${down.stderr}\n${down.stdout}`);
+  for (let k = 0; k < 50 && pids.some(pidAlive); k++) await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(pids.filter(pidAlive).map((p) => `${p} ${cmdlineOf(p)}`), [], 'nothing of the local cluster runs');
+  assert.deepEqual(pidsMatching(localDir), []);
+  assert.equal(existsSync(localDir), false, 'the local dir is removed');
+});
