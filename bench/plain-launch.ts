@@ -63,6 +63,8 @@ export async function plainLaunch(
       await Promise.all(
         group.processes.map(async (p) => {
           const r = renderProcess(engine, plan, p.id, { dispatcherDataDir: opts.dataDirOf(p.dispatcher), binaries: opts.binaries, secrets: opts.secrets, runAs: opts.runAs });
+          // The unprivileged user must traverse the parents (as LocalNode.letRunAsTraverse arranges).
+          await mkdir(dirname(r.spec.dir), { recursive: true, mode: 0o711 });
           await mkdir(r.spec.dir, { recursive: true, mode: 0o700 });
           if (opts.runAs) await chown(r.spec.dir, opts.runAs.uid, opts.runAs.gid);
           for (const f of r.files) {

@@ -169,6 +169,11 @@ export class LocalNode implements NodeApi {
     for (const p of mine) {
       try {
         const dir = this.processDir(p);
+        // PostgreSQL and HAProxy put Unix sockets in the process dir; sun_path holds 107 bytes.
+        const longest = join(dir, '.s.PGSQL.65535.lock');
+        if (Buffer.byteLength(longest) > 107) {
+          add('datadir', `${p.id}: ${dir} is too long for the Unix sockets its programs create there (${Buffer.byteLength(longest)} of 107 bytes): use a shorter data dir or dataRoot`);
+        }
         await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
         const probe = join(dirname(dir), `.preflight-${process.pid}`);
         await writeFile(probe, 'ok');

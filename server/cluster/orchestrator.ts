@@ -16,6 +16,8 @@ import type { OperationHandle } from './operations.js';
 /** Cluster-level health of a role (beyond each process's own readiness probe). */
 export interface ClusterHealth {
   check(plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>): Promise<{ ok: boolean; detail: string }>;
+  /** The agency's current leader (process id), so that it can be stopped last. */
+  agencyLeader?(plan: Plan): Promise<string | undefined>;
 }
 
 export interface OrchestratorDeps {
@@ -193,41 +195,44 @@ export class Orchestrator {
   private async rollback(op: OperationHandle, plan: Plan, nodes: Nodes, started: PlanProcess[]) {
     if (started.length) op.event({ level: 'warn', step: 'rollback', message: `stopping the ${started.length} process(es) this launch started, in reverse order; data dirs are kept` });
     const startedIds = new Set(started.map((p) => p.id));
+    await this.stopInOrder(op, plan, nodes, (p) => startedIds.has(p.id), 'rollback');
+    await settleAll(nodes, (n) => n.setClusterState('failed'));
+  }
+
+  /**
+   * Stops processes in shutdown order (coordinators, DB servers, agency), each role's processes together —
+   * except the agency: followers first, the leader last (stopping every etcd member at once makes the last
+   * one wait ~7 s for its peers; DESIGN §8). Returns what could not be stopped.
+   */
+  private async stopInOrder(op: OperationHandle, plan: Plan, nodes: Nodes, include: (p: PlanProcess) => boolean, step: string): Promise<string[]> {
+    const failures: string[] = [];
     for (const group of shutdownGroups(plan)) {
-      await Promise.all(
-        group.processes
-          .filter((p) => startedIds.has(p.id))
-          .map(async (p) => {
+      const procs = group.processes.filter(include);
+      if (!procs.length) continue;
+      op.event({ level: 'info', step, message: `stopping ${procs.length} ${group.role}(s)` });
+      const leader = group.role === 'agent' ? await this.deps.health.agencyLeader?.(plan).catch(() => undefined) : undefined;
+      const waves = leader ? [procs.filter((p) => p.id !== leader), procs.filter((p) => p.id === leader)] : [procs];
+      for (const wave of waves) {
+        await Promise.all(
+          wave.map(async (p) => {
             try {
               await nodes.get(p.dispatcher)!.stopProcess(p.id);
-              op.event({ level: 'info', step: 'rollback', host: p.dispatcher, process: p.id, message: `${p.id} stopped` });
+              op.event({ level: 'info', step, host: p.dispatcher, process: p.id, message: `${p.id} stopped` });
             } catch (e) {
-              op.event({ level: 'error', step: 'rollback', host: p.dispatcher, process: p.id, message: `could not stop ${p.id}: ${(e as Error).message}` });
+              failures.push(`${p.id} on ${p.dispatcher}: ${(e as Error).message}`);
+              op.event({ level: 'error', step, host: p.dispatcher, process: p.id, message: `could not stop ${p.id}: ${(e as Error).message}` });
             }
           }),
-      );
+        );
+      }
     }
-    await settleAll(nodes, (n) => n.setClusterState('failed'));
+    return failures;
   }
 
   async shutdown(op: OperationHandle): Promise<Record<string, unknown>> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      const failures: string[] = [];
-      for (const group of shutdownGroups(plan)) {
-        op.event({ level: 'info', step: 'stop', message: `stopping ${group.role}(s)` });
-        await Promise.all(
-          group.processes.map(async (p) => {
-            try {
-              await nodes.get(p.dispatcher)!.stopProcess(p.id);
-              op.event({ level: 'info', step: 'stop', host: p.dispatcher, process: p.id, message: `${p.id} stopped` });
-            } catch (e) {
-              failures.push(`${p.id} on ${p.dispatcher}: ${(e as Error).message}`);
-              op.event({ level: 'error', step: 'stop', host: p.dispatcher, process: p.id, message: (e as Error).message });
-            }
-          }),
-        );
-      }
+      const failures = await this.stopInOrder(op, plan, nodes, () => true, 'stop');
       const states = await settleAll(nodes, (n) => n.setClusterState('shutdown'));
       for (const f of states.failed) failures.push(`${f.host}: ${f.error.message}`);
       if (failures.length) throw new DispatcherError('operation_failed', `shutdown incomplete:\n  ${failures.join('\n  ')}`);

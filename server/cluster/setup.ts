@@ -128,6 +128,7 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
 /** Cluster-level health per engine and role (beyond each process's own probe). */
 export function engineHealth(config: DispatcherConfig): ClusterHealth {
   return {
+    agencyLeader: async (plan) => (plan.engine === 'pg-ha' ? (await agencyStatus(plan, { timeoutMs: 1000 })).leaderId : undefined),
     async check(plan, role, processes, secrets) {
       if (plan.engine !== 'pg-ha') {
         // arangod is not run here; its processes' own readiness probes (/_api/version) are the gate.
