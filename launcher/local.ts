@@ -18,6 +18,7 @@ import YAML from 'yaml';
 import { DispatcherError } from '../api/errors.js';
 import type { ClusterView, OperationView } from '../api/rest.js';
 import { writeFileAtomic } from '../server/atomic-file.js';
+import { pidAlive } from '../server/supervisor/procfs.js';
 import { PG_HA_DEBIAN_BINARIES } from '../server/engines/debian.js';
 import { DispatcherClient } from './client.js';
 import { removeContext, saveContext } from './context.js';
@@ -79,14 +80,6 @@ async function dispatcherd(args: string[]): Promise<string> {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The pid in a pid file, if that process is alive and is a dispatcherd. */
 function runningDaemon(dataDir: string): number | undefined {

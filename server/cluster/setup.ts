@@ -18,6 +18,7 @@ import { validatePlan } from '../core/validate-plan.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
 import { Guard } from '../firewall/guard.js';
 import { detectBackend, createBackend } from '../firewall/detect.js';
+import { pidAlive } from '../supervisor/procfs.js';
 import { ClusterStore } from './store.js';
 import { OperationStore } from './operations.js';
 import { LocalNode, resolveUser, type NodeGuard, type ProcessRenderer } from './node.js';
@@ -173,14 +174,7 @@ async function stopLeftover(pidFile: string | undefined, logger: Logger): Promis
   } catch {
     return;
   }
-  const alive = () => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const alive = () => pidAlive(pid);
   if (!pid || !alive()) return;
   const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   if (!cmd.includes('postgres')) return;

@@ -75,3 +75,13 @@ export function readUid(pid: number): number | undefined {
     return undefined;
   }
 }
+
+/** Whether a process with this pid exists (signal 0 checks without sending anything). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

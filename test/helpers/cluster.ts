@@ -8,6 +8,7 @@
  *
  * Needs root, the pg-ha Debian packages and the `cluster-dispatcher` user (deploy/install-deps.sh).
  */
+import { pidAlive } from '../../server/supervisor/procfs.js';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
@@ -130,14 +131,7 @@ export function pidsMatching(needle: string): number[] {
   return out;
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { pidAlive };
 
 /** Last resort: TERM (INT for postgres), then KILL, every pid whose argv names `needle`. */
 export async function killMatching(needle: string): Promise<string[]> {

@@ -2,6 +2,7 @@
  * Shared helpers of the process tier: ProcessSpecs for the fixture program, free ports, temp dirs,
  * waiting for a condition.
  */
+import { pidAlive } from '../../server/supervisor/procfs.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -66,11 +67,4 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
   }
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { pidAlive };
