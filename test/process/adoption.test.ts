@@ -134,4 +134,32 @@ describe('adoption after kill -9 of the daemon', () => {
       },
     );
   });
+  test('relaunchOnBoot off (restartGone: false): a process gone meanwhile stays stopped, a live one is adopted', async () => {
+    const stateDir = join(tmp.path, 'noboot-state');
+    let second: Awaited<ReturnType<typeof createSupervisor>> | undefined;
+    await withLeakCheck(
+      async (leaks) => {
+        const first = await createSupervisor({ stateDir, spawn: leaks.spawn, pollIntervalMs: 100 });
+        const live = await first.start(fixtureSpec(tmp.path, 'live', []));
+        const gone = await first.start(fixtureSpec(tmp.path, 'gone', []));
+        await first.waitReady('live', 5_000);
+        await first.close();
+        // As after a reboot: the recorded process no longer exists.
+        process.kill(gone.pid!, 'SIGKILL');
+        await waitFor('gone to die', () => readStartTime(gone.pid!) === undefined);
+
+        second = await createSupervisor({ stateDir, spawn: leaks.spawn, pollIntervalMs: 100 });
+        await second.recover({ restartGone: false });
+        assert.equal(second.get('live')!.pid, live.pid, 'the live one is adopted');
+        assert.equal(second.get('gone')!.state, 'stopped', 'the gone one is not started again');
+        assert.equal(leaks.pids.size, 2, 'nothing new was spawned');
+      },
+      async () => {
+        if (second) {
+          for (const p of second.list()) await second.stop(p.id).catch(() => {});
+          await second.close();
+        }
+      },
+    );
+  });
 });
