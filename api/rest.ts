@@ -3,7 +3,7 @@
  * zod schemas (validated at the edge); responses are plain TypeScript types.
  */
 import { z } from 'zod';
-import { PlanSchema, RoleSchema, type Plan } from './plan.js';
+import { FirewallPolicySchema, PlanSchema, RoleSchema, type FirewallPolicy, type Plan } from './plan.js';
 import type { ProcessStatus } from '../server/supervisor/types.js';
 
 export const CredentialSchema = z.object({ user: z.string().min(1), password: z.string().min(1) }).strict();
@@ -47,6 +47,15 @@ export const RestartRequestSchema = z
   .strict();
 export type RestartRequest = z.input<typeof RestartRequestSchema>;
 
+/** A firewall change that rolls back by itself unless confirmed in time (so nobody locks themselves out). */
+export const FirewallChangeSchema = z
+  .object({
+    firewall: FirewallPolicySchema,
+    confirmWithinSeconds: z.number().int().min(5).max(3600).default(60),
+  })
+  .strict();
+export type FirewallChange = z.input<typeof FirewallChangeSchema>;
+
 export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'aborted';
 
@@ -77,6 +86,8 @@ export interface OperationView {
 
 export interface GuardStatusView {
   backend: string;
+  /** Set while a firewall change waits for confirmation: it rolls back at this time. */
+  pendingConfirmUntil?: string;
   inSync: boolean | null;
   lastAppliedAt?: string;
   driftRepairs: number;

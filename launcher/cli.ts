@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import YAML from 'yaml';
 import { DispatcherError, formatProblems, isDispatcherError } from '../api/errors.js';
-import { PlanSchema, type Plan, zodProblems } from '../api/plan.js';
+import { FirewallPolicySchema, PlanSchema, type Plan, zodProblems } from '../api/plan.js';
 import type { ClusterView, Credential, OperationView } from '../api/rest.js';
 import { planFromSpecText } from './planner.js';
 import { resolveConnection, readPasswordFile, type ConnectOptions } from './connect.js';
@@ -319,8 +319,46 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
       }
     },
   });
+  registerFirewallChangeCommands(program.commands.find((c) => c.name() === 'firewall')!);
   registerDeployCommand(program);
   return program;
+}
+
+/** `dispatch firewall apply|confirm`: commit-confirmed changes of a running cluster's firewall policy. */
+function registerFirewallChangeCommands(firewall: Command): void {
+  firewall
+    .command('apply')
+    .description("change the running cluster's firewall policy on every dispatcher; it rolls back by itself unless `dispatch firewall confirm` follows in time")
+    .requiredOption('--policy <file>', 'firewall policy (YAML/JSON): mode, backend, clientSources, operatorSources, sshPort, outboundAllow')
+    .addOption(new Option('--confirm-within <seconds>', 'roll back unless confirmed within this many seconds').default('60').argParser(positiveInt))
+    .action(async (opts, cmd) => {
+      const text = await readFile(opts.policy, 'utf8').catch((e) => {
+        throw new DispatcherError('bad_request', `cannot read ${opts.policy}: ${e.code ?? e.message}`);
+      });
+      const parsed = FirewallPolicySchema.safeParse(YAML.parse(text));
+      if (!parsed.success) throw new DispatcherError('validation_failed', `${opts.policy} is not a valid firewall policy`, { problems: zodProblems(parsed.error) });
+      const client = await connect(cmd);
+      try {
+        const r = await client.post<{ confirmBy?: string }>('/v1/cluster/firewall', { firewall: parsed.data, confirmWithinSeconds: Number(opts.confirmWithin) });
+        if (globals(cmd).json) printJson(r);
+        else process.stdout.write(`firewall change applied on every dispatcher; it rolls back at ${r.confirmBy} unless you run: dispatch firewall confirm\n`);
+      } finally {
+        client.close();
+      }
+    });
+  firewall
+    .command('confirm')
+    .description('keep the firewall change applied by `dispatch firewall apply`')
+    .action(async (_o, cmd) => {
+      const client = await connect(cmd);
+      try {
+        const r = await client.post('/v1/cluster/firewall/confirm', {});
+        if (globals(cmd).json) printJson(r);
+        else process.stdout.write('firewall change confirmed on every dispatcher\n');
+      } finally {
+        client.close();
+      }
+    });
 }
 
 function positiveInt(v: string): string {

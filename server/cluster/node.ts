@@ -8,7 +8,7 @@ import { access, chmod, constants, mkdir, rm, stat, statfs, writeFile, chown, re
 import { createServer } from 'node:net';
 import { dirname, join, resolve, sep } from 'node:path';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
-import type { Plan, PlanProcess } from '../../api/plan.js';
+import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
@@ -35,6 +35,10 @@ export interface NodeApi {
   discardPlan(name: string): Promise<void>;
   /** Last lines of a process's log. */
   logTail(processId: string, lines: number): Promise<string[]>;
+  /** Applies a new firewall policy with a deadline; the plan keeps the old one until confirmed. */
+  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<GuardStatusView>;
+  /** Confirms the pending firewall change and records it in the stored plan. */
+  confirmFirewall(): Promise<GuardStatusView>;
 }
 
 /** The firewall as the node sees it (server/firewall provides the real one). */
@@ -44,6 +48,10 @@ export interface NodeGuard {
   verify(plan: Plan): Promise<GuardStatusView>;
   status(): GuardStatusView | undefined;
   remove(): Promise<void>;
+  /** Installs the plan's policy, rolling back to the current one unless confirm() comes within `seconds`. */
+  applyWithDeadline(plan: Plan, seconds: number): Promise<GuardStatusView>;
+  /** Keeps the pending change; false when none is pending (it may have rolled back already). */
+  confirm(): boolean;
 }
 
 /** Turns a plan process into a runnable spec plus the files it needs (server/engines provides the real one). */
@@ -232,6 +240,26 @@ export class LocalNode implements NodeApi {
         cause: e,
       });
     }
+  }
+
+  private pendingFirewall?: FirewallPolicy;
+
+  async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<GuardStatusView> {
+    const { plan } = this.requirePlan();
+    const status = await this.deps.guard.applyWithDeadline({ ...plan, firewall }, confirmWithinSeconds);
+    this.pendingFirewall = firewall;
+    return status;
+  }
+
+  async confirmFirewall(): Promise<GuardStatusView> {
+    const snap = this.deps.store.get();
+    const firewall = this.pendingFirewall;
+    this.pendingFirewall = undefined;
+    if (!snap || !firewall || !this.deps.guard.confirm()) {
+      throw new DispatcherError('conflict', `no firewall change is waiting for confirmation on ${this.id} (it may have rolled back already)`, { details: { host: this.id } });
+    }
+    await this.deps.store.save({ ...snap, plan: { ...snap.plan, firewall } });
+    return this.deps.guard.status()!;
   }
 
   async logTail(processId: string, lines: number): Promise<string[]> {

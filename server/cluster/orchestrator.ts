@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DispatcherError, isDispatcherError, type Problem } from '../../api/errors.js';
-import type { Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
+import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
 import { launchGroups, shutdownGroups } from '../core/order.js';
 import type { ClusterStore } from './store.js';
@@ -270,6 +270,39 @@ export class Orchestrator {
       for (const id of res.ok) op.event({ level: 'info', step: 'cleanup', host: id, message: 'data dirs removed' });
       if (res.failed.length) throw combined('operation_failed', 'cleanup incomplete', res.failed);
       return { cluster: plan.name, state: 'cleaned' };
+    } finally {
+      this.close(nodes);
+    }
+  }
+
+  /**
+   * Commit-confirmed firewall change on every dispatcher: the new rules go in at once and roll back by
+   * themselves unless confirmFirewall() comes in time — an operator who cut themselves off cannot confirm,
+   * so they get their access back.
+   */
+  async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<Record<string, unknown>> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      if (firewall.backend !== plan.firewall.backend) {
+        throw new DispatcherError('bad_request', `a firewall change cannot switch the backend (${plan.firewall.backend} → ${firewall.backend}); shut down, clean up and launch again for that`);
+      }
+      const problems = this.deps.validate({ ...plan, firewall });
+      if (problems.length) throw new DispatcherError('validation_failed', 'the new firewall policy is not valid', { problems });
+      const res = await settleAll(nodes, (n) => n.changeFirewall(firewall, confirmWithinSeconds));
+      if (res.failed.length) throw combined('operation_failed', 'firewall change failed (hosts that took it roll back by themselves)', res.failed);
+      const confirmBy = [...res.values.values()].map((g) => g.pendingConfirmUntil).filter(Boolean).sort()[0];
+      return { cluster: plan.name, confirmBy, guards: Object.fromEntries(res.values) };
+    } finally {
+      this.close(nodes);
+    }
+  }
+
+  async confirmFirewall(): Promise<Record<string, unknown>> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      const res = await settleAll(nodes, (n) => n.confirmFirewall());
+      if (res.failed.length) throw combined('operation_failed', 'firewall change not confirmed everywhere', res.failed);
+      return { cluster: plan.name, confirmed: true, guards: Object.fromEntries(res.values) };
     } finally {
       this.close(nodes);
     }

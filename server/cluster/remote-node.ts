@@ -3,7 +3,7 @@
  * authenticated HTTPS. Errors keep the peer's code and gain the peer's id as `host`.
  */
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
-import type { PlanDispatcher } from '../../api/plan.js';
+import type { FirewallPolicy, PlanDispatcher } from '../../api/plan.js';
 import type { ClusterState, Credential, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
 import { DispatcherClient } from '../../launcher/client.js';
@@ -66,6 +66,12 @@ export class RemoteNode implements NodeApi {
   }
   async logTail(processId: string, lines: number) {
     return (await this.call<{ lines: string[] }>('GET', `/v1/processes/${encodeURIComponent(processId)}/log?lines=${lines}`)).lines;
+  }
+  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number) {
+    return this.call<GuardStatusView>('POST', '/v1/node/firewall', { firewall, confirmWithinSeconds });
+  }
+  confirmFirewall() {
+    return this.call<GuardStatusView>('POST', '/v1/node/firewall/confirm');
   }
   async discardPlan(name: string) {
     await this.call('POST', '/v1/node/discard', { name });

@@ -82,6 +82,7 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
       ...(s.lastAppliedAt ? { lastAppliedAt: s.lastAppliedAt } : {}),
       driftRepairs: s.driftRepairs,
       warnings: s.warnings,
+      ...(s.pendingConfirmUntil ? { pendingConfirmUntil: s.pendingConfirmUntil } : {}),
       ...(s.backend === 'none' ? { note: 'no firewall: backend none, accepted only because every port binds loopback' } : {}),
     };
   };
@@ -114,6 +115,12 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
       return view()!;
     },
     status: view,
+    async applyWithDeadline(plan, seconds) {
+      if (!guard) throw new DispatcherError('conflict', `no firewall guard is installed on ${id}: launch the cluster first`, { details: { host: id } });
+      await guard.applyWithDeadline(guardPolicyFromPlan(plan, id), seconds);
+      return view()!;
+    },
+    confirm: () => guard?.confirm() ?? false,
     async remove() {
       if (!guard) return;
       guard.stop();

@@ -329,6 +329,43 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     assert.deepEqual(await nmap(outsideNs(), victim.host.ipv4, [client]), { [client]: 'filtered' });
   });
 
+  test('commit-confirmed: a change that cuts the operator off rolls back by itself; a confirmed change stays', { timeout: 90_000 }, async () => {
+    assert.ok(launchOp?.state === 'succeeded', 'launch succeeded');
+    const c = socketClient(d1(), 30_000);
+    const dport = NS_DISPATCHER_PORT;
+    const outsideSees = async () => (await nmap(outsideNs(), d1().host.ipv4, [dport]))[dport];
+    const pending = async () => (await status()).dispatchers.map((d) => d.guard?.pendingConfirmUntil).filter(Boolean);
+    try {
+      assert.equal(await outsideSees(), 'open', 'the operator reaches the dispatcher before the change');
+      // The mistake: a policy without the operator. It takes effect at once on every dispatcher...
+      const cut = await c.post<{ confirmBy: string }>('/v1/cluster/firewall', { firewall: { ...plan.firewall, operatorSources: [] }, confirmWithinSeconds: 5 });
+      assert.ok(cut.confirmBy, 'the answer names the confirm deadline');
+      assert.equal((await pending()).length, 3, 'every dispatcher waits for a confirmation');
+      assert.equal(await outsideSees(), 'filtered', 'the change cut the operator off the dispatcher port');
+      // ...and, unconfirmed, rolls back by itself after the deadline.
+      let back = '';
+      for (let i = 0; i < 40 && back !== 'open'; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        back = await outsideSees();
+      }
+      assert.equal(back, 'open', 'the operator got their access back without doing anything');
+      assert.equal((await pending()).length, 0, 'nothing pending after the rollback');
+      await assert.rejects(c.post('/v1/cluster/firewall/confirm', {}), /no firewall change is waiting/, 'a rolled-back change cannot be confirmed');
+
+      // A change that is confirmed in time stays past its deadline and is recorded in the plan.
+      const narrower = { ...plan.firewall, clientSources: [net!.outside!.ipv4, net!.outside!.ipv6] };
+      await c.post('/v1/cluster/firewall', { firewall: narrower, confirmWithinSeconds: 5 });
+      await c.post('/v1/cluster/firewall/confirm', {});
+      await new Promise((r) => setTimeout(r, 6_000));
+      assert.equal((await pending()).length, 0);
+      const stored = JSON.parse(readFileSync(join(d1().dataDir, 'cluster', 'cluster.json'), 'utf8')).plan.firewall;
+      assert.deepEqual(stored.clientSources, narrower.clientSources, 'the confirmed policy is the plan now');
+      assert.equal(await outsideSees(), 'open', 'the operator still reaches the dispatcher');
+    } finally {
+      c.close();
+    }
+  });
+
   test('shutdown keeps the rules; cleanup removes them; nothing is left running', { timeout: 180_000 }, async () => {
     assert.ok(launchOp?.state === 'succeeded', 'launch succeeded');
     const sd = await runOp('/v1/cluster/shutdown', {});

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, FirewallChangeSchema } from '../../../api/rest.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
 import { LogQuerySchema } from './processes.js';
@@ -76,6 +76,20 @@ export const clusterModule: RouteModule = {
       const { confirmName } = validate(CleanupRequestSchema, req.body ?? {});
       accepted(res, await ctx.cluster.cleanup(confirmName));
     });
+    router.post('/v1/cluster/firewall', async (req, res) => {
+      const { firewall, confirmWithinSeconds } = validate(FirewallChangeSchema, req.body);
+      res.json(await ctx.cluster.orchestrator.changeFirewall(firewall, confirmWithinSeconds));
+    });
+    router.post('/v1/cluster/firewall/confirm', async (_req, res) => {
+      res.json(await ctx.cluster.orchestrator.confirmFirewall());
+    });
+    router.post('/v1/node/firewall', async (req, res) => {
+      const { firewall, confirmWithinSeconds } = validate(FirewallChangeSchema, req.body);
+      res.json(await node().changeFirewall(firewall, confirmWithinSeconds));
+    });
+    router.post('/v1/node/firewall/confirm', async (_req, res) => {
+      res.json(await node().confirmFirewall());
+    });
     router.get('/v1/operations', (_req, res) => {
       res.json({ operations: ctx.cluster.operations.list().map(({ events: _e, ...o }) => o) });
     });
@@ -138,6 +152,17 @@ export const clusterModule: RouteModule = {
     '/v1/cluster/shutdown': { post: { operationId: 'shutdownCluster', summary: 'Stop every process, coordinators first; data and firewall stay', responses: op202 } },
     '/v1/cluster/relaunch': { post: { operationId: 'relaunchCluster', summary: 'Start the persisted plan again, keeping data', requestBody: { ...body, required: false }, responses: op202 } },
     '/v1/cluster/cleanup': { post: { operationId: 'cleanupCluster', summary: 'Delete data dirs and firewall rules of a shut-down cluster (repeat its name)', requestBody: body, responses: op202 } },
+    '/v1/cluster/firewall': {
+      post: {
+        operationId: 'changeFirewall',
+        summary: 'Apply a new firewall policy on every dispatcher; it rolls back unless confirmed within confirmWithinSeconds',
+        requestBody: body,
+        responses: { ...json('pending change with its confirm deadline'), '400': problemResponse('invalid policy') },
+      },
+    },
+    '/v1/cluster/firewall/confirm': { post: { operationId: 'confirmFirewall', summary: 'Keep the pending firewall change on every dispatcher', responses: { ...json('confirmed'), '409': problemResponse('nothing pending (rolled back already?)') } } },
+    '/v1/node/firewall': { post: { operationId: 'nodeChangeFirewall', summary: '(peer) apply a firewall policy with a confirm deadline', requestBody: body, responses: json('guard status') } },
+    '/v1/node/firewall/confirm': { post: { operationId: 'nodeConfirmFirewall', summary: '(peer) keep the pending firewall change', responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
     '/v1/operations': { get: { operationId: 'listOperations', summary: 'Operations this dispatcher ran', responses: json('operations') } },
     '/v1/operations/{id}': { get: { operationId: 'getOperation', summary: 'An operation with its events', parameters: [idParam], responses: { ...json('operation'), '404': problemResponse('no such operation') } } },
     '/v1/operations/{id}/events': {
