@@ -10,6 +10,7 @@ import { DispatcherError, formatProblems, isDispatcherError } from '../api/error
 import { FirewallPolicySchema, PlanSchema, type Plan, zodProblems } from '../api/plan.js';
 import type { ClusterView, Credential, OperationView } from '../api/rest.js';
 import { planFromSpecText } from './planner.js';
+import type { DispatcherClient } from './client.js';
 import { resolveConnection, readPasswordFile, type ConnectOptions } from './connect.js';
 import { Kickstarter } from './kickstarter.js';
 import { progressMode, withProgress } from './progress.js';
@@ -53,6 +54,16 @@ export function globals(cmd: Command): GlobalOptions {
 
 export async function connect(cmd: Command) {
   return (await resolveConnection(globals(cmd))).client;
+}
+
+/** Runs `fn` with a client for the command's dispatcher and always closes it. */
+export async function withClient<T>(cmd: Command, fn: (client: DispatcherClient) => Promise<T>): Promise<T> {
+  const client = await connect(cmd);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
 }
 
 export function printJson(value: unknown) {
@@ -99,8 +110,7 @@ export async function runOperation(
   plan?: Plan,
 ): Promise<OperationView> {
   const g = globals(cmd);
-  const client = await connect(cmd);
-  try {
+  return withClient(cmd, async (client) => {
     const view = await withProgress(title, progressMode(!!g.json), processes, async (onEvent) => {
       const k = new Kickstarter(plan, client, { ...kOpts, onEvent });
       return start(k, onEvent);
@@ -108,9 +118,7 @@ export async function runOperation(
     if (g.json) printJson({ type: 'result', ...summaryOf(view) });
     else printResult(view);
     return view;
-  } finally {
-    client.close();
-  }
+  });
 }
 
 function summaryOf(view: OperationView) {
@@ -128,13 +136,10 @@ function printResult(view: OperationView) {
 
 async function clusterProcesses(cmd: Command): Promise<{ id: string; host: string }[]> {
   try {
-    const client = await connect(cmd);
-    try {
+    return await withClient(cmd, async (client) => {
       const view = await client.get<ClusterView>('/v1/cluster');
       return view.processes.map((p) => ({ id: p.id, host: p.host }));
-    } finally {
-      client.close();
-    }
+    });
   } catch {
     return [];
   }
@@ -203,16 +208,13 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
     .command('status')
     .description("the cluster's state from this dispatcher: every process and dispatcher")
     .action(async (_opts, cmd) => {
-      const client = await connect(cmd);
-      try {
+      await withClient(cmd, async (client) => {
         const view = await client.get<ClusterView>('/v1/cluster');
         if (globals(cmd).json) printJson(view);
         else printStatus(view);
         const healthy = view.state === 'running' && view.processes.every((p) => p.state === 'ready') && view.dispatchers.every((d) => d.reachable);
         if (view.name && !healthy) process.exitCode = EXIT.failed;
-      } finally {
-        client.close();
-      }
+      });
     });
 
   program
@@ -244,14 +246,11 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
     .argument('<process>', 'process id, e.g. dbserver-1')
     .addOption(new Option('-n, --lines <n>', 'how many lines').default('100').argParser(positiveInt))
     .action(async (id, opts, cmd) => {
-      const client = await connect(cmd);
-      try {
+      await withClient(cmd, async (client) => {
         const r = await client.get<{ id: string; host: string; lines: string[] }>(`/v1/cluster/processes/${encodeURIComponent(id)}/log?lines=${opts.lines}`);
         if (globals(cmd).json) printJson(r);
         else process.stdout.write(r.lines.join('\n') + (r.lines.length ? '\n' : ''));
-      } finally {
-        client.close();
-      }
+      });
     });
 
   program
@@ -259,8 +258,7 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
     .description('operations this dispatcher ran, or one of them with its events')
     .argument('[id]', 'operation id')
     .action(async (id, _opts, cmd) => {
-      const client = await connect(cmd);
-      try {
+      await withClient(cmd, async (client) => {
         if (id) {
           const op = await client.get<OperationView>(`/v1/operations/${encodeURIComponent(id)}`);
           if (globals(cmd).json) printJson(op);
@@ -270,9 +268,7 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
           if (globals(cmd).json) printJson(operations);
           else process.stdout.write(formatTable(['ID', 'KIND', 'CLUSTER', 'STATE', 'STARTED', 'ENDED'], operations.map((o) => [o.id, o.kind, o.cluster, o.state, o.startedAt, o.endedAt])) + '\n');
         }
-      } finally {
-        client.close();
-      }
+      });
     });
 
   const context = program.command('context').description('saved connections (like kubectl contexts)');
@@ -337,27 +333,21 @@ function registerFirewallChangeCommands(firewall: Command): void {
       });
       const parsed = FirewallPolicySchema.safeParse(YAML.parse(text));
       if (!parsed.success) throw new DispatcherError('validation_failed', `${opts.policy} is not a valid firewall policy`, { problems: zodProblems(parsed.error) });
-      const client = await connect(cmd);
-      try {
+      await withClient(cmd, async (client) => {
         const r = await client.post<{ confirmBy?: string }>('/v1/cluster/firewall', { firewall: parsed.data, confirmWithinSeconds: Number(opts.confirmWithin) });
         if (globals(cmd).json) printJson(r);
         else process.stdout.write(`firewall change applied on every dispatcher; it rolls back at ${r.confirmBy} unless you run: dispatch firewall confirm\n`);
-      } finally {
-        client.close();
-      }
+      });
     });
   firewall
     .command('confirm')
     .description('keep the firewall change applied by `dispatch firewall apply`')
     .action(async (_o, cmd) => {
-      const client = await connect(cmd);
-      try {
+      await withClient(cmd, async (client) => {
         const r = await client.post('/v1/cluster/firewall/confirm', {});
         if (globals(cmd).json) printJson(r);
         else process.stdout.write('firewall change confirmed on every dispatcher\n');
-      } finally {
-        client.close();
-      }
+      });
     });
 }
 
