@@ -5,13 +5,14 @@
  * So the same code runs a process whichever dispatcher asked for it.
  */
 import { access, chmod, constants, mkdir, rm, stat, statfs, writeFile, chown, readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { dirname, join, resolve, sep } from 'node:path';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
+import { portProblem } from '../core/listening-sockets.js';
+import { listeningSockets, localAddresses } from './listening-sockets.js';
 import type { ClusterStore } from './store.js';
 
 export interface NodeApi {
@@ -164,16 +165,17 @@ export class LocalNode implements NodeApi {
         }
       }
     }
-    await Promise.all(
-      mine
-        .filter((p) => !running.has(p.id))
-        .flatMap((p) =>
-          p.ports.map(async (port) => {
-            const err = await portBindError(p.address, port.port);
-            if (err) add('port', `${p.id}: ${p.address}:${port.port} (${port.name}) is not free: ${err}`);
-          }),
-        ),
-    );
+    // Read from the kernel's socket table, never by binding: a test listen() on a plan port would accept
+    // outside connects before the guard exists (docs/FIREWALL.md, "Why no port is ever reachable before
+    // the guard").
+    const listeners = await listeningSockets();
+    const local = localAddresses();
+    for (const p of mine.filter((x) => !running.has(x.id))) {
+      for (const port of p.ports) {
+        const err = portProblem(listeners, local, p.address, port.port);
+        if (err) add('port', `${p.id}: ${p.address}:${port.port} (${port.name}) is not free: ${err}`);
+      }
+    }
     for (const p of mine) {
       try {
         const dir = this.processDir(p);
@@ -317,15 +319,6 @@ export class LocalNode implements NodeApi {
     await this.deps.guard.remove();
     await this.deps.store.forget();
   }
-}
-
-/** Tries to bind address:port; returns why it cannot, or undefined when the port is free. */
-export function portBindError(address: string, port: number): Promise<string | undefined> {
-  return new Promise((resolveBind) => {
-    const srv = createServer();
-    srv.once('error', (e: NodeJS.ErrnoException) => resolveBind(e.code === 'EADDRINUSE' ? 'in use' : e.message));
-    srv.listen({ host: address, port, exclusive: true }, () => srv.close(() => resolveBind(undefined)));
-  });
 }
 
 /** Reads /etc/passwd to resolve a user name without a shell. */
