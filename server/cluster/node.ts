@@ -12,6 +12,7 @@ import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, Pref
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { portProblem } from '../core/listening-sockets.js';
+import { hostAddresses } from '../core/listen-addresses.js';
 import { listeningSockets, localAddresses } from './listening-sockets.js';
 import type { ClusterStore } from './store.js';
 
@@ -171,9 +172,11 @@ export class LocalNode implements NodeApi {
     const listeners = await listeningSockets();
     const local = localAddresses();
     for (const p of mine.filter((x) => !running.has(x.id))) {
-      for (const port of p.ports) {
-        const err = portProblem(listeners, local, p.address, port.port);
-        if (err) add('port', `${p.id}: ${p.address}:${port.port} (${port.name}) is not free: ${err}`);
+      for (const address of hostAddresses(plan, p)) {
+        for (const port of p.ports) {
+          const err = portProblem(listeners, local, address, port.port);
+          if (err) add('port', `${p.id}: ${address}:${port.port} (${port.name}) is not free: ${err}`);
+        }
       }
     }
     for (const p of mine) {
