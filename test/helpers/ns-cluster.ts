@@ -49,6 +49,10 @@ export interface NsClusterOptions {
   password?: string;
   /** Dispatcher id of host i (0-based); default d1, d2, ... */
   idOf?: (i: number) => string;
+  /** Engines allowed besides pg-ha (config `engines`), e.g. a test engine found through `env`. */
+  engines?: Record<string, { binaries: Record<string, string> }>;
+  /** Extra environment of every dispatcher (e.g. DISPATCHER_TEMPLATES_DIR for a test engine). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface NsCluster {
@@ -132,7 +136,7 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
         toYaml({
           ...cfg,
           endpoint,
-          engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES } },
+          engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES }, ...opts.engines },
           runAs: opts.runAs ?? DEFAULT_RUN_AS,
           firewall: { backend: opts.backend ?? 'nftables', driftIntervalMs: opts.driftIntervalMs ?? 1000 },
           relaunchOnBoot: false,
@@ -151,7 +155,7 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
   const startAll = async (readyTimeoutMs = 30_000): Promise<void> => {
     for (const d of dispatchers) {
       const child = net.spawnIn(d.host.ns, [process.execPath, DISPATCHERD_BIN, 'start', '--data-dir', d.dataDir], {
-        env: cleanEnv(),
+        env: cleanEnv(opts.env),
         cwd: REPO_ROOT,
         stdio: ['ignore', 'pipe', 'pipe'],
       });

@@ -256,11 +256,10 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
           assert.equal(v4[p.port], 'filtered', `${what} over IPv4`);
           assert.equal(v6[p.port], 'filtered', `${what} over IPv6`);
         } else {
-          // public (coordinator client/readonly) and operator (HAProxy stats, the dispatcher) ports: open.
+          // public (coordinator client/readonly) and operator (HAProxy stats, the dispatcher) ports: open,
+          // over both families (pg-ha processes listen on every plan address of their host: hostAddresses).
           assert.equal(v4[p.port], 'open', `${what} over IPv4`);
-          // pg-ha processes bind the process address (the host's first address, IPv4): over IPv6 the
-          // guard lets the SYN in and the kernel answers RST (closed); the dispatcher listens on both.
-          assert.equal(v6[p.port], p.role === 'dispatcher' ? 'open' : 'closed', `${what} over IPv6`);
+          assert.equal(v6[p.port], 'open', `${what} over IPv6`);
         }
       }
     }
@@ -281,9 +280,9 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     const rw = coord.ports.find((p) => p.name === 'client')!.port;
     const ro = coord.ports.find((p) => p.name === 'readonly')!.port;
     const pgpass = join(cluster!.root, 'pgpass');
-    writeFileSync(pgpass, `${coord.address}:${rw}:*:postgres:${password}\n${coord.address}:${ro}:*:postgres:${password}\n`, { mode: 0o600 });
-    const psql = (port: number, sql: string) =>
-      net!.exec(outsideNs(), ['env', `PGPASSFILE=${pgpass}`, 'PGCONNECT_TIMEOUT=5', PG_HA_DEBIAN_BINARIES.psql, '-h', coord.address, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XtAq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { timeoutMs: 20_000 });
+    writeFileSync(pgpass, `*:${rw}:*:postgres:${password}\n*:${ro}:*:postgres:${password}\n`, { mode: 0o600 });
+    const psql = (port: number, sql: string, host = coord.address) =>
+      net!.exec(outsideNs(), ['env', `PGPASSFILE=${pgpass}`, 'PGCONNECT_TIMEOUT=5', PG_HA_DEBIAN_BINARIES.psql, '-h', host, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XtAq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { timeoutMs: 20_000 });
     const w = await psql(rw, "CREATE TABLE launch_guard (x text); INSERT INTO launch_guard VALUES ('from outside'); SELECT x, pg_is_in_recovery() FROM launch_guard");
     assert.equal(w.code, 0, w.stderr);
     assert.equal(w.stdout.trim(), 'from outside|f', 'written on the primary');
@@ -293,6 +292,11 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
       r = await psql(ro, 'SELECT x, pg_is_in_recovery() FROM launch_guard');
     }
     assert.equal(r.stdout.trim(), 'from outside|t', `read back from a replica: ${r.stderr}`);
+    // IPv6 parity: the same coordinator answers on its host's IPv6 address too.
+    const coordHost = cluster!.dispatchers.find((d) => d.id === coord.dispatcher)!.host;
+    const v6 = await psql(rw, 'SELECT x FROM launch_guard', coordHost.ipv6);
+    assert.equal(v6.code, 0, `psql over IPv6 to [${coordHost.ipv6}]:${rw}: ${v6.stderr}`);
+    assert.equal(v6.stdout.trim(), 'from outside');
     // Straight to a DB server's PostgreSQL from outside: dropped by the guard (no answer at all).
     const db = plan.processes.find((p) => p.role === 'dbserver')!;
     const direct = await net!.exec(outsideNs(), ['env', `PGPASSFILE=${pgpass}`, 'PGCONNECT_TIMEOUT=2', PG_HA_DEBIAN_BINARIES.psql, '-h', db.address, '-p', String(db.ports.find((p) => p.name === 'postgres')!.port), '-U', 'postgres', '-d', 'postgres', '-XtAc', 'SELECT 1'], { timeoutMs: 20_000 });
