@@ -38,9 +38,13 @@ export interface NodeApi {
   /** Last lines of a process's log. */
   logTail(processId: string, lines: number): Promise<string[]>;
   /** Applies a new firewall policy with a deadline; the plan keeps the old one until confirmed. */
-  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<GuardStatusView>;
+  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView>;
   /** Confirms the pending firewall change and records it in the stored plan. */
-  confirmFirewall(): Promise<GuardStatusView>;
+  confirmFirewall(token: string): Promise<GuardStatusView>;
+  /** Moves the pending change's deadline. */
+  extendFirewall(token: string, confirmWithinSeconds: number): Promise<GuardStatusView>;
+  /** Rolls the pending change back now. */
+  cancelFirewall(token: string): Promise<GuardStatusView>;
 }
 
 /** The firewall as the node sees it (server/firewall provides the real one). */
@@ -51,9 +55,11 @@ export interface NodeGuard {
   status(): GuardStatusView | undefined;
   remove(): Promise<void>;
   /** Installs the plan's policy, rolling back to the current one unless confirm() comes within `seconds`. */
-  applyWithDeadline(plan: Plan, seconds: number): Promise<GuardStatusView>;
+  applyWithDeadline(plan: Plan, seconds: number, token: string): Promise<GuardStatusView>;
   /** Keeps the pending change; false when none is pending (it may have rolled back already). */
-  confirm(): boolean;
+  confirm(token: string): Promise<{ firewall?: FirewallPolicy } | false>;
+  extend(token: string, seconds: number): Promise<boolean>;
+  cancel(token: string): Promise<boolean>;
 }
 
 /** Turns a plan process into a runnable spec plus the files it needs (server/engines provides the real one). */
@@ -247,24 +253,32 @@ export class LocalNode implements NodeApi {
     }
   }
 
-  private pendingFirewall?: FirewallPolicy;
-
-  async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<GuardStatusView> {
+  async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView> {
     const { plan } = this.requirePlan();
-    const status = await this.deps.guard.applyWithDeadline({ ...plan, firewall }, confirmWithinSeconds);
-    this.pendingFirewall = firewall;
-    return status;
+    return this.deps.guard.applyWithDeadline({ ...plan, firewall }, confirmWithinSeconds, token);
   }
 
-  async confirmFirewall(): Promise<GuardStatusView> {
+  async confirmFirewall(token: string): Promise<GuardStatusView> {
+    const kept = await this.deps.guard.confirm(token);
+    if (!kept) throw this.nothingPending();
     const snap = this.deps.store.get();
-    const firewall = this.pendingFirewall;
-    this.pendingFirewall = undefined;
-    if (!snap || !firewall || !this.deps.guard.confirm()) {
-      throw new DispatcherError('conflict', `no firewall change is waiting for confirmation on ${this.id} (it may have rolled back already)`, { details: { host: this.id } });
-    }
-    await this.deps.store.save({ ...snap, plan: { ...snap.plan, firewall } });
+    // The plan records the confirmed policy (the persisted change carries it across daemon restarts).
+    if (snap && kept.firewall) await this.deps.store.save({ ...snap, plan: { ...snap.plan, firewall: kept.firewall } });
     return this.deps.guard.status()!;
+  }
+
+  async extendFirewall(token: string, confirmWithinSeconds: number): Promise<GuardStatusView> {
+    if (!(await this.deps.guard.extend(token, confirmWithinSeconds))) throw this.nothingPending();
+    return this.deps.guard.status()!;
+  }
+
+  async cancelFirewall(token: string): Promise<GuardStatusView> {
+    if (!(await this.deps.guard.cancel(token))) throw this.nothingPending();
+    return this.deps.guard.status()!;
+  }
+
+  private nothingPending(): DispatcherError {
+    return new DispatcherError('conflict', `no firewall change with this token is waiting for confirmation on ${this.id} (it may have rolled back already)`, { details: { host: this.id } });
   }
 
   async logTail(processId: string, lines: number): Promise<string[]> {

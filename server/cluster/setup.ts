@@ -4,6 +4,7 @@
  * createClusterService once at start (see clusterDaemonOptions).
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DispatcherError } from '../../api/errors.js';
 import type { FirewallBackendName, Plan, PlanProcess, Role } from '../../api/plan.js';
 import type { GuardStatusView } from '../../api/rest.js';
@@ -103,7 +104,13 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
       const backend = await detectBackend(backendName(plan));
       if (!guard || guard.backend.name !== backend.name) {
         guard?.stop();
-        guard = new Guard({ backend, driftIntervalMs: config.firewall.driftIntervalMs, logger });
+        guard = new Guard({ backend, driftIntervalMs: config.firewall.driftIntervalMs, logger, stateDir: join(config.dataDir, 'firewall') });
+        // A commit-confirmed change persisted by an earlier run of this daemon is taken up, not overwritten:
+        // its rules stay until it is confirmed, cancelled or its watchdog rolls it back.
+        if (await guard.resumePending()) {
+          if (backend.name !== 'none') guard.start();
+          return view()!;
+        }
       }
       await guard.apply(policy);
       if (backend.name !== 'none') guard.start();
@@ -115,12 +122,14 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
       return view()!;
     },
     status: view,
-    async applyWithDeadline(plan, seconds) {
+    async applyWithDeadline(plan, seconds, token) {
       if (!guard) throw new DispatcherError('conflict', `no firewall guard is installed on ${id}: launch the cluster first`, { details: { host: id } });
-      await guard.applyWithDeadline(guardPolicyFromPlan(plan, id), seconds);
+      await guard.applyWithDeadline(guardPolicyFromPlan(plan, id), seconds, { token, firewall: plan.firewall });
       return view()!;
     },
-    confirm: () => guard?.confirm() ?? false,
+    confirm: async (token) => (guard ? guard.confirm(token) : false),
+    extend: async (token, seconds) => (guard ? (await guard.extend(token, seconds)) !== false : false),
+    cancel: async (token) => (guard ? guard.cancel(token) : false),
     async remove() {
       if (!guard) return;
       guard.stop();

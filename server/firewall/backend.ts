@@ -18,6 +18,8 @@ export type ExecFn = (argv: string[], opts?: { input?: string; timeoutMs?: numbe
 
 export interface FirewallBackend {
   readonly name: 'nftables' | 'iptables' | 'none';
+  /** The network namespace its tools run in, if any (the rollback watchdog recreates the backend with it). */
+  readonly netns?: string;
   /** Whether the tools are present and usable with our privileges (CAP_NET_ADMIN). */
   available(): Promise<{ ok: boolean; reason?: string }>;
   /** Installs the policy atomically, replacing our previous rules (and only ours). */

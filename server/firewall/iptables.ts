@@ -18,8 +18,11 @@ export class IptablesBackend implements FirewallBackend {
   private readonly exec: ExecFn;
   private snapshot: { hash: string; text: string } | null = null;
 
+  readonly netns?: string;
+
   constructor(opts: BackendOptions = {}) {
     this.exec = runner(opts);
+    if (opts.netns) this.netns = opts.netns;
   }
 
   async available(): Promise<{ ok: boolean; reason?: string }> {

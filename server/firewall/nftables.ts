@@ -22,8 +22,11 @@ export class NftablesBackend implements FirewallBackend {
   /** What the kernel listed right after our last apply, by policy hash. */
   private snapshot: { hash: string; text: string } | null = null;
 
+  readonly netns?: string;
+
   constructor(opts: BackendOptions = {}) {
     this.exec = runner(opts);
+    if (opts.netns) this.netns = opts.netns;
   }
 
   async available(): Promise<{ ok: boolean; reason?: string }> {

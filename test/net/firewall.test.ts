@@ -158,6 +158,8 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
   let net: TestNet;
   const listeners: Listener[] = [];
   const guards: Guard[] = [];
+  // Commit-confirmed changes are persisted here (one dir per host) for their rollback watchdogs.
+  const stateRoot = mkdtempSync(join(tmpdir(), 'cdfw-state-'));
   let planClosed: Plan;
   let planOperator: Plan;
   const policies = (plan: Plan): GuardPolicy[] => plan.dispatchers.map((d) => guardPolicyFromPlan(plan, d.id));
@@ -172,6 +174,7 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
   after(async () => {
     for (const g of guards) g.stop();
     await net?.destroy();
+    rmSync(stateRoot, { recursive: true, force: true });
   });
 
   test('without a guard every port is open from outside (the listeners work)', async () => {
@@ -184,7 +187,7 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
     for (let i = 0; i < net.hosts.length; i++) {
       const backend = await detectBackend('auto', { netns: net.hosts[i].ns });
       assert.equal(backend.name, 'nftables');
-      const g = new Guard({ backend, driftIntervalMs: 300 });
+      const g = new Guard({ backend, driftIntervalMs: 300, stateDir: join(stateRoot, `host${i + 1}`) });
       guards.push(g);
       await g.apply(pols[i]);
       assert.equal(await g.verify(), true);
@@ -260,7 +263,7 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
     assert.equal(afterCount - before, 0, 'the listener accepted a connection from outside');
   });
 
-  test('commit-confirmed: an unconfirmed change that cuts the operator off is rolled back', async () => {
+  test('commit-confirmed: an unconfirmed change that cuts the operator off is rolled back (by the detached watchdog process)', async () => {
     const g = guards[0];
     await g.apply(policies(planOperator)[0]);
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv4, [DISP]), { [DISP]: 'open' });
@@ -272,8 +275,8 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv4, [DISP]), { [DISP]: 'open' }, 'the operator can connect again');
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv6, [DISP]), { [DISP]: 'open' });
     // A confirmed change stays.
-    await g.applyWithDeadline(policies(planClosed)[0], 1);
-    assert.equal(g.confirm(), true);
+    const { token } = await g.applyWithDeadline(policies(planClosed)[0], 1);
+    assert.deepEqual(await g.confirm(token), {});
     await new Promise((r) => setTimeout(r, 1_500));
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv4, [DISP]), { [DISP]: 'filtered' });
     // An operator-visible scan of every host with the operator plan.
