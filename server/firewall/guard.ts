@@ -105,8 +105,11 @@ export class Guard {
     this.st.inSync = true;
     this.st.lastAppliedAt = new Date().toISOString();
     this.st.lastCheckedAt = this.st.lastAppliedAt;
-    this.st.warnings = this.backend.foreignDrops ? await this.backend.foreignDrops(policy).catch(() => []) : [];
-    for (const w of this.st.warnings) this.log.warn('firewall: another rule may drop a port the guard allows', { warning: w });
+    this.st.warnings = [
+      ...(this.backend.foreignDrops ? await this.backend.foreignDrops(policy).catch(() => []) : []),
+      ...(this.backend.sessionWarnings ? await this.backend.sessionWarnings(policy).catch(() => []) : []),
+    ];
+    for (const w of this.st.warnings) this.log.warn('firewall guard warning', { warning: w });
   }
 
   /** Installs the policy now (a pending commit-confirmed change is confirmed by it: the caller decided). */

@@ -4,7 +4,7 @@
  */
 import { policyHash, type GuardPolicy } from '../core/firewall-policy.js';
 import { NFT_FAMILY, NFT_TABLE, renderNft, renderNftRemove } from '../core/firewall-render.js';
-import { mustRun, runner, type BackendOptions, type ExecFn, type FirewallBackend } from './backend.js';
+import { conntrackWarnings, mustRun, runner, type BackendOptions, type ExecFn, type FirewallBackend } from './backend.js';
 
 /** Counters change with traffic; everything else must match what we loaded. */
 export function normalizeNftListing(text: string): string {
@@ -53,6 +53,10 @@ export class NftablesBackend implements FirewallBackend {
     const text = await this.read();
     if (text === null || !text.includes(`policy ${policyHash(policy)}`)) return false;
     return this.snapshot !== null && this.snapshot.hash === policyHash(policy) && this.snapshot.text === text;
+  }
+
+  sessionWarnings(policy: GuardPolicy): Promise<string[]> {
+    return conntrackWarnings(this.exec, policy);
   }
 
   async remove(): Promise<void> {

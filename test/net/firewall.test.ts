@@ -7,7 +7,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestNet, type TestHost, type TestNet } from '../helpers/netns.js';
@@ -332,6 +333,27 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
       await assertOutsideView(net, false, 'iptables export');
     } finally {
       for (const h of net.hosts) await new IptablesBackend({ netns: h.ns }).remove();
+    }
+  });
+
+  test('ufw export: applied with the real ufw inside each namespace, the same scan result (operator outside)', { timeout: 180_000 }, async () => {
+    if (!existsSync('/usr/sbin/ufw')) assert.fail('this test needs ufw (deploy/install-deps.sh installs it)');
+    // ufw keeps its state in /etc/ufw: each host gets a private copy, bind-mounted in a private mount
+    // namespace, so the machine's own ufw configuration is never touched (and stays disabled).
+    const etcCopies = net.hosts.map((_h, i) => {
+      const dir = join(stateRoot, `ufw-etc-${i + 1}`);
+      execFileSync('cp', ['-a', '/etc/ufw', dir]);
+      return dir;
+    });
+    for (let i = 0; i < 3; i++) {
+      const script = `set -e\nmount --bind ${etcCopies[i]} /etc/ufw\n${exportPolicy(planOperator, 'ufw', { host: `d${i + 1}` })}`;
+      const r = await net.exec(net.hosts[i].ns, ['unshare', '--mount', '--propagation', 'private', 'bash', '-s'], { input: script, timeoutMs: 120_000 });
+      assert.equal(r.code, 0, `ufw script on host${i + 1}: ${r.stderr}`);
+    }
+    assert.match(readFileSync('/etc/ufw/ufw.conf', 'utf8'), /ENABLED=no/, "the machine's ufw is untouched");
+    await assertOutsideView(net, true, 'ufw export');
+    for (const target of [net.hosts[0].ipv4, net.hosts[0].ipv6]) {
+      assert.deepEqual(await nmap(net, net.hosts[1].ns, target, hostPorts(0)), { [AGENT]: 'open', [COORD]: 'open', [DB]: 'open', [DISP]: 'open' }, `a cluster host reaches host1 (${target})`);
     }
   });
 });
