@@ -6,7 +6,8 @@
  *  - the guard is on every host before the first process starts (order of the operation's events, and an
  *    outside probe of every agency/DB/Patroni port that runs during the whole launch and never connects);
  *  - from outside only the coordinator's client ports (and the operator ports: outside is an operator
- *    source) are open; agency (etcd), Patroni REST and PostgreSQL ports are filtered, IPv4 and IPv6;
+ *    source) are open, over IPv4 AND IPv6 (every process listens on each plan address of its host);
+ *    agency (etcd), Patroni REST and PostgreSQL ports are filtered, IPv4 and IPv6;
  *    from a cluster host the agency ports are reachable; a client outside writes through a coordinator;
  *  - drift: `nft flush ruleset` on one host is repaired within the drift interval and counted in status;
  *  - shutdown keeps the rules, cleanup removes them; no cluster process is left behind.
@@ -342,7 +343,7 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     try {
       assert.equal(await outsideSees(), 'open', 'the operator reaches the dispatcher before the change');
       // The mistake: a policy without the operator. It takes effect at once on every dispatcher...
-      const cut = await c.post<{ confirmBy: string }>('/v1/cluster/firewall', { firewall: { ...plan.firewall, operatorSources: [] }, confirmWithinSeconds: 5 });
+      const cut = await c.post<{ confirmBy: string; token: string }>('/v1/cluster/firewall', { firewall: { ...plan.firewall, operatorSources: [] }, confirmWithinSeconds: 5 });
       assert.ok(cut.confirmBy, 'the answer names the confirm deadline');
       assert.equal((await pending()).length, 3, 'every dispatcher waits for a confirmation');
       assert.equal(await outsideSees(), 'filtered', 'the change cut the operator off the dispatcher port');
@@ -353,13 +354,23 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
         back = await outsideSees();
       }
       assert.equal(back, 'open', 'the operator got their access back without doing anything');
-      assert.equal((await pending()).length, 0, 'nothing pending after the rollback');
-      await assert.rejects(c.post('/v1/cluster/firewall/confirm', {}), /no firewall change is waiting/, 'a rolled-back change cannot be confirmed');
+      let left = (await pending()).length;
+      for (let i = 0; i < 20 && left > 0; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        left = (await pending()).length;
+      }
+      assert.equal(left, 0, 'nothing pending after the rollback');
+      // A confirm comes over a new connection (the change's own is refused); a rolled-back change cannot be confirmed.
+      const fresh = () => socketClient(d1(), 30_000);
+      const f1 = fresh();
+      await assert.rejects(f1.post('/v1/cluster/firewall/confirm', { token: cut.token }), /no firewall change with this token is waiting/, 'a rolled-back change cannot be confirmed').finally(() => f1.close());
 
       // A change that is confirmed in time stays past its deadline and is recorded in the plan.
       const narrower = { ...plan.firewall, clientSources: [net!.outside!.ipv4, net!.outside!.ipv6] };
-      await c.post('/v1/cluster/firewall', { firewall: narrower, confirmWithinSeconds: 5 });
-      await c.post('/v1/cluster/firewall/confirm', {});
+      const ch = await c.post<{ token: string }>('/v1/cluster/firewall', { firewall: narrower, confirmWithinSeconds: 5 });
+      await assert.rejects(c.post('/v1/cluster/firewall/confirm', { token: ch.token }), /new connection/);
+      const f2 = fresh();
+      await f2.post('/v1/cluster/firewall/confirm', { token: ch.token }).finally(() => f2.close());
       await new Promise((r) => setTimeout(r, 6_000));
       assert.equal((await pending()).length, 0);
       const stored = JSON.parse(readFileSync(join(d1().dataDir, 'cluster', 'cluster.json'), 'utf8')).plan.firewall;
