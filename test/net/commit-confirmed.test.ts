@@ -223,10 +223,12 @@ describe('commit-confirmed firewall changes outlive the daemon (root, nft, nmap)
   test('a restarted daemon knows the pending change and its deadline; confirm after the restart keeps it', { timeout: 90_000 }, async () => {
     const narrower = { ...plan.firewall, clientSources: [outside().ipv4, outside().ipv6, '192.0.2.0/24'] };
     const r = await post<{ token: string; confirmBy: string }>('/v1/cluster/firewall', { firewall: narrower, confirmWithinSeconds: 60 });
+    const deadline = (await nodeStatus(victim)).guard?.pendingConfirmUntil;
+    assert.ok(deadline);
     await cluster!.stop(victim);
     await cluster!.start(victim);
     const g = (await nodeStatus(victim)).guard;
-    assert.equal(g?.pendingConfirmUntil, r.confirmBy, 'the restarted daemon reports the same deadline');
+    assert.equal(g?.pendingConfirmUntil, deadline, 'the restarted daemon reports the same deadline');
     const done = await post<{ confirmed: boolean }>('/v1/cluster/firewall/confirm', { token: r.token });
     assert.equal(done.confirmed, true);
     assert.equal((await nodeStatus(victim)).guard?.pendingConfirmUntil, undefined);
