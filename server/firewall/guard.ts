@@ -9,6 +9,11 @@
  * daemon. This class starts the watchdog, settles the change (confirm, extend, cancel) by claiming the
  * state file, and learns a rollback the watchdog did from the outcome file before any drift check — so the
  * drift loop never re-installs a change that was rolled back.
+ *
+ * Longer than our usual ~300 lines on purpose: apply, drift repair and the commit-confirmed steps all
+ * change the same state (installed policy, rollback target, pending change) and must run through the one
+ * serial queue; split across files they would each need that private state exposed. The persistence and
+ * the watchdog, which need none of it, live in pending-change.ts and rollback-watchdog.ts.
  */
 import { randomBytes } from 'node:crypto';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
