@@ -52,9 +52,19 @@ export const FirewallChangeSchema = z
   .object({
     firewall: FirewallPolicySchema,
     confirmWithinSeconds: z.number().int().min(5).max(3600).default(60),
+    /** Set by the contacted dispatcher for its peers (one token for the change on every host); clients omit it. */
+    token: z.string().regex(/^[0-9a-f]{32}$/, 'a change token is 32 hex digits').optional(),
   })
   .strict();
 export type FirewallChange = z.input<typeof FirewallChangeSchema>;
+
+/** Confirm or cancel names the change by the token its apply returned (a stale confirm cannot keep a newer change). */
+export const FirewallTokenSchema = z.object({ token: z.string().regex(/^[0-9a-f]{32}$/, 'a change token is 32 hex digits') }).strict();
+
+/** Extend moves the pending change's deadline to confirmWithinSeconds from now. */
+export const FirewallExtendSchema = z
+  .object({ token: FirewallTokenSchema.shape.token, confirmWithinSeconds: z.number().int().min(5).max(3600) })
+  .strict();
 
 export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'aborted';

@@ -320,8 +320,13 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
   return program;
 }
 
-/** `dispatch firewall apply|confirm`: commit-confirmed changes of a running cluster's firewall policy. */
+/**
+ * `dispatch firewall apply|confirm|extend|cancel`: commit-confirmed changes of a running cluster's firewall
+ * policy. `apply` prints the change's token; each later command is its own process, so it reaches the
+ * dispatcher over a NEW connection — a confirm that gets through proves the operator still gets in.
+ */
 function registerFirewallChangeCommands(firewall: Command): void {
+  const tokenOption = () => new Option('--token <token>', 'the token `dispatch firewall apply` printed').makeOptionMandatory();
   firewall
     .command('apply')
     .description("change the running cluster's firewall policy on every dispatcher; it rolls back by itself unless `dispatch firewall confirm` follows in time")
@@ -334,19 +339,48 @@ function registerFirewallChangeCommands(firewall: Command): void {
       const parsed = FirewallPolicySchema.safeParse(YAML.parse(text));
       if (!parsed.success) throw new DispatcherError('validation_failed', `${opts.policy} is not a valid firewall policy`, { problems: zodProblems(parsed.error) });
       await withClient(cmd, async (client) => {
-        const r = await client.post<{ confirmBy?: string }>('/v1/cluster/firewall', { firewall: parsed.data, confirmWithinSeconds: Number(opts.confirmWithin) });
+        const r = await client.post<{ confirmBy?: string; token?: string }>('/v1/cluster/firewall', { firewall: parsed.data, confirmWithinSeconds: Number(opts.confirmWithin) });
         if (globals(cmd).json) printJson(r);
-        else process.stdout.write(`firewall change applied on every dispatcher; it rolls back at ${r.confirmBy} unless you run: dispatch firewall confirm\n`);
+        else {
+          process.stdout.write(
+            `firewall change applied on every dispatcher; it rolls back at ${r.confirmBy} unless you run (from a new shell, proving you still get in):\n` +
+              `  dispatch firewall confirm --token ${r.token}\n(or: dispatch firewall extend --token ${r.token} --confirm-within SECONDS; dispatch firewall cancel --token ${r.token})\n`,
+          );
+        }
       });
     });
   firewall
     .command('confirm')
-    .description('keep the firewall change applied by `dispatch firewall apply`')
-    .action(async (_o, cmd) => {
+    .description('keep the firewall change applied by `dispatch firewall apply` (over a new connection)')
+    .addOption(tokenOption())
+    .action(async (opts, cmd) => {
       await withClient(cmd, async (client) => {
-        const r = await client.post('/v1/cluster/firewall/confirm', {});
+        const r = await client.post('/v1/cluster/firewall/confirm', { token: opts.token });
         if (globals(cmd).json) printJson(r);
         else process.stdout.write('firewall change confirmed on every dispatcher\n');
+      });
+    });
+  firewall
+    .command('extend')
+    .description('move the pending firewall change\'s rollback deadline')
+    .addOption(tokenOption())
+    .addOption(new Option('--confirm-within <seconds>', 'the new deadline, from now').makeOptionMandatory().argParser(positiveInt))
+    .action(async (opts, cmd) => {
+      await withClient(cmd, async (client) => {
+        const r = await client.post<{ confirmBy?: string }>('/v1/cluster/firewall/extend', { token: opts.token, confirmWithinSeconds: Number(opts.confirmWithin) });
+        if (globals(cmd).json) printJson(r);
+        else process.stdout.write(`firewall change now rolls back at ${r.confirmBy} unless confirmed\n`);
+      });
+    });
+  firewall
+    .command('cancel')
+    .description('roll the pending firewall change back now, on every dispatcher')
+    .addOption(tokenOption())
+    .action(async (opts, cmd) => {
+      await withClient(cmd, async (client) => {
+        const r = await client.post('/v1/cluster/firewall/cancel', { token: opts.token });
+        if (globals(cmd).json) printJson(r);
+        else process.stdout.write('firewall change cancelled: the previous rules are back on every dispatcher\n');
       });
     });
 }

@@ -133,7 +133,7 @@ export function buildCli(): Command {
     .action(async (o: { config?: string; dataDir?: string }) => {
       const config = configFrom(o);
       const cluster = clusterDaemonOptions();
-      const daemon = await startDaemon(config, { modules: cluster.modules, extendContext: cluster.extendContext });
+      const daemon = await startDaemon(config, { modules: cluster.modules, extendContext: cluster.extendContext, beforeProcesses: cluster.beforeProcesses });
       await new Promise<void>((resolveStop) => {
         let stopping = false;
         const stop = (signal: string) => {

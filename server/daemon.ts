@@ -37,6 +37,12 @@ export interface StartDaemonOptions {
   modules?: RouteModule[];
   /** Adds fields to the context before the app is built (see AppContext's declaration merging). */
   extendContext?: (ctx: AppContext) => void | Promise<void>;
+  /**
+   * Runs before the supervisor adopts or restarts any process: the cluster side installs the firewall guard
+   * here, so a process restarted at boot never listens unguarded (docs/FIREWALL.md). Returning
+   * `{ restartGone: false }` keeps gone processes stopped (the guard could not be installed).
+   */
+  beforeProcesses?: (config: DispatcherConfig, logger: Logger) => Promise<{ restartGone: boolean } | void>;
 }
 
 export interface DaemonHandle {
@@ -130,7 +136,8 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
     const supervisor = opts.supervisor ?? (await createSupervisor({ stateDir: join(config.dataDir, 'supervisor'), logger }));
     // Closing the supervisor only stops watching; processes keep running.
     cleanups.push(() => supervisor.close());
-    if (!opts.supervisor) await supervisor.recover({ restartGone: config.relaunchOnBoot });
+    const guarded = await opts.beforeProcesses?.(config, logger);
+    if (!opts.supervisor) await supervisor.recover({ restartGone: config.relaunchOnBoot && guarded?.restartGone !== false });
 
     const advertised = config.listen === '0.0.0.0' || config.listen === '::' ? hostname() : config.listen;
     // Cast: fields added to AppContext by declaration merging (e.g. `cluster`) are filled by extendContext.

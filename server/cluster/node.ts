@@ -5,13 +5,15 @@
  * So the same code runs a process whichever dispatcher asked for it.
  */
 import { access, chmod, constants, mkdir, rm, stat, statfs, writeFile, chown, readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { dirname, join, resolve, sep } from 'node:path';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
+import { portProblem } from '../core/listening-sockets.js';
+import { hostAddresses } from '../core/listen-addresses.js';
+import { listeningSockets, localAddresses } from './listening-sockets.js';
 import type { ClusterStore } from './store.js';
 
 export interface NodeApi {
@@ -36,9 +38,13 @@ export interface NodeApi {
   /** Last lines of a process's log. */
   logTail(processId: string, lines: number): Promise<string[]>;
   /** Applies a new firewall policy with a deadline; the plan keeps the old one until confirmed. */
-  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<GuardStatusView>;
+  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView>;
   /** Confirms the pending firewall change and records it in the stored plan. */
-  confirmFirewall(): Promise<GuardStatusView>;
+  confirmFirewall(token: string): Promise<GuardStatusView>;
+  /** Moves the pending change's deadline. */
+  extendFirewall(token: string, confirmWithinSeconds: number): Promise<GuardStatusView>;
+  /** Rolls the pending change back now. */
+  cancelFirewall(token: string): Promise<GuardStatusView>;
 }
 
 /** The firewall as the node sees it (server/firewall provides the real one). */
@@ -49,9 +55,11 @@ export interface NodeGuard {
   status(): GuardStatusView | undefined;
   remove(): Promise<void>;
   /** Installs the plan's policy, rolling back to the current one unless confirm() comes within `seconds`. */
-  applyWithDeadline(plan: Plan, seconds: number): Promise<GuardStatusView>;
+  applyWithDeadline(plan: Plan, seconds: number, token: string): Promise<GuardStatusView>;
   /** Keeps the pending change; false when none is pending (it may have rolled back already). */
-  confirm(): boolean;
+  confirm(token: string): Promise<{ firewall?: FirewallPolicy } | false>;
+  extend(token: string, seconds: number): Promise<boolean>;
+  cancel(token: string): Promise<boolean>;
 }
 
 /** Turns a plan process into a runnable spec plus the files it needs (server/engines provides the real one). */
@@ -164,16 +172,19 @@ export class LocalNode implements NodeApi {
         }
       }
     }
-    await Promise.all(
-      mine
-        .filter((p) => !running.has(p.id))
-        .flatMap((p) =>
-          p.ports.map(async (port) => {
-            const err = await portBindError(p.address, port.port);
-            if (err) add('port', `${p.id}: ${p.address}:${port.port} (${port.name}) is not free: ${err}`);
-          }),
-        ),
-    );
+    // Read from the kernel's socket table, never by binding: a test listen() on a plan port would accept
+    // outside connects before the guard exists (docs/FIREWALL.md, "Why no port is ever reachable before
+    // the guard").
+    const listeners = await listeningSockets();
+    const local = localAddresses();
+    for (const p of mine.filter((x) => !running.has(x.id))) {
+      for (const address of hostAddresses(plan, p)) {
+        for (const port of p.ports) {
+          const err = portProblem(listeners, local, address, port.port);
+          if (err) add('port', `${p.id}: ${address}:${port.port} (${port.name}) is not free: ${err}`);
+        }
+      }
+    }
     for (const p of mine) {
       try {
         const dir = this.processDir(p);
@@ -242,24 +253,32 @@ export class LocalNode implements NodeApi {
     }
   }
 
-  private pendingFirewall?: FirewallPolicy;
-
-  async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<GuardStatusView> {
+  async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView> {
     const { plan } = this.requirePlan();
-    const status = await this.deps.guard.applyWithDeadline({ ...plan, firewall }, confirmWithinSeconds);
-    this.pendingFirewall = firewall;
-    return status;
+    return this.deps.guard.applyWithDeadline({ ...plan, firewall }, confirmWithinSeconds, token);
   }
 
-  async confirmFirewall(): Promise<GuardStatusView> {
+  async confirmFirewall(token: string): Promise<GuardStatusView> {
+    const kept = await this.deps.guard.confirm(token);
+    if (!kept) throw this.nothingPending();
     const snap = this.deps.store.get();
-    const firewall = this.pendingFirewall;
-    this.pendingFirewall = undefined;
-    if (!snap || !firewall || !this.deps.guard.confirm()) {
-      throw new DispatcherError('conflict', `no firewall change is waiting for confirmation on ${this.id} (it may have rolled back already)`, { details: { host: this.id } });
-    }
-    await this.deps.store.save({ ...snap, plan: { ...snap.plan, firewall } });
+    // The plan records the confirmed policy (the persisted change carries it across daemon restarts).
+    if (snap && kept.firewall) await this.deps.store.save({ ...snap, plan: { ...snap.plan, firewall: kept.firewall } });
     return this.deps.guard.status()!;
+  }
+
+  async extendFirewall(token: string, confirmWithinSeconds: number): Promise<GuardStatusView> {
+    if (!(await this.deps.guard.extend(token, confirmWithinSeconds))) throw this.nothingPending();
+    return this.deps.guard.status()!;
+  }
+
+  async cancelFirewall(token: string): Promise<GuardStatusView> {
+    if (!(await this.deps.guard.cancel(token))) throw this.nothingPending();
+    return this.deps.guard.status()!;
+  }
+
+  private nothingPending(): DispatcherError {
+    return new DispatcherError('conflict', `no firewall change with this token is waiting for confirmation on ${this.id} (it may have rolled back already)`, { details: { host: this.id } });
   }
 
   async logTail(processId: string, lines: number): Promise<string[]> {
@@ -317,15 +336,6 @@ export class LocalNode implements NodeApi {
     await this.deps.guard.remove();
     await this.deps.store.forget();
   }
-}
-
-/** Tries to bind address:port; returns why it cannot, or undefined when the port is free. */
-export function portBindError(address: string, port: number): Promise<string | undefined> {
-  return new Promise((resolveBind) => {
-    const srv = createServer();
-    srv.once('error', (e: NodeJS.ErrnoException) => resolveBind(e.code === 'EADDRINUSE' ? 'in use' : e.message));
-    srv.listen({ host: address, port, exclusive: true }, () => srv.close(() => resolveBind(undefined)));
-  });
 }
 
 /** Reads /etc/passwd to resolve a user name without a shell. */

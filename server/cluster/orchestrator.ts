@@ -276,9 +276,10 @@ export class Orchestrator {
   }
 
   /**
-   * Commit-confirmed firewall change on every dispatcher: the new rules go in at once and roll back by
-   * themselves unless confirmFirewall() comes in time — an operator who cut themselves off cannot confirm,
-   * so they get their access back.
+   * Commit-confirmed firewall change on every dispatcher (docs/FIREWALL.md, "Commit-confirmed"): the new
+   * rules go in at once and roll back by themselves — a watchdog process per dispatcher, independent of the
+   * daemons — unless confirmed in time. One token names the change everywhere; confirm, extend and cancel
+   * must present it. An operator who cut themselves off cannot confirm, so they get their access back.
    */
   async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<Record<string, unknown>> {
     const { plan, nodes } = this.clusterNodes();
@@ -288,25 +289,31 @@ export class Orchestrator {
       }
       const problems = this.deps.validate({ ...plan, firewall });
       if (problems.length) throw new DispatcherError('validation_failed', 'the new firewall policy is not valid', { problems });
-      const res = await settleAll(nodes, (n) => n.changeFirewall(firewall, confirmWithinSeconds));
+      const token = randomBytes(16).toString('hex');
+      const res = await settleAll(nodes, (n) => n.changeFirewall(firewall, confirmWithinSeconds, token));
       if (res.failed.length) throw combined('operation_failed', 'firewall change failed (hosts that took it roll back by themselves)', res.failed);
       const confirmBy = [...res.values.values()].map((g) => g.pendingConfirmUntil).filter(Boolean).sort()[0];
-      return { cluster: plan.name, confirmBy, guards: Object.fromEntries(res.values) };
+      return { cluster: plan.name, confirmBy, token, guards: Object.fromEntries(res.values) };
     } finally {
       this.close(nodes);
     }
   }
 
-  async confirmFirewall(): Promise<Record<string, unknown>> {
+  /** confirm / extend / cancel of the pending change on every dispatcher. */
+  async settleFirewall(action: 'confirm' | 'extend' | 'cancel', token: string, confirmWithinSeconds = 0): Promise<Record<string, unknown>> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      const res = await settleAll(nodes, (n) => n.confirmFirewall());
-      if (res.failed.length) throw combined('operation_failed', 'firewall change not confirmed everywhere', res.failed);
-      return { cluster: plan.name, confirmed: true, guards: Object.fromEntries(res.values) };
+      const res = await settleAll(nodes, (n) =>
+        action === 'confirm' ? n.confirmFirewall(token) : action === 'extend' ? n.extendFirewall(token, confirmWithinSeconds) : n.cancelFirewall(token),
+      );
+      if (res.failed.length) throw combined('operation_failed', `firewall change not ${action === 'confirm' ? 'confirmed' : action === 'extend' ? 'extended' : 'cancelled'} everywhere`, res.failed);
+      const confirmBy = [...res.values.values()].map((g) => g.pendingConfirmUntil).filter(Boolean).sort()[0];
+      return { cluster: plan.name, [action === 'confirm' ? 'confirmed' : action === 'extend' ? 'extended' : 'cancelled']: true, ...(confirmBy ? { confirmBy } : {}), guards: Object.fromEntries(res.values) };
     } finally {
       this.close(nodes);
     }
   }
+
 
   /** A process's log from whichever dispatcher runs it. */
   async processLog(processId: string, lines: number): Promise<{ id: string; host: string; lines: string[] }> {

@@ -67,11 +67,17 @@ export class RemoteNode implements NodeApi {
   async logTail(processId: string, lines: number) {
     return (await this.call<{ lines: string[] }>('GET', `/v1/processes/${encodeURIComponent(processId)}/log?lines=${lines}`)).lines;
   }
-  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number) {
-    return this.call<GuardStatusView>('POST', '/v1/node/firewall', { firewall, confirmWithinSeconds });
+  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string) {
+    return this.call<GuardStatusView>('POST', '/v1/node/firewall', { firewall, confirmWithinSeconds, token });
   }
-  confirmFirewall() {
-    return this.call<GuardStatusView>('POST', '/v1/node/firewall/confirm');
+  confirmFirewall(token: string) {
+    return this.call<GuardStatusView>('POST', '/v1/node/firewall/confirm', { token });
+  }
+  extendFirewall(token: string, confirmWithinSeconds: number) {
+    return this.call<GuardStatusView>('POST', '/v1/node/firewall/extend', { token, confirmWithinSeconds });
+  }
+  cancelFirewall(token: string) {
+    return this.call<GuardStatusView>('POST', '/v1/node/firewall/cancel', { token });
   }
   async discardPlan(name: string) {
     await this.call('POST', '/v1/node/discard', { name });

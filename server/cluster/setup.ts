@@ -4,6 +4,7 @@
  * createClusterService once at start (see clusterDaemonOptions).
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DispatcherError } from '../../api/errors.js';
 import type { FirewallBackendName, Plan, PlanProcess, Role } from '../../api/plan.js';
 import type { GuardStatusView } from '../../api/rest.js';
@@ -103,7 +104,13 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
       const backend = await detectBackend(backendName(plan));
       if (!guard || guard.backend.name !== backend.name) {
         guard?.stop();
-        guard = new Guard({ backend, driftIntervalMs: config.firewall.driftIntervalMs, logger });
+        guard = new Guard({ backend, driftIntervalMs: config.firewall.driftIntervalMs, logger, stateDir: join(config.dataDir, 'firewall') });
+        // A commit-confirmed change persisted by an earlier run of this daemon is taken up, not overwritten:
+        // its rules stay until it is confirmed, cancelled or its watchdog rolls it back.
+        if (await guard.resumePending()) {
+          if (backend.name !== 'none') guard.start();
+          return view()!;
+        }
       }
       await guard.apply(policy);
       if (backend.name !== 'none') guard.start();
@@ -115,12 +122,14 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
       return view()!;
     },
     status: view,
-    async applyWithDeadline(plan, seconds) {
+    async applyWithDeadline(plan, seconds, token) {
       if (!guard) throw new DispatcherError('conflict', `no firewall guard is installed on ${id}: launch the cluster first`, { details: { host: id } });
-      await guard.applyWithDeadline(guardPolicyFromPlan(plan, id), seconds);
+      await guard.applyWithDeadline(guardPolicyFromPlan(plan, id), seconds, { token, firewall: plan.firewall });
       return view()!;
     },
-    confirm: () => guard?.confirm() ?? false,
+    confirm: async (token) => (guard ? guard.confirm(token) : false),
+    extend: async (token, seconds) => (guard ? (await guard.extend(token, seconds)) !== false : false),
+    cancel: async (token) => (guard ? guard.cancel(token) : false),
     async remove() {
       if (!guard) return;
       guard.stop();
@@ -191,14 +200,32 @@ async function stopLeftover(pidFile: string | undefined, logger: Logger): Promis
   if (alive()) process.kill(pid, 'SIGKILL');
 }
 
-export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRuntime> {
+/**
+ * Re-installs the guard of the cluster this dispatcher takes part in, before any process is adopted or
+ * restarted (a reboot empties the kernel's rules, and relaunchOnBoot would otherwise start processes
+ * unguarded). Every state but `cleaned` keeps its guard: shutdown keeps it, and a launch interrupted after
+ * its guard step has processes that must stay guarded. Returns false when the guard could not go in.
+ */
+export async function guardBeforeProcesses(guard: NodeGuard, config: DispatcherConfig, logger: Logger): Promise<boolean> {
+  const snapshot = await new ClusterStore(config.dataDir).load();
+  if (!snapshot || snapshot.state === 'cleaned') return true;
+  try {
+    await guard.apply(snapshot.plan);
+    return true;
+  } catch (e) {
+    logger.error('could not re-apply the firewall guard at start: gone processes stay stopped', { error: (e as Error).message });
+    return false;
+  }
+}
+
+export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard & { close(): void }): Promise<ClusterRuntime> {
   const { config, logger, supervisor } = ctx;
   const store = new ClusterStore(config.dataDir);
   const snapshot = await store.load();
   const operations = new OperationStore(config.dataDir);
   const interrupted = await operations.load();
   const renderer = engineRenderer(config);
-  const guard = nodeGuard(config.id, config, logger);
+  const guard = preGuard ?? nodeGuard(config.id, config, logger);
   const runAs = config.runAs ? await resolveUser(config.runAs) : undefined;
   const node = new LocalNode({
     id: config.id,
@@ -240,20 +267,29 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     if (op.kind === 'restart') await restarts.resume(op).catch((e) => operations.markInterrupted(op, `could not resume: ${(e as Error).message}`));
     else await operations.markInterrupted(op, `the dispatcher restarted while this ${op.kind} ran; it did not finish (run it again)`);
   }
-  // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too).
-  if (snapshot && snapshot.state !== 'launching') {
-    guard.apply(snapshot.plan).catch((e) => logger.error('could not re-apply the firewall guard at start', { error: (e as Error).message }));
-  }
+  // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too):
+  // with startDaemon's beforeProcesses it went in before any process was adopted; without (tests), now.
+  if (!preGuard && snapshot && snapshot.state !== 'cleaned') await guardBeforeProcesses(guard, config, logger);
   return { service: new ClusterService(node, orchestrator, operations, store), close: () => guard.close() };
 }
 
 /** What startDaemon needs to serve the cluster API. */
-export function clusterDaemonOptions(): { modules: RouteModule[]; extendContext: (ctx: AppContext) => Promise<void>; runtime: () => ClusterRuntime | undefined } {
+export function clusterDaemonOptions(): {
+  modules: RouteModule[];
+  beforeProcesses: (config: DispatcherConfig, logger: Logger) => Promise<{ restartGone: boolean }>;
+  extendContext: (ctx: AppContext) => Promise<void>;
+  runtime: () => ClusterRuntime | undefined;
+} {
   let runtime: ClusterRuntime | undefined;
+  let guard: (NodeGuard & { close(): void }) | undefined;
   return {
     modules: [plansModule, clusterModule, restartModule],
+    beforeProcesses: async (config, logger) => {
+      guard = nodeGuard(config.id, config, logger);
+      return { restartGone: await guardBeforeProcesses(guard, config, logger) };
+    },
     extendContext: async (ctx) => {
-      runtime = await createClusterRuntime(ctx);
+      runtime = await createClusterRuntime(ctx, guard);
       ctx.cluster = runtime.service;
     },
     runtime: () => runtime,

@@ -12,6 +12,7 @@ import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess, Role } from '../../api/plan.js';
 import { DEFAULT_RESTART_POLICY, type ProbeSpec, type ProcessSpec } from '../supervisor/types.js';
 import type { ArgvEntry, Engine } from './types.js';
+import { hostAddresses } from '../core/listen-addresses.js';
 
 export interface RenderContext {
   /** This dispatcher's data directory (absolute); process dirs are plan dataDirs inside it. */
@@ -54,6 +55,12 @@ hb.registerHelper('cidr', (a: unknown) => toCidr(String(a)));
 // JSON string literals are valid YAML scalars: safe quoting for passwords and paths in YAML configs.
 hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
 hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
+// Every address a process listens on, for programs that take a list (IPv6 parity, docs/FIREWALL.md):
+// `{{urls 'http' hostAddresses ports.client}}` → "http://10.0.0.11:2381,http://[fd00::11]:2381" (the scheme
+// stays its own token); `{{listenList hostAddresses ports.postgres}}` → "10.0.0.11,fd00::11:5433" (Patroni's
+// postgresql.listen: addresses, then the port after the last one).
+hb.registerHelper('urls', (scheme: unknown, addrs: unknown, p: unknown) => (addrs as string[]).map((a) => `${String(scheme)}://${hostPort(a, Number(p))}`).join(','));
+hb.registerHelper('listenList', (addrs: unknown, p: unknown) => `${(addrs as string[]).join(',')}:${Number(p)}`);
 hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
 
 function render(template: string, data: object, what: string): string {
@@ -115,6 +122,7 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
     coordinators: all.filter((m) => m.role === 'coordinator'),
     agencySize: agents.length,
     clusterAddresses: addresses,
+    hostAddresses: hostAddresses(plan, proc),
     // pg_hba sources: the cluster's addresses; on loopback the kernel uses 127.0.0.1 (or ::1) as the source
     // whatever 127.x address was dialled, so a loopback cluster admits the loopback range it lives in.
     hbaSources: [

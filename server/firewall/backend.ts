@@ -18,6 +18,8 @@ export type ExecFn = (argv: string[], opts?: { input?: string; timeoutMs?: numbe
 
 export interface FirewallBackend {
   readonly name: 'nftables' | 'iptables' | 'none';
+  /** The network namespace its tools run in, if any (the rollback watchdog recreates the backend with it). */
+  readonly netns?: string;
   /** Whether the tools are present and usable with our privileges (CAP_NET_ADMIN). */
   available(): Promise<{ ok: boolean; reason?: string }>;
   /** Installs the policy atomically, replacing our previous rules (and only ours). */
@@ -30,6 +32,8 @@ export interface FirewallBackend {
   remove(): Promise<void>;
   /** Other tables/chains that would drop ports we allow: warnings (another table's drop wins over our accept). */
   foreignDrops?(policy: GuardPolicy): Promise<string[]>;
+  /** Deny mode: a conntrack established-timeout too short for long idle sessions (docs/FIREWALL.md, Modes). */
+  sessionWarnings?(policy: GuardPolicy): Promise<string[]>;
 }
 
 export interface BackendOptions {
@@ -62,6 +66,23 @@ export function runner(opts: BackendOptions): ExecFn {
   if (!opts.netns) return exec;
   const ns = opts.netns;
   return (argv, o) => exec(['ip', 'netns', 'exec', ns, ...argv], o);
+}
+
+/**
+ * In deny mode an idle connection lives only as long as its conntrack entry: after that, its next packet is
+ * "new" and the default drop takes it (replies to outbound sessions in particular). The Cumulocity seed
+ * asks for 14,400 s sessions; the kernel default (432,000 s) covers that, a host that lowered it does not.
+ */
+export const DENY_MIN_ESTABLISHED_TIMEOUT_S = 14_400;
+
+export async function conntrackWarnings(exec: ExecFn, policy: GuardPolicy): Promise<string[]> {
+  if (policy.mode !== 'deny') return [];
+  const r = await exec(['sysctl', '-n', 'net.netfilter.nf_conntrack_tcp_timeout_established']);
+  const s = Number(r.stdout.trim());
+  if (r.code !== 0 || !Number.isFinite(s)) return [];
+  return s < DENY_MIN_ESTABLISHED_TIMEOUT_S
+    ? [`net.netfilter.nf_conntrack_tcp_timeout_established is ${s} s: in deny mode idle TCP sessions are cut after that (set it to at least ${DENY_MIN_ESTABLISHED_TIMEOUT_S} s)`]
+    : [];
 }
 
 /** Runs a command and throws a readable Error on failure (the Guard turns it into a DispatcherError). */

@@ -6,7 +6,7 @@
  */
 import { policyHash, type GuardPolicy } from '../core/firewall-policy.js';
 import { IPT_CHAIN, IPT_CHAIN_OUT, ipsetNames, renderIpset, renderIptables, type IpFamily } from '../core/firewall-render.js';
-import { mustRun, runner, type BackendOptions, type ExecFn, type FirewallBackend } from './backend.js';
+import { conntrackWarnings, mustRun, runner, type BackendOptions, type ExecFn, type FirewallBackend } from './backend.js';
 
 const TOOLS: Record<IpFamily, { cmd: string; restore: string }> = {
   4: { cmd: 'iptables', restore: 'iptables-restore' },
@@ -18,8 +18,11 @@ export class IptablesBackend implements FirewallBackend {
   private readonly exec: ExecFn;
   private snapshot: { hash: string; text: string } | null = null;
 
+  readonly netns?: string;
+
   constructor(opts: BackendOptions = {}) {
     this.exec = runner(opts);
+    if (opts.netns) this.netns = opts.netns;
   }
 
   async available(): Promise<{ ok: boolean; reason?: string }> {
@@ -90,6 +93,10 @@ export class IptablesBackend implements FirewallBackend {
     const text = await this.read();
     if (text === null || !text.includes(`policy ${policyHash(policy)}`)) return false;
     return this.snapshot !== null && this.snapshot.hash === policyHash(policy) && this.snapshot.text === text;
+  }
+
+  sessionWarnings(policy: GuardPolicy): Promise<string[]> {
+    return conntrackWarnings(this.exec, policy);
   }
 
   async remove(): Promise<void> {

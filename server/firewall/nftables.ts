@@ -4,7 +4,7 @@
  */
 import { policyHash, type GuardPolicy } from '../core/firewall-policy.js';
 import { NFT_FAMILY, NFT_TABLE, renderNft, renderNftRemove } from '../core/firewall-render.js';
-import { mustRun, runner, type BackendOptions, type ExecFn, type FirewallBackend } from './backend.js';
+import { conntrackWarnings, mustRun, runner, type BackendOptions, type ExecFn, type FirewallBackend } from './backend.js';
 
 /** Counters change with traffic; everything else must match what we loaded. */
 export function normalizeNftListing(text: string): string {
@@ -22,8 +22,11 @@ export class NftablesBackend implements FirewallBackend {
   /** What the kernel listed right after our last apply, by policy hash. */
   private snapshot: { hash: string; text: string } | null = null;
 
+  readonly netns?: string;
+
   constructor(opts: BackendOptions = {}) {
     this.exec = runner(opts);
+    if (opts.netns) this.netns = opts.netns;
   }
 
   async available(): Promise<{ ok: boolean; reason?: string }> {
@@ -50,6 +53,10 @@ export class NftablesBackend implements FirewallBackend {
     const text = await this.read();
     if (text === null || !text.includes(`policy ${policyHash(policy)}`)) return false;
     return this.snapshot !== null && this.snapshot.hash === policyHash(policy) && this.snapshot.text === text;
+  }
+
+  sessionWarnings(policy: GuardPolicy): Promise<string[]> {
+    return conntrackWarnings(this.exec, policy);
   }
 
   async remove(): Promise<void> {

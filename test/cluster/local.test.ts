@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { portBindError } from '../../server/cluster/node.js';
+import { portBusy } from '../../server/cluster/listening-sockets.js';
 import { REPO_ROOT, cleanEnv } from '../helpers/daemon.js';
 import { PSQL, TEST_ROOT, cmdlineOf, killMatching, pidAlive, pidsMatching } from '../helpers/cluster.js';
 
@@ -50,7 +50,7 @@ async function pickPorts(): Promise<{ basePort: number; offset: number }> {
     const offset = 15000 + Math.floor(Math.random() * 50) * 100;
     const basePort = 28200 + Math.floor(Math.random() * 400) * 10;
     const ports = [basePort, basePort + 1, basePort + 2, ...engineDefaults.flatMap((p) => [0, 10, 20].map((k) => p + offset + k))];
-    const checks = await Promise.all(ports.map((p) => portBindError('127.0.0.1', p)));
+    const checks = await Promise.all(ports.map((p) => portBusy('127.0.0.1', p)));
     if (checks.every((c) => c === undefined)) return { basePort, offset };
   }
   throw new Error('no free ports for a local cluster');

@@ -17,7 +17,7 @@ import type { ClusterView, OperationView } from '../../api/rest.js';
 import { DispatcherClient } from '../../launcher/client.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES, DEFAULT_RUN_AS } from '../../launcher/local.js';
-import { portBindError } from '../../server/cluster/node.js';
+import { portBusy } from '../../server/cluster/listening-sockets.js';
 import { initDataDir, patchConfig, startDispatcherd, type DataDir, type RunningDispatcher } from './daemon.js';
 
 /** Parent of every cluster test directory: 0711 so the unprivileged DB user can traverse, outside /tmp. */
@@ -89,7 +89,7 @@ function sleep(ms: number) {
 export async function pickPortBase(width = 30): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 400) * 30;
-    const checks = await Promise.all(Array.from({ length: width }, (_, k) => portBindError('127.0.0.1', base + k)));
+    const checks = await Promise.all(Array.from({ length: width }, (_, k) => portBusy('127.0.0.1', base + k)));
     if (checks.every((c) => c === undefined)) return base;
   }
   throw new Error('no free block of loopback ports found in 20000-32000');

@@ -49,6 +49,10 @@ export interface NsClusterOptions {
   password?: string;
   /** Dispatcher id of host i (0-based); default d1, d2, ... */
   idOf?: (i: number) => string;
+  /** Engines allowed besides pg-ha (config `engines`), e.g. a test engine found through `env`. */
+  engines?: Record<string, { binaries: Record<string, string> }>;
+  /** Extra environment of every dispatcher (e.g. DISPATCHER_TEMPLATES_DIR for a test engine). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface NsCluster {
@@ -60,6 +64,8 @@ export interface NsCluster {
   /** Spec entries for planFromSpec (endpoint over IPv4, both addresses). */
   specDispatchers(): { id: string; endpoint: string; fingerprint: string; addresses: string[] }[];
   startAll(readyTimeoutMs?: number): Promise<void>;
+  /** Starts one dispatcher again (after stop() or a kill) and waits until it answers. */
+  start(d: NsDispatcher, readyTimeoutMs?: number): Promise<void>;
   /** SIGTERM to the pid (SIGKILL after timeoutMs); resolves when it exited. */
   stop(d: NsDispatcher, timeoutMs?: number): Promise<void>;
   teardown(): Promise<void>;
@@ -132,7 +138,7 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
         toYaml({
           ...cfg,
           endpoint,
-          engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES } },
+          engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES }, ...opts.engines },
           runAs: opts.runAs ?? DEFAULT_RUN_AS,
           firewall: { backend: opts.backend ?? 'nftables', driftIntervalMs: opts.driftIntervalMs ?? 1000 },
           relaunchOnBoot: false,
@@ -148,22 +154,23 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
     throw e;
   }
 
-  const startAll = async (readyTimeoutMs = 30_000): Promise<void> => {
-    for (const d of dispatchers) {
-      const child = net.spawnIn(d.host.ns, [process.execPath, DISPATCHERD_BIN, 'start', '--data-dir', d.dataDir], {
-        env: cleanEnv(),
-        cwd: REPO_ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      d.child = child;
-      d.pid = child.pid;
-      const append = (s: string) => outputs.set(d.id, (outputs.get(d.id) ?? '') + s);
-      child.stdout!.setEncoding('utf8').on('data', append);
-      child.stderr!.setEncoding('utf8').on('data', append);
-    }
+  const spawnOne = (d: NsDispatcher): void => {
+    const child = net.spawnIn(d.host.ns, [process.execPath, DISPATCHERD_BIN, 'start', '--data-dir', d.dataDir], {
+      env: cleanEnv(opts.env),
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    d.child = child;
+    d.pid = child.pid;
+    const append = (s: string) => outputs.set(d.id, (outputs.get(d.id) ?? '') + s);
+    child.stdout!.setEncoding('utf8').on('data', append);
+    child.stderr!.setEncoding('utf8').on('data', append);
+  };
+
+  const waitHealthy = async (list: NsDispatcher[], readyTimeoutMs: number): Promise<void> => {
     const deadline = Date.now() + readyTimeoutMs;
     await Promise.all(
-      dispatchers.map(async (d) => {
+      list.map(async (d) => {
         const c = socketClient(d, 2_000);
         try {
           for (;;) {
@@ -184,6 +191,17 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
     );
   };
 
+  const startAll = async (readyTimeoutMs = 30_000): Promise<void> => {
+    for (const d of dispatchers) spawnOne(d);
+    await waitHealthy(dispatchers, readyTimeoutMs);
+  };
+
+  /** Starts one dispatcher again (after stop() or a kill) and waits until it answers. */
+  const start = async (d: NsDispatcher, readyTimeoutMs = 30_000): Promise<void> => {
+    spawnOne(d);
+    await waitHealthy([d], readyTimeoutMs);
+  };
+
   return {
     net,
     root,
@@ -192,6 +210,7 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
     password,
     specDispatchers: () => dispatchers.map((d) => ({ id: d.id, endpoint: d.endpoint, fingerprint: d.fingerprint, addresses: [d.host.ipv4, d.host.ipv6] })),
     startAll,
+    start,
     stop,
     teardown,
   };

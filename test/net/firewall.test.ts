@@ -7,7 +7,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestNet, type TestHost, type TestNet } from '../helpers/netns.js';
@@ -158,6 +159,8 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
   let net: TestNet;
   const listeners: Listener[] = [];
   const guards: Guard[] = [];
+  // Commit-confirmed changes are persisted here (one dir per host) for their rollback watchdogs.
+  const stateRoot = mkdtempSync(join(tmpdir(), 'cdfw-state-'));
   let planClosed: Plan;
   let planOperator: Plan;
   const policies = (plan: Plan): GuardPolicy[] => plan.dispatchers.map((d) => guardPolicyFromPlan(plan, d.id));
@@ -172,6 +175,7 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
   after(async () => {
     for (const g of guards) g.stop();
     await net?.destroy();
+    rmSync(stateRoot, { recursive: true, force: true });
   });
 
   test('without a guard every port is open from outside (the listeners work)', async () => {
@@ -184,7 +188,7 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
     for (let i = 0; i < net.hosts.length; i++) {
       const backend = await detectBackend('auto', { netns: net.hosts[i].ns });
       assert.equal(backend.name, 'nftables');
-      const g = new Guard({ backend, driftIntervalMs: 300 });
+      const g = new Guard({ backend, driftIntervalMs: 300, stateDir: join(stateRoot, `host${i + 1}`) });
       guards.push(g);
       await g.apply(pols[i]);
       assert.equal(await g.verify(), true);
@@ -260,7 +264,7 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
     assert.equal(afterCount - before, 0, 'the listener accepted a connection from outside');
   });
 
-  test('commit-confirmed: an unconfirmed change that cuts the operator off is rolled back', async () => {
+  test('commit-confirmed: an unconfirmed change that cuts the operator off is rolled back (by the detached watchdog process)', async () => {
     const g = guards[0];
     await g.apply(policies(planOperator)[0]);
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv4, [DISP]), { [DISP]: 'open' });
@@ -272,8 +276,8 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv4, [DISP]), { [DISP]: 'open' }, 'the operator can connect again');
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv6, [DISP]), { [DISP]: 'open' });
     // A confirmed change stays.
-    await g.applyWithDeadline(policies(planClosed)[0], 1);
-    assert.equal(g.confirm(), true);
+    const { token } = await g.applyWithDeadline(policies(planClosed)[0], 1);
+    assert.deepEqual(await g.confirm(token), {});
     await new Promise((r) => setTimeout(r, 1_500));
     assert.deepEqual(await nmap(net, net.outside!.ns, net.hosts[0].ipv4, [DISP]), { [DISP]: 'filtered' });
     // An operator-visible scan of every host with the operator plan.
@@ -329,6 +333,27 @@ describe('firewall guard in network namespaces (root, nft, iptables, nmap)', () 
       await assertOutsideView(net, false, 'iptables export');
     } finally {
       for (const h of net.hosts) await new IptablesBackend({ netns: h.ns }).remove();
+    }
+  });
+
+  test('ufw export: applied with the real ufw inside each namespace, the same scan result (operator outside)', { timeout: 180_000 }, async () => {
+    if (!existsSync('/usr/sbin/ufw')) assert.fail('this test needs ufw (deploy/install-deps.sh installs it)');
+    // ufw keeps its state in /etc/ufw: each host gets a private copy, bind-mounted in a private mount
+    // namespace, so the machine's own ufw configuration is never touched (and stays disabled).
+    const etcCopies = net.hosts.map((_h, i) => {
+      const dir = join(stateRoot, `ufw-etc-${i + 1}`);
+      execFileSync('cp', ['-a', '/etc/ufw', dir]);
+      return dir;
+    });
+    for (let i = 0; i < 3; i++) {
+      const script = `set -e\nmount --bind ${etcCopies[i]} /etc/ufw\n${exportPolicy(planOperator, 'ufw', { host: `d${i + 1}` })}`;
+      const r = await net.exec(net.hosts[i].ns, ['unshare', '--mount', '--propagation', 'private', 'bash', '-s'], { input: script, timeoutMs: 120_000 });
+      assert.equal(r.code, 0, `ufw script on host${i + 1}: ${r.stderr}`);
+    }
+    assert.match(readFileSync('/etc/ufw/ufw.conf', 'utf8'), /ENABLED=no/, "the machine's ufw is untouched");
+    await assertOutsideView(net, true, 'ufw export');
+    for (const target of [net.hosts[0].ipv4, net.hosts[0].ipv6]) {
+      assert.deepEqual(await nmap(net, net.hosts[1].ns, target, hostPorts(0)), { [AGENT]: 'open', [COORD]: 'open', [DB]: 'open', [DISP]: 'open' }, `a cluster host reaches host1 (${target})`);
     }
   });
 });

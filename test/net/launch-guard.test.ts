@@ -6,7 +6,8 @@
  *  - the guard is on every host before the first process starts (order of the operation's events, and an
  *    outside probe of every agency/DB/Patroni port that runs during the whole launch and never connects);
  *  - from outside only the coordinator's client ports (and the operator ports: outside is an operator
- *    source) are open; agency (etcd), Patroni REST and PostgreSQL ports are filtered, IPv4 and IPv6;
+ *    source) are open, over IPv4 AND IPv6 (every process listens on each plan address of its host);
+ *    agency (etcd), Patroni REST and PostgreSQL ports are filtered, IPv4 and IPv6;
  *    from a cluster host the agency ports are reachable; a client outside writes through a coordinator;
  *  - drift: `nft flush ruleset` on one host is repaired within the drift interval and counted in status;
  *  - shutdown keeps the rules, cleanup removes them; no cluster process is left behind.
@@ -256,11 +257,10 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
           assert.equal(v4[p.port], 'filtered', `${what} over IPv4`);
           assert.equal(v6[p.port], 'filtered', `${what} over IPv6`);
         } else {
-          // public (coordinator client/readonly) and operator (HAProxy stats, the dispatcher) ports: open.
+          // public (coordinator client/readonly) and operator (HAProxy stats, the dispatcher) ports: open,
+          // over both families (pg-ha processes listen on every plan address of their host: hostAddresses).
           assert.equal(v4[p.port], 'open', `${what} over IPv4`);
-          // pg-ha processes bind the process address (the host's first address, IPv4): over IPv6 the
-          // guard lets the SYN in and the kernel answers RST (closed); the dispatcher listens on both.
-          assert.equal(v6[p.port], p.role === 'dispatcher' ? 'open' : 'closed', `${what} over IPv6`);
+          assert.equal(v6[p.port], 'open', `${what} over IPv6`);
         }
       }
     }
@@ -281,9 +281,9 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     const rw = coord.ports.find((p) => p.name === 'client')!.port;
     const ro = coord.ports.find((p) => p.name === 'readonly')!.port;
     const pgpass = join(cluster!.root, 'pgpass');
-    writeFileSync(pgpass, `${coord.address}:${rw}:*:postgres:${password}\n${coord.address}:${ro}:*:postgres:${password}\n`, { mode: 0o600 });
-    const psql = (port: number, sql: string) =>
-      net!.exec(outsideNs(), ['env', `PGPASSFILE=${pgpass}`, 'PGCONNECT_TIMEOUT=5', PG_HA_DEBIAN_BINARIES.psql, '-h', coord.address, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XtAq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { timeoutMs: 20_000 });
+    writeFileSync(pgpass, `*:${rw}:*:postgres:${password}\n*:${ro}:*:postgres:${password}\n`, { mode: 0o600 });
+    const psql = (port: number, sql: string, host = coord.address) =>
+      net!.exec(outsideNs(), ['env', `PGPASSFILE=${pgpass}`, 'PGCONNECT_TIMEOUT=5', PG_HA_DEBIAN_BINARIES.psql, '-h', host, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XtAq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { timeoutMs: 20_000 });
     const w = await psql(rw, "CREATE TABLE launch_guard (x text); INSERT INTO launch_guard VALUES ('from outside'); SELECT x, pg_is_in_recovery() FROM launch_guard");
     assert.equal(w.code, 0, w.stderr);
     assert.equal(w.stdout.trim(), 'from outside|f', 'written on the primary');
@@ -293,6 +293,11 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
       r = await psql(ro, 'SELECT x, pg_is_in_recovery() FROM launch_guard');
     }
     assert.equal(r.stdout.trim(), 'from outside|t', `read back from a replica: ${r.stderr}`);
+    // IPv6 parity: the same coordinator answers on its host's IPv6 address too.
+    const coordHost = cluster!.dispatchers.find((d) => d.id === coord.dispatcher)!.host;
+    const v6 = await psql(rw, 'SELECT x FROM launch_guard', coordHost.ipv6);
+    assert.equal(v6.code, 0, `psql over IPv6 to [${coordHost.ipv6}]:${rw}: ${v6.stderr}`);
+    assert.equal(v6.stdout.trim(), 'from outside');
     // Straight to a DB server's PostgreSQL from outside: dropped by the guard (no answer at all).
     const db = plan.processes.find((p) => p.role === 'dbserver')!;
     const direct = await net!.exec(outsideNs(), ['env', `PGPASSFILE=${pgpass}`, 'PGCONNECT_TIMEOUT=2', PG_HA_DEBIAN_BINARIES.psql, '-h', db.address, '-p', String(db.ports.find((p) => p.name === 'postgres')!.port), '-U', 'postgres', '-d', 'postgres', '-XtAc', 'SELECT 1'], { timeoutMs: 20_000 });
@@ -338,7 +343,7 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     try {
       assert.equal(await outsideSees(), 'open', 'the operator reaches the dispatcher before the change');
       // The mistake: a policy without the operator. It takes effect at once on every dispatcher...
-      const cut = await c.post<{ confirmBy: string }>('/v1/cluster/firewall', { firewall: { ...plan.firewall, operatorSources: [] }, confirmWithinSeconds: 5 });
+      const cut = await c.post<{ confirmBy: string; token: string }>('/v1/cluster/firewall', { firewall: { ...plan.firewall, operatorSources: [] }, confirmWithinSeconds: 5 });
       assert.ok(cut.confirmBy, 'the answer names the confirm deadline');
       assert.equal((await pending()).length, 3, 'every dispatcher waits for a confirmation');
       assert.equal(await outsideSees(), 'filtered', 'the change cut the operator off the dispatcher port');
@@ -349,13 +354,23 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
         back = await outsideSees();
       }
       assert.equal(back, 'open', 'the operator got their access back without doing anything');
-      assert.equal((await pending()).length, 0, 'nothing pending after the rollback');
-      await assert.rejects(c.post('/v1/cluster/firewall/confirm', {}), /no firewall change is waiting/, 'a rolled-back change cannot be confirmed');
+      let left = (await pending()).length;
+      for (let i = 0; i < 20 && left > 0; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        left = (await pending()).length;
+      }
+      assert.equal(left, 0, 'nothing pending after the rollback');
+      // A confirm comes over a new connection (the change's own is refused); a rolled-back change cannot be confirmed.
+      const fresh = () => socketClient(d1(), 30_000);
+      const f1 = fresh();
+      await assert.rejects(f1.post('/v1/cluster/firewall/confirm', { token: cut.token }), /no firewall change with this token is waiting/, 'a rolled-back change cannot be confirmed').finally(() => f1.close());
 
       // A change that is confirmed in time stays past its deadline and is recorded in the plan.
       const narrower = { ...plan.firewall, clientSources: [net!.outside!.ipv4, net!.outside!.ipv6] };
-      await c.post('/v1/cluster/firewall', { firewall: narrower, confirmWithinSeconds: 5 });
-      await c.post('/v1/cluster/firewall/confirm', {});
+      const ch = await c.post<{ token: string }>('/v1/cluster/firewall', { firewall: narrower, confirmWithinSeconds: 5 });
+      await assert.rejects(c.post('/v1/cluster/firewall/confirm', { token: ch.token }), /new connection/);
+      const f2 = fresh();
+      await f2.post('/v1/cluster/firewall/confirm', { token: ch.token }).finally(() => f2.close());
       await new Promise((r) => setTimeout(r, 6_000));
       assert.equal((await pending()).length, 0);
       const stored = JSON.parse(readFileSync(join(d1().dataDir, 'cluster', 'cluster.json'), 'utf8')).plan.firewall;

@@ -8,6 +8,10 @@ import { findForeignDrops } from '../../server/firewall/nftables.js';
 import { NoneBackend } from '../../server/firewall/none.js';
 import { detectBackend } from '../../server/firewall/detect.js';
 import { Guard } from '../../server/firewall/guard.js';
+import { watchPendingChange } from '../../server/firewall/rollback-watchdog.js';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ExecFn, FirewallBackend } from '../../server/firewall/backend.js';
 import { reachableFrom, verifyRows, verifyTargets } from '../../launcher/commands/firewall.js';
 import { denyPlan, guardPlan } from '../golden/firewall/plan.js';
@@ -161,28 +165,57 @@ describe('Guard', () => {
     assert.deepEqual(fb.installed, a);
   });
 
-  test('commit-confirmed: rolls back to the previous policy unless confirmed; to nothing when there was none', async () => {
-    const fb = new FakeBackend();
-    const g = new Guard({ backend: fb });
-    await g.apply(a);
-    await g.applyWithDeadline(b, 0.05);
-    assert.deepEqual(fb.installed, b);
-    assert.ok(g.status().pendingConfirmUntil);
-    await new Promise((r) => setTimeout(r, 120));
-    assert.deepEqual(fb.installed, a, 'rolled back');
-    assert.equal(g.status().pendingConfirmUntil, null);
-    assert.equal(g.confirm(), false, 'nothing left to confirm');
+  test('commit-confirmed: rolls back to the previous policy unless confirmed; to nothing when there was none; drift never re-installs a rolled-back change', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'guard-unit-'));
+    try {
+      const fb = new FakeBackend();
+      // The watchdog's logic, run in this process against the fake backend (the real one is a detached process).
+      const inProcess = (b: FakeBackend) => (d: string, token: string) => {
+        void watchPendingChange(d, token, async (_c, p) => (p ? b.apply(p) : b.remove()));
+        return undefined;
+      };
+      const g = new Guard({ backend: fb, stateDir: dir, startWatchdog: inProcess(fb), driftIntervalMs: 20 });
+      await g.apply(a);
+      const first = await g.applyWithDeadline(b, 0.05);
+      assert.match(first.token, /^[0-9a-f]{32}$/);
+      assert.deepEqual(fb.installed, b);
+      assert.ok(g.status().pendingConfirmUntil);
+      const persisted = JSON.parse(readFileSync(join(dir, 'pending.json'), 'utf8'));
+      assert.equal(persisted.token, first.token);
+      assert.deepEqual(persisted.previous, a, 'the state file keeps what to go back to');
+      assert.equal(statSync(join(dir, 'pending.json')).mode & 0o777, 0o600);
+      await new Promise((r) => setTimeout(r, 400));
+      assert.deepEqual(fb.installed, a, 'rolled back by the watchdog');
+      assert.equal(await g.checkDrift(), false, 'drift sees the previous policy as the one to keep');
+      assert.deepEqual(fb.installed, a);
+      assert.equal(g.status().pendingConfirmUntil, null);
+      assert.equal(await g.confirm(first.token), false, 'nothing left to confirm');
 
-    await g.applyWithDeadline(b, 0.05);
-    assert.equal(g.confirm(), true);
-    await new Promise((r) => setTimeout(r, 120));
-    assert.deepEqual(fb.installed, b, 'confirmed change stays');
+      const second = await g.applyWithDeadline(b, 0.2);
+      assert.equal(await g.confirm('0'.repeat(32)), false, 'another token confirms nothing');
+      const ext = await g.extend(second.token, 0.6);
+      assert.ok(ext && Date.parse(ext.confirmBy) > Date.now() + 400, 'extended');
+      await new Promise((r) => setTimeout(r, 350));
+      assert.deepEqual(fb.installed, b, 'still the change after its first deadline (extended)');
+      assert.deepEqual(await g.confirm(second.token), {});
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(fb.installed, b, 'confirmed change stays');
 
-    const g2 = new Guard({ backend: new FakeBackend() });
-    await g2.applyWithDeadline(a, 0.05);
-    await new Promise((r) => setTimeout(r, 120));
-    assert.equal(g2.status().active, false);
-    assert.throws(() => g2.applyWithDeadline(a, 0), DispatcherError);
+      const third = await g.applyWithDeadline(a, 5);
+      assert.equal(await g.cancel(third.token), true);
+      assert.deepEqual(fb.installed, b, 'cancel restores the previous policy at once');
+      assert.equal(g.status().pendingConfirmUntil, null);
+
+      const fb2 = new FakeBackend();
+      const g2 = new Guard({ backend: fb2, stateDir: join(dir, 'g2'), startWatchdog: inProcess(fb2) });
+      await g2.applyWithDeadline(a, 0.05);
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(fb2.installed, null, 'with no previous policy the rollback removes our rules');
+      assert.throws(() => g2.applyWithDeadline(a, 0), DispatcherError);
+      assert.throws(() => new Guard({ backend: new FakeBackend() }).applyWithDeadline(a, 5), /state dir/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a failing backend becomes a DispatcherError naming the backend', async () => {

@@ -5,7 +5,8 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, FirewallChangeSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
+import { DispatcherError } from '../../../api/errors.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
 import { LogQuerySchema } from './processes.js';
@@ -22,6 +23,19 @@ const PreflightSchema = z.object({ callerTime: z.number() }).strict();
 const StartSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000) }).strict();
 const StateSchema = z.object({ state: z.enum(['launching', 'running', 'failed', 'shutdown']) }).strict();
 const DiscardSchema = z.object({ name: z.string().min(1) }).strict();
+
+/**
+ * The connections that carried a firewall change, by token. A confirm must come over a NEW connection (as
+ * NETCONF confirmed-commit, RFC 6241 §8.4): one that was opened after the new rules went in proves the
+ * operator still gets in; the connection that carried the change was accepted under the old rules.
+ */
+const changeConnections = new WeakMap<object, string>();
+
+function requireNewConnection(req: Request, token: string): void {
+  if (changeConnections.get(req.socket) === token) {
+    throw new DispatcherError('conflict', 'confirm the firewall change over a new connection (it proves you still get in under the new rules); `dispatch firewall confirm` opens one');
+  }
+}
 
 function accepted(res: Response, op: { id: string }) {
   res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}` });
@@ -78,17 +92,37 @@ export const clusterModule: RouteModule = {
     });
     router.post('/v1/cluster/firewall', async (req, res) => {
       const { firewall, confirmWithinSeconds } = validate(FirewallChangeSchema, req.body);
-      res.json(await ctx.cluster.orchestrator.changeFirewall(firewall, confirmWithinSeconds));
+      const result = await ctx.cluster.orchestrator.changeFirewall(firewall, confirmWithinSeconds);
+      changeConnections.set(req.socket, String(result.token));
+      res.json(result);
     });
-    router.post('/v1/cluster/firewall/confirm', async (_req, res) => {
-      res.json(await ctx.cluster.orchestrator.confirmFirewall());
+    router.post('/v1/cluster/firewall/confirm', async (req, res) => {
+      const { token } = validate(FirewallTokenSchema, req.body);
+      requireNewConnection(req, token);
+      res.json(await ctx.cluster.orchestrator.settleFirewall('confirm', token));
+    });
+    router.post('/v1/cluster/firewall/extend', async (req, res) => {
+      const { token, confirmWithinSeconds } = validate(FirewallExtendSchema, req.body);
+      res.json(await ctx.cluster.orchestrator.settleFirewall('extend', token, confirmWithinSeconds));
+    });
+    router.post('/v1/cluster/firewall/cancel', async (req, res) => {
+      const { token } = validate(FirewallTokenSchema, req.body);
+      res.json(await ctx.cluster.orchestrator.settleFirewall('cancel', token));
     });
     router.post('/v1/node/firewall', async (req, res) => {
-      const { firewall, confirmWithinSeconds } = validate(FirewallChangeSchema, req.body);
-      res.json(await node().changeFirewall(firewall, confirmWithinSeconds));
+      const { firewall, confirmWithinSeconds, token } = validate(FirewallChangeSchema, req.body);
+      if (!token) throw new DispatcherError('bad_request', 'a peer firewall change carries the token of the cluster change');
+      res.json(await node().changeFirewall(firewall, confirmWithinSeconds, token));
     });
-    router.post('/v1/node/firewall/confirm', async (_req, res) => {
-      res.json(await node().confirmFirewall());
+    router.post('/v1/node/firewall/confirm', async (req, res) => {
+      res.json(await node().confirmFirewall(validate(FirewallTokenSchema, req.body).token));
+    });
+    router.post('/v1/node/firewall/extend', async (req, res) => {
+      const { token, confirmWithinSeconds } = validate(FirewallExtendSchema, req.body);
+      res.json(await node().extendFirewall(token, confirmWithinSeconds));
+    });
+    router.post('/v1/node/firewall/cancel', async (req, res) => {
+      res.json(await node().cancelFirewall(validate(FirewallTokenSchema, req.body).token));
     });
     router.get('/v1/operations', (_req, res) => {
       res.json({ operations: ctx.cluster.operations.list().map(({ events: _e, ...o }) => o) });
@@ -160,9 +194,15 @@ export const clusterModule: RouteModule = {
         responses: { ...json('pending change with its confirm deadline'), '400': problemResponse('invalid policy') },
       },
     },
-    '/v1/cluster/firewall/confirm': { post: { operationId: 'confirmFirewall', summary: 'Keep the pending firewall change on every dispatcher', responses: { ...json('confirmed'), '409': problemResponse('nothing pending (rolled back already?)') } } },
+    '/v1/cluster/firewall/confirm': {
+      post: { operationId: 'confirmFirewall', summary: 'Keep the pending firewall change on every dispatcher (body: its token; over a new connection)', requestBody: body, responses: { ...json('confirmed'), '409': problemResponse('nothing pending (rolled back already?) or the same connection as the change') } },
+    },
+    '/v1/cluster/firewall/extend': { post: { operationId: 'extendFirewall', summary: 'Move the pending change\'s deadline to confirmWithinSeconds from now', requestBody: body, responses: { ...json('extended'), '409': problemResponse('nothing pending') } } },
+    '/v1/cluster/firewall/cancel': { post: { operationId: 'cancelFirewall', summary: 'Roll the pending change back now on every dispatcher', requestBody: body, responses: { ...json('cancelled'), '409': problemResponse('nothing pending') } } },
     '/v1/node/firewall': { post: { operationId: 'nodeChangeFirewall', summary: '(peer) apply a firewall policy with a confirm deadline', requestBody: body, responses: json('guard status') } },
-    '/v1/node/firewall/confirm': { post: { operationId: 'nodeConfirmFirewall', summary: '(peer) keep the pending firewall change', responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
+    '/v1/node/firewall/confirm': { post: { operationId: 'nodeConfirmFirewall', summary: '(peer) keep the pending firewall change', requestBody: body, responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
+    '/v1/node/firewall/extend': { post: { operationId: 'nodeExtendFirewall', summary: '(peer) move the pending change\'s deadline', requestBody: body, responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
+    '/v1/node/firewall/cancel': { post: { operationId: 'nodeCancelFirewall', summary: '(peer) roll the pending change back now', requestBody: body, responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
     '/v1/operations': { get: { operationId: 'listOperations', summary: 'Operations this dispatcher ran', responses: json('operations') } },
     '/v1/operations/{id}': { get: { operationId: 'getOperation', summary: 'An operation with its events', parameters: [idParam], responses: { ...json('operation'), '404': problemResponse('no such operation') } } },
     '/v1/operations/{id}/events': {
