@@ -34,8 +34,16 @@ export class OperationStore {
     this.emitter.setMaxListeners(0);
   }
 
+  private pruning: Promise<unknown> = Promise.resolve();
+
   /** Drops finished records older than maxAgeMs, then the oldest beyond maxCount (memory and files). */
-  async prune(now = Date.now()): Promise<string[]> {
+  prune(now = Date.now()): Promise<string[]> {
+    const next = this.pruning.catch(() => {}).then(() => this.pruneNow(now));
+    this.pruning = next;
+    return next;
+  }
+
+  private async pruneNow(now: number): Promise<string[]> {
     const finished = this.list().filter((o) => o.state !== 'running');
     const tooOld = finished.filter((o) => now - Date.parse(o.endedAt ?? o.startedAt) > this.retention.maxAgeMs);
     const rest = finished.filter((o) => !tooOld.includes(o));
@@ -188,7 +196,8 @@ export class OperationStore {
     const prev = this.writes.get(view.id) ?? Promise.resolve();
     const next = prev
       .catch(() => {})
-      .then(() => writeFileAtomic(join(this.dir, `${view.id}.json`), JSON.stringify(view), 0o600));
+      // A record pruned meanwhile is not written again.
+      .then(() => (this.ops.get(view.id) === view ? writeFileAtomic(join(this.dir, `${view.id}.json`), JSON.stringify(view), 0o600) : undefined));
     this.writes.set(view.id, next);
     return next;
   }
