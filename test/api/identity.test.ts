@@ -245,7 +245,7 @@ test('an operator changes their own password; an admin removes an account; both 
   OP2.password = 'operator2-cli-password';
 
   await new Promise((r) => setTimeout(r, 300));
-  const log = readFileSync(join(d2.dataDir, 'log', 'dispatcherd.log'), 'utf8');
+  const log = readFileSync(join(d2.dataDir, 'dispatcher.log'), 'utf8');
   const lines = log.trim().split('\n').map((l) => JSON.parse(l));
   assert.ok(lines.some((l) => l.audit && l.action === 'change own password' && l.account === 'operator2' && l.user === 'operator2'));
   assert.ok(lines.some((l) => l.audit && l.action === 'remove account' && l.account === 'operator3' && l.user === 'root@socket'));
@@ -261,7 +261,7 @@ test('legacy cluster-* accounts are revoked at start', async () => {
   const fresh = await tc.restart(2);
   assert.equal(JSON.parse(readFileSync(usersFile, 'utf8')).users['cluster-old'], undefined);
   assert.equal((await call(fresh, { name: 'legacy', auth: basic('cluster-old', 'legacy-cluster-password'), source: '127.0.0.13' }, 'GET', '/v1/id')).status, 401);
-  assert.match(readFileSync(join(d3.dataDir, 'log', 'dispatcherd.log'), 'utf8'), /revoked legacy cluster accounts.*cluster-old/);
+  assert.match(readFileSync(join(d3.dataDir, 'dispatcher.log'), 'utf8'), /revoked legacy cluster accounts.*cluster-old/);
   d3 = fresh;
 });
 
