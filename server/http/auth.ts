@@ -98,7 +98,8 @@ export function createAuthenticator(users: UserDirectory, opts: AuthOptions, log
     const source = sourceAddress(req);
     const refuse = (r: { retryAfterSeconds: number; limitedBy: 'source' | 'account' }) => {
       res.setHeader('Retry-After', String(r.retryAfterSeconds));
-      logger.warn('login throttled', { source, account: user, limitedBy: r.limitedBy });
+      // No user name in these lines: a mistyped one may be a password.
+      logger.warn('login throttled', { source, limitedBy: r.limitedBy });
       return new DispatcherError('too_many_requests', `too many failed logins ${r.limitedBy === 'source' ? 'from this address' : 'for this account'}; try again later`, {
         details: { retryAfterSeconds: r.retryAfterSeconds },
       });
@@ -120,7 +121,7 @@ export function createAuthenticator(users: UserDirectory, opts: AuthOptions, log
             cache.add(user, password);
           } else {
             throttle.fail(decision.ticket);
-            logger.warn('login failed', { source, account: user, path: req.path });
+            logger.warn('login failed', { source, path: req.path });
           }
           return ok;
         },
