@@ -15,9 +15,12 @@ export const ERROR_STATUS = {
   conflict: 409,
   payload_too_large: 413,
   too_many_requests: 429,
+  headers_too_large: 431,
   preflight_failed: 422,
   peer_unreachable: 502,
   peer_untrusted: 502,
+  /** A peer answered something that does not match the REST schema. */
+  peer_invalid_answer: 502,
   operation_failed: 500,
   internal: 500,
   config_invalid: 500,

@@ -13,9 +13,10 @@ export const LaunchRequestSchema = z
   .object({
     plan: PlanSchema,
     /**
-     * Credentials the contacted dispatcher uses for each peer at first contact, by dispatcher id. A peer
-     * not listed is called with the credentials the operator used for this request. After the launch the
-     * dispatchers use a cluster credential of their own, so no operator password is needed again.
+     * Operator credentials the contacted dispatcher presents to each peer at first contact (adopting the
+     * plan), by dispatcher id. A peer not listed gets the credentials the operator used for this request.
+     * Every other peer call — during and after the launch — is authenticated by the dispatchers' own
+     * certificates (mutual TLS), so no password travels between dispatchers afterwards.
      */
     peerCredentials: z.record(z.string(), CredentialSchema).default({}),
     /** ms to wait for each process to become ready. */
@@ -143,11 +144,54 @@ export const NodeAdoptPlanSchema = z
     plan: PlanSchema,
     /** Engine secrets shared by the cluster (e.g. replication password). Written 0600 on each dispatcher. */
     secrets: z.record(z.string(), z.string()),
-    /** The cluster credential every dispatcher accepts from its peers after launch. */
-    clusterCredential: CredentialSchema,
   })
   .strict();
 export type NodeAdoptPlan = z.infer<typeof NodeAdoptPlanSchema>;
+
+// ------------------------------------------------------------------ answers of peers (validated by the caller)
+// A peer's answer is data from another machine: the peer client checks it against these schemas, so a
+// malformed answer fails the operation with the peer's name instead of breaking code further on.
+
+export const GuardStatusViewSchema = z.object({
+  backend: z.string(),
+  pendingConfirmUntil: z.string().optional(),
+  inSync: z.boolean().nullable(),
+  lastAppliedAt: z.string().optional(),
+  driftRepairs: z.number().int().min(0),
+  warnings: z.array(z.string()),
+  note: z.string().optional(),
+});
+
+export const ProcessStatusSchema = z.object({
+  id: z.string(),
+  role: z.string(),
+  cluster: z.string().optional(),
+  state: z.enum(['starting', 'running', 'ready', 'backoff', 'stopping', 'stopped', 'failed']),
+  pid: z.number().int().optional(),
+  startedAt: z.string().optional(),
+  readySince: z.string().optional(),
+  restarts: z.number().int().min(0),
+  adopted: z.boolean().optional(),
+  lastExit: z.object({ code: z.number().nullable(), signal: z.string().nullable(), at: z.string() }).optional(),
+  failure: z.object({ reason: z.string() }).passthrough().optional(),
+  command: z.array(z.string()),
+});
+
+export const ClusterStateSchema = z.enum(['none', 'launching', 'running', 'failed', 'shutdown', 'cleaned']);
+
+export const NodeStatusViewSchema = z.object({
+  dispatcher: z.string(),
+  cluster: z.string().optional(),
+  clusterState: ClusterStateSchema.optional(),
+  processes: z.array(ProcessStatusSchema),
+  guard: GuardStatusViewSchema.optional(),
+});
+
+export const PreflightProblemSchema = z.object({ host: z.string(), check: z.string(), message: z.string() });
+export const PreflightAnswerSchema = z.object({ problems: z.array(PreflightProblemSchema) });
+export const LogLinesAnswerSchema = z.object({ lines: z.array(z.string()) });
+/** A 204 answer: no body at all. */
+export const NoContentSchema = z.undefined();
 
 export interface PreflightProblem {
   host: string;

@@ -24,6 +24,11 @@ export interface ClientOptions {
   /** PEM of a CA (or the server certificate itself) to trust instead of a pin. */
   ca?: string;
   credential?: Credential;
+  /**
+   * A client certificate and key to present (mutual TLS): dispatchers prove themselves to their peers
+   * with their own certificate, which the peer finds pinned in the active plan.
+   */
+  clientCertificate?: { cert: string; key: string };
   /** Talk to the local control socket instead (no password; root only). */
   socketPath?: string;
   /** Per request (ms). */
@@ -101,6 +106,7 @@ export class DispatcherClient {
       this.agent = new https.Agent({
         keepAlive: true,
         ca,
+        ...(this.opts.clientCertificate ? { cert: this.opts.clientCertificate.cert, key: this.opts.clientCertificate.key } : {}),
         minVersion: 'TLSv1.2',
         checkServerIdentity: (host, cert) => {
           // The pin is the identity; the host name check still runs for CA-file mode.
@@ -160,7 +166,7 @@ export class DispatcherClient {
   }
 
   /** A JSON request; a non-2xx answer becomes the DispatcherError the server described. */
-  async request<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; headers?: Record<string, string> } = {}): Promise<T> {
     const res = await this.raw(method, path, body, opts);
     const text = await readAll(res);
     const status = res.statusCode ?? 0;

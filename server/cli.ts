@@ -10,7 +10,8 @@ import { DispatcherError, formatProblems } from '../api/errors.js';
 import { NameSchema } from '../api/plan.js';
 import { CONFIG_FILE_NAME, ENV_KEYS, defaultId, loadConfig, parseConfig, type DispatcherConfig } from './config.js';
 import { ensureCertificate, fingerprint256 } from './tls.js';
-import { addUser, listUsers, removeUser } from './users.js';
+import { addUser, changePassword, listUsers, removeUser } from './users.js';
+import { closeLogger, createLogger } from './log.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { packageVersion, startDaemon } from './daemon.js';
 import { clusterDaemonOptions } from './cluster/setup.js';
@@ -103,25 +104,46 @@ export function buildCli(): Command {
       .option('--config <file>', 'config file naming the users file')
       .option('--users-file <file>', 'users file to edit directly');
   const usersFileOf = (o: { dataDir?: string; config?: string; usersFile?: string }) => (o.usersFile ? resolve(o.usersFile) : configFrom(o).usersFile);
+  type Target = { dataDir?: string; config?: string; usersFile?: string };
+  /** Account changes are audited in the dispatcher's log (never the secret), like those made over REST. */
+  const auditAccount = async (o: Target, action: string, account: string) => {
+    if (o.usersFile) return; // a bare users file names no dispatcher log
+    const logger = createLogger({ level: 'info', file: configFrom(o).log.file, console: false });
+    logger.info('audit', { audit: true, user: `${process.env.SUDO_USER ?? process.env.USER ?? 'unknown'}@cli`, source: 'dispatcherd user', action, account, outcome: 'success' });
+    await closeLogger(logger);
+  };
 
   userTarget(
     user
       .command('add <name>')
       .description("add a user; the password comes from stdin or --password-file (>= 12 characters, no ':')")
       .option('--password-file <file>', 'read the password from this file')
+      .option('--admin', 'may list and remove accounts over REST')
       .option('--replace', 'set a new password for an existing user'),
-  ).action(async (name: string, o: { passwordFile?: string; replace?: boolean; dataDir?: string; config?: string; usersFile?: string }) => {
+  ).action(async (name: string, o: Target & { passwordFile?: string; replace?: boolean; admin?: boolean }) => {
     const file = usersFileOf(o);
     const password = await readPassword(o.passwordFile);
-    const { replaced } = await addUser(file, name, password, { replace: o.replace });
+    const { replaced } = await addUser(file, name, password, { replace: o.replace, ...(o.admin ? { role: 'admin' as const } : {}) });
+    await auditAccount(o, replaced ? 'replace account' : 'add account', name);
     process.stdout.write(`${replaced ? 'updated' : 'added'} user ${name}\n`);
   });
-  userTarget(user.command('remove <name>').description('remove a user')).action(async (name: string, o: { dataDir?: string; config?: string; usersFile?: string }) => {
+  userTarget(
+    user
+      .command('passwd <name>')
+      .description("set a new password for an existing user; from stdin or --password-file (>= 12 characters, no ':')")
+      .option('--password-file <file>', 'read the password from this file'),
+  ).action(async (name: string, o: Target & { passwordFile?: string }) => {
+    await changePassword(usersFileOf(o), name, await readPassword(o.passwordFile));
+    await auditAccount(o, 'change password', name);
+    process.stdout.write(`changed the password of ${name}\n`);
+  });
+  userTarget(user.command('remove <name>').description('remove a user')).action(async (name: string, o: Target) => {
     await removeUser(usersFileOf(o), name);
+    await auditAccount(o, 'remove account', name);
     process.stdout.write(`removed user ${name}\n`);
   });
-  userTarget(user.command('list').description('list user names (never hashes)')).action(async (o: { dataDir?: string; config?: string; usersFile?: string }) => {
-    for (const u of await listUsers(usersFileOf(o))) process.stdout.write(`${u.name}\t${u.createdAt}\n`);
+  userTarget(user.command('list').description('list user names and roles (never hashes)')).action(async (o: Target) => {
+    for (const u of await listUsers(usersFileOf(o))) process.stdout.write(`${u.name}\t${u.role}\t${u.createdAt}\n`);
   });
 
   program

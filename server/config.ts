@@ -58,12 +58,26 @@ export const ConfigFileSchema = z
         /** How long a verified user+password pair skips scrypt (ms). */
         cacheTtlMs: z.number().int().min(0).default(60_000),
         cacheMaxEntries: z.number().int().min(0).default(1000),
-        /** Failed logins per source address within failWindowMs before 429. */
+        /** Login attempts (failed or in flight) per source address within failWindowMs before 429. */
         maxFailures: z.number().int().min(1).default(10),
+        /**
+         * Attempts per account over all sources within failWindowMs before 429 (a guesser rotating source
+         * addresses). Larger than maxFailures, so one throttled source cannot lock an account alone.
+         */
+        maxAccountFailures: z.number().int().min(1).default(30),
         failWindowMs: z.number().int().min(1000).default(60_000),
       })
       .strict()
-      .default({ cacheTtlMs: 60_000, cacheMaxEntries: 1000, maxFailures: 10, failWindowMs: 60_000 }),
+      .default({ cacheTtlMs: 60_000, cacheMaxEntries: 1000, maxFailures: 10, maxAccountFailures: 30, failWindowMs: 60_000 }),
+    operations: z
+      .object({
+        /** Finished operation records older than this are dropped (memory and <dataDir>/operations). */
+        maxAgeDays: z.number().min(0.001).default(30),
+        /** At most this many finished records are kept (the newest). */
+        maxCount: z.number().int().min(1).default(200),
+      })
+      .strict()
+      .default({ maxAgeDays: 30, maxCount: 200 }),
   })
   .strict();
 

@@ -16,11 +16,13 @@ import { DispatcherError } from '../api/errors.js';
 import type { DispatcherConfig } from './config.js';
 import { closeLogger, createLogger, type Logger } from './log.js';
 import { ensureCertificate, fingerprint256, tlsServerOptions } from './tls.js';
-import { fileUserDirectory, listUsers, type UserDirectory } from './users.js';
+import { fileUserDirectory, listUsers, revokeLegacyClusterUsers, type UserDirectory } from './users.js';
 import { createSupervisor } from './supervisor/supervisor.js';
 import type { Supervisor } from './supervisor/types.js';
 import { createApp, logAudit, type AppContext, type RouteModule } from './http/app.js';
 import { createAuthenticator, VIA_SOCKET } from './http/auth.js';
+import { answerClientError } from './http/errors.js';
+import { usersModule } from './http/routes/users.js';
 import { systemModule } from './http/routes/system.js';
 import { processesModule } from './http/routes/processes.js';
 
@@ -129,6 +131,9 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
     const { cert, key } = await tlsMaterial(config);
     const fingerprint = fingerprint256(cert);
     const users = opts.users ?? fileUserDirectory(config.usersFile);
+    // Migration: peers used to log in as `cluster-<name>` accounts; they use certificates now.
+    const revoked = await revokeLegacyClusterUsers(config.usersFile);
+    if (revoked.length) logger.warn('revoked legacy cluster accounts (peers authenticate by certificate now)', { audit: true, action: 'revoke legacy accounts', accounts: revoked });
     if (!opts.users && (await listUsers(config.usersFile)).length === 0) {
       logger.warn('no users defined: only the control socket can be used (add one with `dispatcherd user add`)', { usersFile: config.usersFile });
     }
@@ -150,13 +155,15 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
     } as AppContext;
     await opts.extendContext?.(ctx);
 
-    const authenticator = createAuthenticator(users, config.auth, logger);
+    const authenticator = createAuthenticator(users, config.auth, logger, ctx.peerTrust);
     const modules: RouteModule[] = [];
-    modules.push(systemModule(() => modules), processesModule, ...(opts.modules ?? []));
+    modules.push(systemModule(() => modules), processesModule, usersModule, ...(opts.modules ?? []));
     const app = createApp(ctx, modules, { authenticator });
 
-    // HTTPS.
-    const server = createHttpsServer(tlsServerOptions(cert, key), app);
+    // HTTPS. A client certificate is requested but not required (operators use passwords) and not
+    // verified against a CA: peers are recognised by its pinned fingerprint (server/http/auth.ts).
+    const server = createHttpsServer({ ...tlsServerOptions(cert, key), requestCert: true, rejectUnauthorized: false }, app);
+    server.on('clientError', answerClientError);
     server.headersTimeout = 20_000;
     server.requestTimeout = 60_000;
     await listenAsync(server, config.port, config.listen);
@@ -176,6 +183,7 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
       (req as unknown as Record<symbol, unknown>)[VIA_SOCKET] = true;
       app(req, res);
     });
+    socketServer.on('clientError', answerClientError);
     await listenAsync(socketServer, config.socketPath);
     chmodSync(config.socketPath, 0o600);
     cleanups.push(async () => {

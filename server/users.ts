@@ -1,7 +1,9 @@
 /**
  * Operator accounts: a JSON users file (0600) holding scrypt hashes only, and constant-time verification.
- * Passwords must be >= 12 characters and must not contain ':' (passport-http's BasicStrategy cuts the
- * password at the first colon, so such a password could never be typed correctly).
+ * Passwords must be >= 12 characters and must not contain ':' (HTTP Basic separates user and password by
+ * the colon; server/http/auth/basic-credential.ts refuses a credential with more than one). Only root
+ * (`dispatcherd user`) adds accounts; over REST an account changes its own password and an admin removes
+ * accounts (server/http/routes/users.ts). Nothing a peer dispatcher sends touches this file.
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { mkdir, readFile, stat } from 'node:fs/promises';
@@ -24,10 +26,18 @@ export function passwordProblems(password: string): Problem[] {
   return problems;
 }
 
+/**
+ * Names of the old per-cluster peer accounts (`cluster-<name>`). Dispatchers now prove themselves with
+ * certificates, so these are revoked at start (revokeLegacyClusterUsers) and can no longer be created.
+ */
+export const LEGACY_CLUSTER_USER = /^cluster-/i;
+
 export function userNameProblems(name: string): Problem[] {
-  return /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/.test(name)
-    ? []
-    : [{ path: 'user', message: "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit" }];
+  if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/.test(name)) {
+    return [{ path: 'user', message: "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit" }];
+  }
+  if (LEGACY_CLUSTER_USER.test(name)) return [{ path: 'user', message: "must not start with 'cluster-' (reserved: such accounts are revoked at start)" }];
+  return [];
 }
 
 /** `scrypt$N$r$p$salt$key` with base64 salt and key. */
@@ -50,9 +60,14 @@ export async function verifyPassword(password: string, stored: string | undefine
   return timingSafeEqual(actual, expected) && stored !== undefined;
 }
 
+export type UserRole = 'operator' | 'admin';
+
 export interface UserRecord {
   hash: string;
   createdAt: string;
+  /** 'admin' may remove accounts over REST; absent means 'operator'. */
+  role?: UserRole;
+  passwordChangedAt?: string;
 }
 export interface UsersFileContent {
   version: 1;
@@ -76,33 +91,65 @@ export async function readUsersFile(file: string): Promise<UsersFileContent> {
   }
 }
 
-export async function addUser(file: string, name: string, password: string, opts: { replace?: boolean } = {}): Promise<{ replaced: boolean }> {
+function hasUser(data: UsersFileContent, name: string): boolean {
+  return Object.prototype.hasOwnProperty.call(data.users, name);
+}
+
+async function writeUsersFile(file: string, data: UsersFileContent): Promise<void> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  await writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n', 0o600);
+}
+
+/** Adds an account (root's `dispatcherd user add`; the API cannot create accounts). */
+export async function addUser(file: string, name: string, password: string, opts: { replace?: boolean; role?: UserRole } = {}): Promise<{ replaced: boolean }> {
   const problems = [...userNameProblems(name), ...passwordProblems(password)];
   if (problems.length) throw new DispatcherError('validation_failed', 'user not added', { problems });
   const data = await readUsersFile(file);
-  const replaced = name in data.users;
+  const replaced = hasUser(data, name);
   if (replaced && !opts.replace) throw new DispatcherError('conflict', `user ${name} exists (use --replace to set a new password)`);
-  data.users[name] = { hash: await hashPassword(password), createdAt: new Date().toISOString() };
-  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-  await writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n', 0o600);
+  const role = opts.role ?? data.users[name]?.role;
+  data.users[name] = { hash: await hashPassword(password), createdAt: new Date().toISOString(), ...(role === 'admin' ? { role } : {}) };
+  await writeUsersFile(file, data);
   return { replaced };
+}
+
+/** Sets a new password for an existing account (its own owner over REST, or root with `dispatcherd user passwd`). */
+export async function changePassword(file: string, name: string, password: string): Promise<void> {
+  const problems = passwordProblems(password).map((p) => ({ ...p, path: 'newPassword' }));
+  if (problems.length) throw new DispatcherError('validation_failed', 'password not changed', { problems });
+  const data = await readUsersFile(file);
+  if (!hasUser(data, name)) throw new DispatcherError('not_found', `no user ${name}`);
+  data.users[name] = { ...data.users[name], hash: await hashPassword(password), passwordChangedAt: new Date().toISOString() };
+  await writeUsersFile(file, data);
 }
 
 export async function removeUser(file: string, name: string): Promise<void> {
   const data = await readUsersFile(file);
-  if (!(name in data.users)) throw new DispatcherError('not_found', `no user ${name}`);
+  if (!hasUser(data, name)) throw new DispatcherError('not_found', `no user ${name}`);
   delete data.users[name];
-  await writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n', 0o600);
+  await writeUsersFile(file, data);
 }
 
-export async function listUsers(file: string): Promise<{ name: string; createdAt: string }[]> {
+/** Migration: removes the `cluster-*` accounts earlier versions created for peers. Returns their names. */
+export async function revokeLegacyClusterUsers(file: string): Promise<string[]> {
   const data = await readUsersFile(file);
-  return Object.entries(data.users).map(([name, u]) => ({ name, createdAt: u.createdAt }));
+  const legacy = Object.keys(data.users).filter((n) => LEGACY_CLUSTER_USER.test(n));
+  if (!legacy.length) return [];
+  for (const n of legacy) delete data.users[n];
+  await writeUsersFile(file, data);
+  return legacy;
+}
+
+export async function listUsers(file: string): Promise<{ name: string; createdAt: string; role: UserRole }[]> {
+  const data = await readUsersFile(file);
+  return Object.entries(data.users).map(([name, u]) => ({ name, createdAt: u.createdAt, role: u.role ?? 'operator' }));
 }
 
 /** What the HTTP layer needs: verify a pair, and a generation number that changes when the users change. */
 export interface UserDirectory {
   verify(user: string, password: string): Promise<boolean>;
+  /** True for an account with role admin. */
+  isAdmin(user: string): Promise<boolean>;
   /** Re-reads the file if it changed; returns a number that differs after every change. */
   generation(): Promise<number>;
 }
@@ -127,7 +174,9 @@ export function fileUserDirectory(file: string, opts: { statIntervalMs?: number 
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     if (sig !== signature) {
-      users = (await readUsersFile(file)).users;
+      const fresh = (await readUsersFile(file)).users;
+      // Legacy peer accounts never log in, even before the start-up migration removed them from the file.
+      users = Object.fromEntries(Object.entries(fresh).filter(([n]) => !LEGACY_CLUSTER_USER.test(n)));
       signature = sig;
       gen++;
     }
@@ -143,12 +192,16 @@ export function fileUserDirectory(file: string, opts: { statIntervalMs?: number 
       await ensureFresh();
       const lookup = () => (Object.prototype.hasOwnProperty.call(users, user) ? users[user] : undefined);
       if (await verifyPassword(password, lookup()?.hash)) return true;
-      // A user added a moment ago (e.g. the cluster credential a peer just installed) must not wait for
-      // the next stat interval: on a miss, look at the file once more before saying no.
+      // A password changed a moment ago (e.g. `dispatcherd user passwd`) must not wait for the next stat
+      // interval: on a miss, look at the file once more before saying no.
       const before = gen;
       pending ??= refresh().finally(() => (pending = undefined));
       await pending;
       return gen !== before && verifyPassword(password, lookup()?.hash);
+    },
+    async isAdmin(user) {
+      await ensureFresh();
+      return Object.prototype.hasOwnProperty.call(users, user) && users[user].role === 'admin';
     },
     async generation() {
       await ensureFresh();

@@ -18,7 +18,7 @@ import type { ClusterStore } from './store.js';
 
 export interface NodeApi {
   readonly id: string;
-  /** Stores the plan, the cluster secrets and the cluster credential. Refuses (409) while another plan is active. */
+  /** Stores the plan and the cluster secrets (never an account). Refuses (409) while another plan is active. */
   adoptPlan(payload: NodeAdoptPlan): Promise<void>;
   /** Checks this machine can run its part of the stored plan. An empty list means ready. */
   preflight(callerTime: number): Promise<PreflightProblem[]>;
@@ -81,8 +81,6 @@ export interface LocalNodeDeps {
   store: ClusterStore;
   renderer: ProcessRenderer;
   guard: NodeGuard;
-  /** Accept this credential from peers (adds or updates a user). */
-  ensureClusterUser(user: string, password: string): Promise<void>;
   /** The unprivileged user processes run as, if configured. */
   runAs?: { uid: number; gid: number; user?: string };
   /** Engines this machine allows. */
@@ -134,8 +132,9 @@ export class LocalNode implements NodeApi {
         });
       }
     }
-    await this.deps.ensureClusterUser(payload.clusterCredential.user, payload.clusterCredential.password);
-    await this.deps.store.save({ plan, state: 'launching', secrets: payload.secrets, clusterCredential: payload.clusterCredential });
+    // The plan's pins are now who may call this dispatcher's node routes (server/http/auth.ts): adopting a
+    // plan changes which certificates are trusted, never an account.
+    await this.deps.store.save({ plan, state: 'launching', secrets: payload.secrets });
   }
 
   async discardPlan(name: string): Promise<void> {

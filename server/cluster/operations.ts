@@ -1,10 +1,11 @@
 /**
  * Long-running cluster operations (launch, shutdown, relaunch, cleanup, restart): an id, a state and a
  * stream of progress events. Each operation is persisted in <dataDir>/operations/<id>.json after every
- * event, so its outcome (and a rolling restart's progress) survives a dispatcher restart.
+ * event, so its outcome (and a rolling restart's progress) survives a dispatcher restart. Finished records
+ * are bounded by age and count (config `operations`), in memory and on disk; a running one is never dropped.
  */
 import { EventEmitter } from 'node:events';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
@@ -25,9 +26,35 @@ export class OperationStore {
   /** Persist writes per operation are serialized so an older view never lands after a newer one. */
   private readonly writes = new Map<string, Promise<void>>();
 
-  constructor(dataDir: string) {
+  constructor(
+    dataDir: string,
+    private readonly retention: { maxAgeMs: number; maxCount: number } = { maxAgeMs: 30 * 86_400_000, maxCount: 200 },
+  ) {
     this.dir = join(dataDir, 'operations');
     this.emitter.setMaxListeners(0);
+  }
+
+  private pruning: Promise<unknown> = Promise.resolve();
+
+  /** Drops finished records older than maxAgeMs, then the oldest beyond maxCount (memory and files). */
+  prune(now = Date.now()): Promise<string[]> {
+    const next = this.pruning.catch(() => {}).then(() => this.pruneNow(now));
+    this.pruning = next;
+    return next;
+  }
+
+  private async pruneNow(now: number): Promise<string[]> {
+    const finished = this.list().filter((o) => o.state !== 'running');
+    const tooOld = finished.filter((o) => now - Date.parse(o.endedAt ?? o.startedAt) > this.retention.maxAgeMs);
+    const rest = finished.filter((o) => !tooOld.includes(o));
+    const drop = [...tooOld, ...rest.slice(0, Math.max(0, rest.length - this.retention.maxCount))];
+    for (const o of drop) {
+      this.ops.delete(o.id);
+      await this.writes.get(o.id)?.catch(() => {});
+      this.writes.delete(o.id);
+      await rm(join(this.dir, `${o.id}.json`), { force: true });
+    }
+    return drop.map((o) => o.id);
   }
 
   /** Reads persisted operations; one that was running when the daemon died is returned for the caller to resume or fail. */
@@ -43,6 +70,7 @@ export class OperationStore {
         // A damaged operation record is history only; it must not stop the daemon. It stays on disk.
       }
     }
+    await this.prune();
     return interrupted;
   }
 
@@ -115,6 +143,7 @@ export class OperationStore {
         view.endedAt = new Date().toISOString();
         await this.persist(view);
         this.emitter.emit(view.id, null);
+        await this.prune().catch(() => {});
       }
     })();
     return view;
@@ -167,7 +196,8 @@ export class OperationStore {
     const prev = this.writes.get(view.id) ?? Promise.resolve();
     const next = prev
       .catch(() => {})
-      .then(() => writeFileAtomic(join(this.dir, `${view.id}.json`), JSON.stringify(view), 0o600));
+      // A record pruned meanwhile is not written again.
+      .then(() => (this.ops.get(view.id) === view ? writeFileAtomic(join(this.dir, `${view.id}.json`), JSON.stringify(view), 0o600) : undefined));
     this.writes.set(view.id, next);
     return next;
   }

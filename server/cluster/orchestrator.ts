@@ -25,8 +25,11 @@ export interface OrchestratorDeps {
   store: ClusterStore;
   renderer: ProcessRenderer;
   health: ClusterHealth;
-  /** A client for a peer with the given credential (RemoteNode in production). */
-  peer(d: PlanDispatcher, credential: Credential): NodeApi & { close?(): void; useCredential?(c: Credential): void };
+  /**
+   * A client for a peer (RemoteNode in production: mutual TLS with this dispatcher's certificate).
+   * `firstContact` is the operator credential for adopting a plan; only launch passes one.
+   */
+  peer(d: PlanDispatcher, firstContact?: Credential): NodeApi & { close?(): void };
   validate(plan: Plan): Problem[];
   /** How often cluster health gates poll (ms). */
   pollMs?: number;
@@ -36,26 +39,26 @@ export interface LaunchInput {
   plan: Plan;
   peerCredentials: Record<string, Credential>;
   readyTimeoutMs: number;
-  /** The credential the operator used on the contacted dispatcher; the default for peers. */
+  /** The credential the operator used on the contacted dispatcher; the default for first contact with peers. */
   operatorCredential?: Credential;
 }
 
-type Nodes = Map<string, NodeApi & { close?(): void; useCredential?(c: Credential): void }>;
+type Nodes = Map<string, NodeApi & { close?(): void }>;
 
 export class Orchestrator {
   constructor(private readonly deps: OrchestratorDeps) {}
 
-  private nodesWith(plan: Plan, credentialFor: (d: PlanDispatcher) => Credential): Nodes {
+  private nodesWith(plan: Plan, firstContact: (d: PlanDispatcher) => Credential | undefined = () => undefined): Nodes {
     const nodes: Nodes = new Map();
-    for (const d of plan.dispatchers) nodes.set(d.id, d.id === this.deps.self.id ? this.deps.self : this.deps.peer(d, credentialFor(d)));
+    for (const d of plan.dispatchers) nodes.set(d.id, d.id === this.deps.self.id ? this.deps.self : this.deps.peer(d, firstContact(d)));
     return nodes;
   }
 
-  /** Nodes of the persisted plan, peers reached with the cluster credential. */
+  /** Nodes of the persisted plan; peers trust this dispatcher by its certificate (pinned in that plan). */
   private clusterNodes(): { plan: Plan; nodes: Nodes; secrets: Record<string, string> } {
     const snap = this.deps.store.get();
     if (!snap) throw new DispatcherError('not_found', `dispatcher ${this.deps.self.id} has no cluster plan; launch one first`);
-    return { plan: snap.plan, secrets: snap.secrets, nodes: this.nodesWith(snap.plan, () => snap.clusterCredential) };
+    return { plan: snap.plan, secrets: snap.secrets, nodes: this.nodesWith(snap.plan) };
   }
 
   private close(nodes: Nodes) {
@@ -84,32 +87,44 @@ export class Orchestrator {
   async launch(op: OperationHandle, input: LaunchInput): Promise<Record<string, unknown>> {
     const { plan } = input;
     this.precheckLaunch(input);
-    const clusterCredential: Credential = { user: `cluster-${plan.name}`, password: randomBytes(32).toString('base64url') };
     const secrets = this.deps.renderer.generateSecrets(plan.engine);
-    const nodes = this.nodesWith(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential!);
+    // The operator credential goes to each peer once, to adopt the plan; every later call is trusted by
+    // this dispatcher's certificate, which the adopted plan pins (docs/SECURITY.identity.md).
+    const nodes = this.nodesWith(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential);
+    let bringingUp = false;
     try {
-      // 1. Propagate: every dispatcher stores the plan and learns the cluster credential.
+      // 1. Propagate: every dispatcher stores the plan (its pins are who may call its node routes).
       op.event({ level: 'info', step: 'propagate', message: `handing plan ${plan.name} to ${nodes.size} dispatcher(s)` });
-      const payload: NodeAdoptPlan = { plan, secrets, clusterCredential };
+      const payload: NodeAdoptPlan = { plan, secrets };
       const adopted = await settleAll(nodes, (n) => n.adoptPlan(payload));
       if (adopted.failed.length) {
         await settleAll(subset(nodes, adopted.ok), (n) => n.discardPlan(plan.name));
         throw combined('peer_unreachable', 'propagation failed', adopted.failed);
       }
-      // This launch keeps calling peers with the credentials that just worked. Switching to the new cluster
-      // credential here raced the peers' users-file reload (fileUserDirectory re-stats at most every 250 ms):
-      // the first preflight call got 401 "wrong user name or password". Later operations (clusterNodes) use
-      // the cluster credential, long after every peer has reloaded its users.
       for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted' });
 
       // 2. Preflight everywhere; any problem and nothing starts.
       await this.preflightAll(op, plan, nodes, true);
 
-      // 3-5. Guard, ordered start with health gates, verify.
+      // 3-5. Guard, ordered start with health gates, verify (bringUp rolls back by itself).
+      bringingUp = true;
       return await this.bringUp(op, plan, nodes, secrets, input.readyTimeoutMs);
+    } catch (e) {
+      // Whatever failed before anything started — a peer's error, a malformed answer, a bug — no
+      // dispatcher may stay `launching`: forget the plan everywhere it was adopted.
+      if (!bringingUp) await this.abandon(op, plan, nodes);
+      throw e;
     } finally {
       this.close(nodes);
     }
+  }
+
+  /** Forgets a plan that never started on every dispatcher (best effort per peer; always locally). */
+  private async abandon(op: OperationHandle, plan: Plan, nodes: Nodes) {
+    const res = await settleAll(nodes, (n) => n.discardPlan(plan.name));
+    for (const f of res.failed) op.event({ level: 'warn', step: 'rollback', host: f.host, message: `could not discard the plan: ${f.error.message}` });
+    const snap = this.deps.store.get();
+    if (snap && snap.plan.name === plan.name && snap.state === 'launching') await this.deps.self.discardPlan(plan.name);
   }
 
   private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes, discardOnFailure: boolean) {

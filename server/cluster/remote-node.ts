@@ -1,85 +1,89 @@
 /**
- * A peer dispatcher seen through its /v1/node routes: the same NodeApi as LocalNode, over pinned,
- * authenticated HTTPS. Errors keep the peer's code and gain the peer's id as `host`.
+ * A peer dispatcher seen through its /v1/node routes: the same NodeApi as LocalNode, over PeerClient
+ * (pinned HTTPS, mutual TLS, answers validated). Only the first call of a launch — adopting the plan —
+ * carries an operator credential; the peer trusts every later call by this dispatcher's certificate.
  */
-import { DispatcherError, isDispatcherError } from '../../api/errors.js';
+import { DispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, PlanDispatcher } from '../../api/plan.js';
-import type { ClusterState, Credential, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import {
+  GuardStatusViewSchema,
+  LogLinesAnswerSchema,
+  NoContentSchema,
+  NodeStatusViewSchema,
+  PreflightAnswerSchema,
+  ProcessStatusSchema,
+  type ClusterState,
+  type Credential,
+  type NodeAdoptPlan,
+} from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
-import { DispatcherClient } from '../../launcher/client.js';
+import { PeerClient, type PeerIdentity } from './peer-client.js';
 import type { NodeApi } from './node.js';
 
 export class RemoteNode implements NodeApi {
   readonly id: string;
-  private client: DispatcherClient;
+  private readonly client: PeerClient;
 
-  constructor(private readonly peer: PlanDispatcher, credential: Credential, timeoutMs = 30_000) {
+  /** `firstContact`: the operator credential for adoptPlan (launch only). */
+  constructor(
+    peer: PlanDispatcher,
+    identity: PeerIdentity,
+    private readonly firstContact?: Credential,
+    timeoutMs = 30_000,
+  ) {
     this.id = peer.id;
-    this.client = new DispatcherClient({ endpoint: peer.endpoint, fingerprint: peer.fingerprint, credential, timeoutMs });
-  }
-
-  /** Switches to another credential (after the cluster credential is established). */
-  useCredential(credential: Credential): void {
-    this.client.close();
-    this.client = new DispatcherClient({ endpoint: this.peer.endpoint, fingerprint: this.peer.fingerprint, credential });
+    this.client = new PeerClient(peer, identity, timeoutMs);
   }
 
   close(): void {
     this.client.close();
   }
 
-  private async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number): Promise<T> {
-    try {
-      return await this.client.request<T>(method, path, method === 'POST' ? body ?? {} : undefined, { timeoutMs });
-    } catch (e) {
-      if (!isDispatcherError(e)) throw e;
-      throw new DispatcherError(e.code, `dispatcher ${this.id}: ${e.message}`, { problems: e.problems, details: { host: this.id, ...e.details }, cause: e });
-    }
-  }
-
-  adoptPlan(payload: NodeAdoptPlan) {
-    return this.call<void>('POST', '/v1/node/plan', payload);
+  async adoptPlan(payload: NodeAdoptPlan) {
+    if (!this.firstContact) throw new DispatcherError('bad_request', `no operator credential for first contact with dispatcher ${this.id}`, { details: { host: this.id } });
+    await this.client.call('POST', '/v1/node/plan', NoContentSchema, { body: payload, operator: this.firstContact });
   }
   async preflight(callerTime: number) {
-    return (await this.call<{ problems: PreflightProblem[] }>('POST', '/v1/node/preflight', { callerTime })).problems;
+    return (await this.client.call('POST', '/v1/node/preflight', PreflightAnswerSchema, { body: { callerTime } })).problems;
   }
   guard() {
-    return this.call<GuardStatusView>('POST', '/v1/node/guard');
+    return this.client.call('POST', '/v1/node/guard', GuardStatusViewSchema);
   }
   verifyGuard() {
-    return this.call<GuardStatusView>('POST', '/v1/node/guard/verify');
+    return this.client.call('POST', '/v1/node/guard/verify', GuardStatusViewSchema);
   }
-  startProcess(processId: string, readyTimeoutMs: number) {
-    return this.call<ProcessStatus>('POST', `/v1/node/processes/${encodeURIComponent(processId)}/start`, { readyTimeoutMs }, readyTimeoutMs + 15_000);
+  async startProcess(processId: string, readyTimeoutMs: number) {
+    return (await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/start`, ProcessStatusSchema, { body: { readyTimeoutMs }, timeoutMs: readyTimeoutMs + 15_000 })) as ProcessStatus;
   }
   async stopProcess(processId: string) {
-    await this.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/stop`, {}, 120_000);
+    await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/stop`, NoContentSchema, { timeoutMs: 120_000 });
   }
   async setClusterState(state: ClusterState) {
-    await this.call('POST', '/v1/node/state', { state });
+    await this.client.call('POST', '/v1/node/state', NoContentSchema, { body: { state } });
   }
-  status() {
-    return this.call<NodeStatusView>('GET', '/v1/node/status', undefined, 5_000);
+  async status() {
+    return (await this.client.call('GET', '/v1/node/status', NodeStatusViewSchema, { timeoutMs: 5_000 })) as Awaited<ReturnType<NodeApi['status']>>;
   }
   async cleanup(confirmName: string) {
-    await this.call('POST', '/v1/node/cleanup', { confirmName }, 300_000);
+    await this.client.call('POST', '/v1/node/cleanup', NoContentSchema, { body: { confirmName }, timeoutMs: 300_000 });
   }
   async logTail(processId: string, lines: number) {
-    return (await this.call<{ lines: string[] }>('GET', `/v1/processes/${encodeURIComponent(processId)}/log?lines=${lines}`)).lines;
+    return (await this.client.call('GET', `/v1/node/processes/${encodeURIComponent(processId)}/log?lines=${lines}`, LogLinesAnswerSchema)).lines;
   }
   changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string) {
-    return this.call<GuardStatusView>('POST', '/v1/node/firewall', { firewall, confirmWithinSeconds, token });
+    return this.client.call('POST', '/v1/node/firewall', GuardStatusViewSchema, { body: { firewall, confirmWithinSeconds, token } });
   }
   confirmFirewall(token: string) {
-    return this.call<GuardStatusView>('POST', '/v1/node/firewall/confirm', { token });
+    return this.client.call('POST', '/v1/node/firewall/confirm', GuardStatusViewSchema, { body: { token } });
   }
   extendFirewall(token: string, confirmWithinSeconds: number) {
-    return this.call<GuardStatusView>('POST', '/v1/node/firewall/extend', { token, confirmWithinSeconds });
+    return this.client.call('POST', '/v1/node/firewall/extend', GuardStatusViewSchema, { body: { token, confirmWithinSeconds } });
   }
   cancelFirewall(token: string) {
-    return this.call<GuardStatusView>('POST', '/v1/node/firewall/cancel', { token });
+    return this.client.call('POST', '/v1/node/firewall/cancel', GuardStatusViewSchema, { body: { token } });
   }
   async discardPlan(name: string) {
-    await this.call('POST', '/v1/node/discard', { name });
+    await this.client.call('POST', '/v1/node/discard', NoContentSchema, { body: { name } });
   }
 }
+

@@ -10,8 +10,8 @@ import { access, constants } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import { ROLE_ORDER, type Plan, type PlanDispatcher, type PlanProcess, type Role } from '../../api/plan.js';
-import { RestartRequestSchema, type Credential, type OperationView, type PreflightProblem, type RestartRequest } from '../../api/rest.js';
-import { DispatcherClient } from '../../launcher/client.js';
+import { NoContentSchema, PreflightAnswerSchema, RestartRequestSchema, type OperationView, type PreflightProblem, type RestartRequest } from '../../api/rest.js';
+import { PeerClient, type PeerIdentity } from './peer-client.js';
 import {
   allAtOncePlan,
   describeRestartPlan,
@@ -72,10 +72,11 @@ export interface RestartDeps {
   operations: OperationStore;
   health: ClusterHealth;
   engine(name: string): Engine;
-  peer(d: PlanDispatcher, credential: Credential): NodeApi & { close?(): void };
+  /** A peer over mutual TLS (this dispatcher's certificate, pinned in the plan). */
+  peer(d: PlanDispatcher): NodeApi & { close?(): void };
   /** This dispatcher's upgrade side, and a peer's over HTTPS. */
   localUpgrade: UpgradeNode;
-  peerUpgrade(d: PlanDispatcher, credential: Credential): UpgradeNode;
+  peerUpgrade(d: PlanDispatcher): UpgradeNode;
   actions: RestartActions;
   pollMs?: number;
 }
@@ -106,9 +107,9 @@ export class RestartService {
     return snap;
   }
 
-  private nodes(plan: Plan, credential: Credential): Nodes {
+  private nodes(plan: Plan): Nodes {
     const nodes: Nodes = new Map();
-    for (const d of plan.dispatchers) nodes.set(d.id, d.id === this.deps.self.id ? this.deps.self : this.deps.peer(d, credential));
+    for (const d of plan.dispatchers) nodes.set(d.id, d.id === this.deps.self.id ? this.deps.self : this.deps.peer(d));
     return nodes;
   }
 
@@ -219,7 +220,7 @@ export class RestartService {
     return this.deps.operations.start('restart', plan.name, async (op) => {
       await op.setProgress({ request: p.request, done: [], stopped: [], abortOf: id });
       const snap = this.snapshot();
-      const nodes = this.nodes(snap.plan, snap.clusterCredential);
+      const nodes = this.nodes(snap.plan);
       try {
         const toStart = [...new Set([...p.stopped, ...(p.current ? [p.current] : [])])];
         const byId = new Map(snap.plan.processes.map((x) => [x.id, x]));
@@ -270,7 +271,7 @@ export class RestartService {
     const save = () => op.setProgress({ ...progress });
     await save();
     const snap = this.snapshot();
-    const nodes = this.nodes(snap.plan, snap.clusterCredential);
+    const nodes = this.nodes(snap.plan);
     const started = Date.now();
     try {
       let plan = snap.plan;
@@ -404,7 +405,7 @@ export class RestartService {
   private async adoptUpgrade(op: OperationHandle, target: Plan) {
     const snap = this.deps.store.get()!;
     const ups = new Map<string, UpgradeNode>(
-      target.dispatchers.map((d) => [d.id, d.id === this.deps.self.id ? this.deps.localUpgrade : this.deps.peerUpgrade(d, snap.clusterCredential)]),
+      target.dispatchers.map((d) => [d.id, d.id === this.deps.self.id ? this.deps.localUpgrade : this.deps.peerUpgrade(d)]),
     );
     try {
       op.event({ level: 'info', step: 'preflight', message: `upgrade: checking the new binaries on every dispatcher before anything restarts: ${JSON.stringify(target.binaries)}` });
@@ -474,19 +475,11 @@ export function localUpgradeNode(deps: { id: string; dataDir: string; store: Clu
 }
 
 /** A peer's upgrade side over pinned HTTPS (routes/restart.ts serves /v1/node/restart/*). */
-export function remoteUpgradeNode(d: PlanDispatcher, credential: Credential): UpgradeNode {
-  const client = new DispatcherClient({ endpoint: d.endpoint, fingerprint: d.fingerprint, credential, timeoutMs: 30_000 });
-  const wrap = async <T>(f: () => Promise<T>) => {
-    try {
-      return await f();
-    } catch (e) {
-      if (!isDispatcherError(e)) throw e;
-      throw new DispatcherError(e.code, `dispatcher ${d.id}: ${e.message}`, { problems: e.problems, details: { host: d.id, ...e.details } });
-    }
-  };
+export function remoteUpgradeNode(d: PlanDispatcher, identity: PeerIdentity): UpgradeNode {
+  const client = new PeerClient(d, identity);
   return {
-    preflightPlan: (plan) => wrap(async () => (await client.post<{ problems: PreflightProblem[] }>('/v1/node/restart/preflight', { plan })).problems),
-    adoptPlan: (plan) => wrap(async () => void (await client.post('/v1/node/restart/plan', { plan }))),
+    preflightPlan: async (plan) => (await client.call('POST', '/v1/node/restart/preflight', PreflightAnswerSchema, { body: { plan } })).problems,
+    adoptPlan: async (plan) => void (await client.call('POST', '/v1/node/restart/plan', NoContentSchema, { body: { plan } })),
     close: () => client.close(),
   };
 }

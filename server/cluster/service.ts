@@ -2,7 +2,6 @@
  * The cluster side of a dispatcher, as the HTTP routes see it: its LocalNode (what peers ask of it), the
  * Orchestrator (what an operator asks of it), and the operations it runs. Built once by the daemon.
  */
-import type { Credential } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
 import type { LocalNode } from './node.js';
 import type { Orchestrator, LaunchInput } from './orchestrator.js';
@@ -44,13 +43,4 @@ export class ClusterService {
     }
     return this.operations.start('cleanup', this.clusterName(), (op) => this.orchestrator.cleanup(op, confirmName));
   }
-}
-
-/** Reads the HTTP Basic credentials of an already-authenticated request, to forward to peers at first contact. */
-export function basicCredential(authorization: string | undefined): Credential | undefined {
-  const m = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(authorization ?? '');
-  if (!m) return undefined;
-  const text = Buffer.from(m[1], 'base64').toString('utf8');
-  const i = text.indexOf(':');
-  return i < 0 ? undefined : { user: text.slice(0, i), password: text.slice(i + 1) };
 }

@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { DispatcherError } from '../../api/errors.js';
 import type { FirewallBackendName, Plan, PlanProcess, Role } from '../../api/plan.js';
 import type { GuardStatusView } from '../../api/rest.js';
@@ -12,7 +13,6 @@ import type { DispatcherConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
 import type { AppContext, RouteModule } from '../http/app.js';
-import { addUser } from '../users.js';
 import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
 import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
 import { validatePlan } from '../core/validate-plan.js';
@@ -24,6 +24,7 @@ import { ClusterStore } from './store.js';
 import { OperationStore } from './operations.js';
 import { LocalNode, resolveUser, type NodeGuard, type ProcessRenderer } from './node.js';
 import { RemoteNode } from './remote-node.js';
+import type { PeerIdentity } from './peer-client.js';
 import { Orchestrator, type ClusterHealth } from './orchestrator.js';
 import { ClusterService } from './service.js';
 import { clusterModule } from '../http/routes/cluster.js';
@@ -222,7 +223,7 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
   const { config, logger, supervisor } = ctx;
   const store = new ClusterStore(config.dataDir);
   const snapshot = await store.load();
-  const operations = new OperationStore(config.dataDir);
+  const operations = new OperationStore(config.dataDir, { maxAgeMs: config.operations.maxAgeDays * 86_400_000, maxCount: config.operations.maxCount });
   const interrupted = await operations.load();
   const renderer = engineRenderer(config);
   const guard = preGuard ?? nodeGuard(config.id, config, logger);
@@ -236,17 +237,16 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
     guard,
     runAs,
     allowedEngines: Object.keys(config.engines),
-    ensureClusterUser: async (user, password) => {
-      await addUser(config.usersFile, user, password, { replace: true });
-    },
     afterStop: (plan, id) => stopLeftover(renderer.leftoverPidFile(plan, id, config.dataDir), logger),
   });
+  // This dispatcher's own key pair doubles as its client certificate towards peers (mutual TLS).
+  const identity: PeerIdentity = { cert: readFileSync(config.cert, 'utf8'), key: readFileSync(config.key, 'utf8') };
   const orchestrator = new Orchestrator({
     self: node,
     store,
     renderer,
     health: engineHealth(config),
-    peer: (d, credential) => new RemoteNode(d, credential),
+    peer: (d, firstContact) => new RemoteNode(d, identity, firstContact),
     validate: (plan) => validatePlan(plan),
   });
   const engines = engineCache();
@@ -256,9 +256,9 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
     operations,
     health: engineHealth(config),
     engine: engines,
-    peer: (d, credential) => new RemoteNode(d, credential),
+    peer: (d) => new RemoteNode(d, identity),
     localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs }),
-    peerUpgrade: remoteUpgradeNode,
+    peerUpgrade: (d) => remoteUpgradeNode(d, identity),
     actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql }),
   });
   registerRestartService(operations, restarts);
@@ -291,6 +291,16 @@ export function clusterDaemonOptions(): {
     extendContext: async (ctx) => {
       runtime = await createClusterRuntime(ctx, guard);
       ctx.cluster = runtime.service;
+      const store = runtime.service.store;
+      // Who may call the node routes: the dispatchers the active plan pins, never this one, and nobody
+      // once the plan is gone (discard, cleanup) or replaced (a new launch).
+      ctx.peerTrust = {
+        activePins: () => {
+          const snap = store.get();
+          if (!snap || snap.state === 'cleaned') return [];
+          return snap.plan.dispatchers.filter((d) => d.id !== ctx.config.id).map((d) => ({ id: d.id, fingerprint: d.fingerprint }));
+        },
+      };
     },
     runtime: () => runtime,
   };

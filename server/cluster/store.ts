@@ -1,13 +1,13 @@
 /**
- * What a dispatcher persists about the cluster it takes part in: the plan, the cluster's state, the
- * engine secrets and the cluster credential (both 0600). Files live in <dataDir>/cluster/ and are written
+ * What a dispatcher persists about the cluster it takes part in: the plan (whose pinned fingerprints are
+ * the peers it trusts), the cluster's state and the engine secrets (both 0600). Files live in <dataDir>/cluster/ and are written
  * atomically. A damaged file stops start-up with a clear message instead of being silently replaced.
  */
 import { readFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { PlanSchema, type Plan } from '../../api/plan.js';
-import { CredentialSchema, type ClusterState, type Credential } from '../../api/rest.js';
+import { CredentialSchema, type ClusterState } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
 import { writeFileAtomic } from '../atomic-file.js';
 
@@ -20,13 +20,13 @@ const ClusterRecordSchema = z
   .strict();
 type ClusterRecord = z.infer<typeof ClusterRecordSchema>;
 
-const SecretsSchema = z.object({ secrets: z.record(z.string(), z.string()), clusterCredential: CredentialSchema }).strict();
+// `clusterCredential` was written by earlier versions (peers logged in with it); it is read and dropped.
+const SecretsSchema = z.object({ secrets: z.record(z.string(), z.string()), clusterCredential: CredentialSchema.optional() }).strict();
 
 export interface ClusterSnapshot {
   plan: Plan;
   state: ClusterState;
   secrets: Record<string, string>;
-  clusterCredential: Credential;
 }
 
 export class ClusterStore {
@@ -50,7 +50,7 @@ export class ClusterStore {
     if (!record) return (this.current = undefined);
     const secrets = await readJson(this.secretsFile, SecretsSchema);
     if (!secrets) throw new DispatcherError('state_damaged', `${this.secretsFile} is missing while ${this.recordFile} exists; refusing to guess. Inspect both files.`);
-    this.current = { plan: record.plan, state: record.state, ...secrets };
+    this.current = { plan: record.plan, state: record.state, secrets: secrets.secrets };
     return this.current;
   }
 
@@ -61,7 +61,7 @@ export class ClusterStore {
   async save(snapshot: ClusterSnapshot): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     // Secrets first: a crash in between leaves secrets without a record, which load() ignores.
-    await writeFileAtomic(this.secretsFile, JSON.stringify({ secrets: snapshot.secrets, clusterCredential: snapshot.clusterCredential }), 0o600);
+    await writeFileAtomic(this.secretsFile, JSON.stringify({ secrets: snapshot.secrets }), 0o600);
     const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt: new Date().toISOString() };
     await writeFileAtomic(this.recordFile, JSON.stringify(record, null, 2), 0o600);
     this.current = snapshot;

@@ -11,7 +11,7 @@ import { zodProblems } from '../../api/plan.js';
 import type { DispatcherConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
-import { authUser, sourceAddress, type Authenticator } from './auth.js';
+import { authUser, sourceAddress, type Authenticator, type PeerPin, type PeerTrust } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 
 export interface Identity {
@@ -37,12 +37,26 @@ export interface AppContext {
   identity: Identity;
   /** Writes an audit entry (user, source address, action, outcome) for a change requested by `req`. */
   audit(req: Request, action: string, outcome: AuditOutcome, extra?: Record<string, unknown>): void;
+  /** The peers the active plan pins (set by the cluster runtime; without it no peer is accepted). */
+  peerTrust?: PeerTrust;
+}
+
+/** Node routes (mounted at NODE_PREFIX): only peer dispatchers call them, by mutual TLS. */
+export const NODE_PREFIX = '/v1/node';
+
+/** Registers first-contact routes: each needs an operator credential AND a certificate the offered plan pins. */
+export interface FirstContactRouter {
+  post(path: string, offeredPins: (req: Request) => PeerPin[], handler: RequestHandler): void;
 }
 
 export interface RouteModule {
   name: string;
-  /** Routes behind authentication (HTTP Basic, or the control socket). */
+  /** Operator routes: HTTP Basic accounts, or root on the control socket. Never under /v1/node. */
   register(router: express.Router, ctx: AppContext): void;
+  /** Peer routes, paths relative to /v1/node: only dispatchers the active plan pins, by client certificate. */
+  registerPeer?(router: express.Router, ctx: AppContext): void;
+  /** First-contact routes, paths relative to /v1/node (adopting a plan: no active plan pins the caller yet). */
+  registerFirstContact?(router: FirstContactRouter, ctx: AppContext): void;
   /** Routes without authentication (keep these to the bare minimum, e.g. health). */
   registerPublic?(router: express.Router, ctx: AppContext): void;
   /** OpenAPI 3.1 `paths` object for every route this module registers (public or not). */
@@ -55,6 +69,8 @@ export interface RegisteredRoute {
   /** Express path, e.g. /v1/processes/:id */
   path: string;
   public: boolean;
+  /** Who may call it. */
+  audience: 'public' | 'operator' | 'peer' | 'first-contact';
 }
 
 export interface CreateAppOptions {
@@ -80,9 +96,11 @@ export function toOpenApiPath(path: string): string {
 function auditMiddleware(ctx: AppContext): RequestHandler {
   return (req, res, next) => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+    // Read now: once the answer is sent the connection may be gone, and with it the peer address.
+    const source = sourceAddress(req);
     res.on('finish', () => {
       const outcome: AuditOutcome = res.statusCode < 400 ? 'success' : res.statusCode === 401 || res.statusCode === 403 ? 'denied' : 'failure';
-      ctx.audit(req, `${req.method} ${req.route?.path ?? req.path}`, outcome, { status: res.statusCode });
+      ctx.audit(req, `${req.method} ${req.route ? req.baseUrl + String(req.route.path) : req.path}`, outcome, { status: res.statusCode, source });
     });
     next();
   };
@@ -105,25 +123,49 @@ export function createApp(ctx: AppContext, modules: RouteModule[], opts: CreateA
 
   const routes: RegisteredRoute[] = [];
   const publicRouter = express.Router();
-  const protectedRouter = express.Router();
+  const operatorRouter = express.Router();
+  const peerRouter = express.Router();
+  const firstContactRouter = express.Router();
+  const audit = auditMiddleware(ctx);
+  const firstContact: FirstContactRouter = {
+    post: (path, offeredPins, handler) => firstContactRouter.post(path, opts.authenticator.firstContact(offeredPins), audit, handler),
+  };
+  const collect = (r: express.Router, module: string, audience: RegisteredRoute['audience'], prefix = '') =>
+    routes.push(...routesOf(r).map((x) => ({ method: x.method, path: prefix + x.path, module, public: audience === 'public', audience })));
   for (const m of modules) {
     if (m.registerPublic) {
       const r = express.Router();
       m.registerPublic(r, ctx);
-      routes.push(...routesOf(r).map((x) => ({ ...x, module: m.name, public: true })));
+      collect(r, m.name, 'public');
       publicRouter.use(r);
     }
     const r = express.Router();
     m.register(r, ctx);
-    routes.push(...routesOf(r).map((x) => ({ ...x, module: m.name, public: false })));
-    protectedRouter.use(r);
+    // The class "an operator route under the node prefix" cannot exist: refuse to start with one.
+    const misplaced = routesOf(r).filter((x) => x.path.toLowerCase().startsWith(NODE_PREFIX));
+    if (misplaced.length) throw new Error(`module ${m.name} registers ${misplaced.map((x) => x.path).join(', ')} as operator routes; node routes belong in registerPeer`);
+    collect(r, m.name, 'operator');
+    operatorRouter.use(r);
+    if (m.registerPeer) {
+      const pr = express.Router();
+      m.registerPeer(pr, ctx);
+      collect(pr, m.name, 'peer', NODE_PREFIX);
+      peerRouter.use(pr);
+    }
+    if (m.registerFirstContact) {
+      const before = routesOf(firstContactRouter).length;
+      m.registerFirstContact(firstContact, ctx);
+      routes.push(...routesOf(firstContactRouter).slice(before).map((x) => ({ method: x.method, path: NODE_PREFIX + x.path, module: m.name, public: false, audience: 'first-contact' as const })));
+    }
   }
   app.locals.routes = routes;
 
+  // Each audience is mounted behind its own gate: a route is reachable only through the gate of the router
+  // it was registered in (express matches mount paths and routes the same way, case-insensitively).
   app.use(publicRouter);
-  app.use(opts.authenticator.middleware);
-  app.use(auditMiddleware(ctx));
-  app.use(protectedRouter);
+  app.use(NODE_PREFIX, firstContactRouter);
+  app.use(NODE_PREFIX, opts.authenticator.peer, audit, peerRouter);
+  app.use(opts.authenticator.operator, audit, operatorRouter);
   app.use(notFoundHandler);
   app.use(errorHandler(ctx.logger));
   return app;

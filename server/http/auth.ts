@@ -1,31 +1,42 @@
 /**
- * Authentication: HTTP Basic (passport-http BasicStrategy, on a Passport instance of our own — no global
- * state, no sessions, no Digest), with
- *  - a verified-credential cache: scrypt costs ~46 ms, so a pair that verified recently is accepted by an
- *    HMAC of user+password (keyed by a per-process random key, so the cache never holds anything a
- *    memory dump could brute-force cheaply); bounded, short TTL, cleared when the users file changes;
- *  - a failed-login limit per source address: after `maxFailures` failures within `failWindowMs`, 429 with
- *    Retry-After, checked BEFORE scrypt so a flood cannot burn the CPU.
- * Requests from the control socket are already authenticated by file permissions (user 'root@socket').
+ * Who is calling, and may they use this route? Three kinds of caller (docs/SECURITY.identity.md):
+ *  - an operator account: HTTP Basic over TLS (strict header parsing, scrypt, verified-credential cache,
+ *    throttled per account and per source with checks in flight counted) — operator routes only;
+ *  - root on the machine: the 0600 control socket — operator routes only;
+ *  - a peer dispatcher: mutual TLS, its certificate's fingerprint pinned by the ACTIVE plan — `/v1/node/*`
+ *    only, never throttled, no password. The one exception is first contact (adopting a plan): it needs an
+ *    operator credential AND a certificate the offered plan pins.
+ * Each kind of route is mounted behind its own gate (server/http/app.ts), so a route's gate follows from
+ * where it is registered, not from a path comparison.
  */
-import { createHmac, randomBytes } from 'node:crypto';
-import type { Request, RequestHandler } from 'express';
-import passport from 'passport';
-import { BasicStrategy } from 'passport-http';
+import type { Request, RequestHandler, Response } from 'express';
 import { DispatcherError } from '../../api/errors.js';
 import type { UserDirectory } from '../users.js';
 import type { Logger } from '../log.js';
+import { parseBasicCredential, type BasicCredential } from './auth/basic-credential.js';
+import { CredentialCache } from './auth/credential-cache.js';
+import { LoginThrottle } from './auth/throttle.js';
+import { matchPin, presentedFingerprint, type PeerPin } from './auth/peer-certificate.js';
+
+export { CredentialCache } from './auth/credential-cache.js';
+export { LoginThrottle } from './auth/throttle.js';
+export type { PeerPin } from './auth/peer-certificate.js';
 
 export interface AuthOptions {
   cacheTtlMs: number;
   cacheMaxEntries: number;
+  /** Attempts per source address within failWindowMs. */
   maxFailures: number;
+  /** Attempts per account within failWindowMs, over all sources. */
+  maxAccountFailures: number;
   failWindowMs: number;
 }
 
 export interface AuthUser {
   name: string;
-  via: 'basic' | 'socket';
+  via: 'basic' | 'socket' | 'peer';
+  /** May remove accounts (root on the socket, or an account with role admin). */
+  admin: boolean;
 }
 
 export const SOCKET_USER = 'root@socket';
@@ -42,137 +53,146 @@ export function authUser(req: Request): AuthUser | undefined {
   return req.user as AuthUser | undefined;
 }
 
-/** Source address for rate limiting and audit (no proxy trust: the socket's peer address). */
+/** Source address for throttling and audit (no proxy trust: the socket's peer address). */
 export function sourceAddress(req: Request): string {
   return isSocketRequest(req) ? 'unix-socket' : req.socket.remoteAddress ?? 'unknown';
 }
 
-/** Pure sliding-window counter of failures per key. `now` injected for tests. */
-export class FailureLimiter {
-  private readonly failures = new Map<string, number[]>();
-  constructor(
-    private readonly max: number,
-    private readonly windowMs: number,
-    private readonly maxKeys = 10_000,
-  ) {}
-  /** Seconds to wait if the key is blocked now, else 0. */
-  retryAfter(key: string, now = Date.now()): number {
-    const list = this.prune(key, now);
-    if (list.length < this.max) return 0;
-    return Math.max(1, Math.ceil((list[0] + this.windowMs - now) / 1000));
-  }
-  fail(key: string, now = Date.now()): void {
-    const list = this.prune(key, now);
-    list.push(now);
-    this.failures.delete(key);
-    this.failures.set(key, list);
-    // Bounded memory under a spray of source addresses: drop the least recently failing.
-    while (this.failures.size > this.maxKeys) this.failures.delete(this.failures.keys().next().value as string);
-  }
-  reset(key: string): void {
-    this.failures.delete(key);
-  }
-  private prune(key: string, now: number): number[] {
-    const list = (this.failures.get(key) ?? []).filter((t) => now - t < this.windowMs);
-    if (list.length) this.failures.set(key, list);
-    else this.failures.delete(key);
-    return list;
-  }
-}
-
-/** Bounded TTL cache of verified credential digests. */
-export class CredentialCache {
-  private readonly key = randomBytes(32);
-  private readonly entries = new Map<string, { user: string; expires: number }>();
-  private generation = -1;
-  constructor(
-    private readonly ttlMs: number,
-    private readonly maxEntries: number,
-  ) {}
-  private digest(user: string, password: string): string {
-    return createHmac('sha256', this.key).update(user).update('\0').update(password).digest('base64');
-  }
-  /** Drops everything when the users' generation changed. */
-  sync(generation: number): void {
-    if (generation !== this.generation) {
-      this.entries.clear();
-      this.generation = generation;
-    }
-  }
-  has(user: string, password: string, now = Date.now()): boolean {
-    if (this.ttlMs <= 0 || this.maxEntries <= 0) return false;
-    const d = this.digest(user, password);
-    const e = this.entries.get(d);
-    if (!e) return false;
-    if (e.expires <= now || e.user !== user) {
-      this.entries.delete(d);
-      return false;
-    }
-    return true;
-  }
-  add(user: string, password: string, now = Date.now()): void {
-    if (this.ttlMs <= 0 || this.maxEntries <= 0) return;
-    const d = this.digest(user, password);
-    this.entries.delete(d);
-    this.entries.set(d, { user, expires: now + this.ttlMs });
-    while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
-  }
+/** Where the pins of the active plan come from (the cluster runtime; none without a plan). */
+export interface PeerTrust {
+  /** Dispatchers the active plan pins, this dispatcher excluded. */
+  activePins(): PeerPin[];
 }
 
 export interface Authenticator {
-  middleware: RequestHandler;
-  limiter: FailureLimiter;
+  /** Operators (Basic) and root (socket). */
+  operator: RequestHandler;
+  /** Peers pinned by the active plan (mutual TLS). */
+  peer: RequestHandler;
+  /** First contact: an operator credential plus a certificate pinned by the plan offered in the request. */
+  firstContact(offeredPins: (req: Request) => PeerPin[]): RequestHandler;
+  throttle: LoginThrottle;
   cache: CredentialCache;
 }
 
-export function createAuthenticator(users: UserDirectory, opts: AuthOptions, logger: Logger): Authenticator {
-  const limiter = new FailureLimiter(opts.maxFailures, opts.failWindowMs);
+export function createAuthenticator(users: UserDirectory, opts: AuthOptions, logger: Logger, trust: PeerTrust = { activePins: () => [] }): Authenticator {
+  const throttle = new LoginThrottle({ maxPerSource: opts.maxFailures, maxPerAccount: opts.maxAccountFailures, windowMs: opts.failWindowMs });
   const cache = new CredentialCache(opts.cacheTtlMs, opts.cacheMaxEntries);
-  const pp = new passport.Passport();
-  pp.use(
-    'basic',
-    new BasicStrategy({ realm: REALM }, (user: string, password: string, done: (err: unknown, user?: AuthUser | false) => void) => {
-      (async () => {
-        cache.sync(await users.generation());
-        if (cache.has(user, password)) return { name: user, via: 'basic' as const };
-        if (await users.verify(user, password)) {
-          cache.add(user, password);
-          return { name: user, via: 'basic' as const };
-        }
-        return false as const;
-      })().then(
-        (u) => done(null, u),
-        (err) => done(err),
-      );
-    }),
-  );
-  const middleware: RequestHandler = (req, res, next) => {
-    if (isSocketRequest(req)) {
-      req.user = { name: SOCKET_USER, via: 'socket' } satisfies AuthUser;
-      return next();
+  /** Checks of identical credentials in flight share one scrypt check and one throttle reservation. */
+  const inFlight = new Map<string, Promise<boolean>>();
+
+  const challenge = (res: Response) => res.setHeader('WWW-Authenticate', `Basic realm="${REALM}"`);
+
+  /** Verifies the Basic credential of `req`: the account, undefined when none was presented, or throws 401/429. */
+  async function verifyOperator(req: Request, res: Response): Promise<AuthUser | undefined> {
+    let cred: BasicCredential | undefined;
+    try {
+      cred = parseBasicCredential(req.headers.authorization);
+    } catch (e) {
+      challenge(res);
+      throw e;
     }
+    if (!cred) return undefined;
+    const { user, password } = cred;
+    const account = async (): Promise<AuthUser> => ({ name: user, via: 'basic', admin: await users.isAdmin(user) });
     const source = sourceAddress(req);
-    const wait = limiter.retryAfter(source);
-    if (wait > 0) {
-      res.setHeader('Retry-After', String(wait));
-      return next(new DispatcherError('too_many_requests', 'too many failed logins from this address; try again later', { details: { retryAfterSeconds: wait } }));
+    const refuse = (r: { retryAfterSeconds: number; limitedBy: 'source' | 'account' }) => {
+      res.setHeader('Retry-After', String(r.retryAfterSeconds));
+      // No user name in these lines: a mistyped one may be a password.
+      logger.warn('login throttled', { source, limitedBy: r.limitedBy });
+      return new DispatcherError('too_many_requests', `too many failed logins ${r.limitedBy === 'source' ? 'from this address' : 'for this account'}; try again later`, {
+        details: { retryAfterSeconds: r.retryAfterSeconds },
+      });
+    };
+    // Blocked means blocked, cached or not (see LoginThrottle.blocked).
+    const blocked = throttle.blocked(user, source);
+    if (blocked) throw refuse(blocked);
+    cache.sync(await users.generation());
+    if (cache.has(user, password)) return account();
+    const digest = cache.digest(user, password);
+    let check = inFlight.get(digest);
+    if (!check) {
+      const decision = throttle.begin(user, source);
+      if (!decision.ok) throw refuse(decision);
+      check = users.verify(user, password).then(
+        (ok) => {
+          if (ok) {
+            throttle.succeed(decision.ticket);
+            cache.add(user, password);
+          } else {
+            throttle.fail(decision.ticket);
+            logger.warn('login failed', { source, path: req.path });
+          }
+          return ok;
+        },
+        (err) => {
+          throttle.fail(decision.ticket);
+          throw err;
+        },
+      );
+      inFlight.set(digest, check);
+      void check.finally(() => inFlight.delete(digest)).catch(() => {});
     }
-    // Custom callback: passport would otherwise answer 401 in text/plain; we want problem+json.
-    pp.authenticate('basic', { session: false }, (err: unknown, user: AuthUser | false, challenge: unknown) => {
-      if (err) return next(err);
-      if (!user) {
-        const presented = typeof req.headers.authorization === 'string' && /^basic\s/i.test(req.headers.authorization);
-        if (presented) {
-          limiter.fail(source);
-          logger.warn('login failed', { source, path: req.path });
+    if (await check) return account();
+    challenge(res);
+    throw new DispatcherError('unauthorized', 'wrong user name or password');
+  }
+
+  const gate =
+    (fn: (req: Request, res: Response) => Promise<AuthUser>): RequestHandler =>
+    (req, res, next) => {
+      fn(req, res).then(
+        (user) => {
+          req.user = user;
+          next();
+        },
+        (err) => next(err),
+      );
+    };
+
+  /** Why a caller that is not an accepted peer gets no node route: 401 when unknown, 403 when known. */
+  async function refusePeer(req: Request, res: Response, why: string): Promise<never> {
+    if (isSocketRequest(req)) throw new DispatcherError('forbidden', `node routes answer only peer dispatchers (by certificate); use /v1/cluster/* on the control socket`);
+    const operator = await verifyOperator(req, res);
+    if (operator) throw new DispatcherError('forbidden', `operator accounts cannot use node routes (${operator.name}); they answer only peer dispatchers of the active plan, by certificate`);
+    if (presentedFingerprint(req)) throw new DispatcherError('forbidden', why);
+    challenge(res);
+    throw new DispatcherError('unauthorized', 'node routes need the client certificate of a peer dispatcher of the active plan');
+  }
+
+  return {
+    throttle,
+    cache,
+    operator: gate(async (req, res) => {
+      if (isSocketRequest(req)) return { name: SOCKET_USER, via: 'socket', admin: true };
+      const user = await verifyOperator(req, res);
+      if (user) return user;
+      challenge(res);
+      throw new DispatcherError('unauthorized', 'authentication required');
+    }),
+    peer: gate(async (req, res) => {
+      const pin = isSocketRequest(req) ? undefined : matchPin(trust.activePins(), presentedFingerprint(req));
+      if (pin) return { name: `peer:${pin.id}`, via: 'peer', admin: false };
+      return refusePeer(req, res, 'this certificate is not pinned by the active plan of this dispatcher');
+    }),
+    firstContact: (offeredPins) =>
+      gate(async (req, res) => {
+        if (isSocketRequest(req)) throw new DispatcherError('forbidden', 'node routes answer only peer dispatchers (by certificate)');
+        const operator = await verifyOperator(req, res);
+        if (!operator) {
+          challenge(res);
+          throw new DispatcherError('unauthorized', 'first contact needs the operator credential of this dispatcher');
         }
-        res.setHeader('WWW-Authenticate', typeof challenge === 'string' ? challenge : `Basic realm="${REALM}"`);
-        return next(new DispatcherError('unauthorized', presented ? 'wrong user name or password' : 'authentication required'));
-      }
-      limiter.reset(source);
-      req.user = user;
-      next();
-    })(req, res, next);
+        const pin = matchPin(offeredPins(req), presentedFingerprint(req));
+        if (!pin) throw new DispatcherError('forbidden', `operator accounts cannot use node routes (${operator.name}); the caller must present the certificate of a dispatcher the offered plan pins`);
+        return { name: `peer:${pin.id}(operator ${operator.name})`, via: 'peer', admin: false };
+      }),
   };
-  return { middleware, limiter, cache };
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    /** The authenticated caller, set by the gates above. */
+    user?: AuthUser;
+  }
 }

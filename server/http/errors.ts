@@ -5,6 +5,7 @@
  * is logged with its stack and answered as a generic 500 without internals.
  */
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
+import type { Duplex } from 'node:stream';
 import { ZodError } from 'zod';
 import { DispatcherError, ERROR_STATUS, type ErrorCode } from '../../api/errors.js';
 import { zodProblems } from '../../api/plan.js';
@@ -21,6 +22,8 @@ const TITLES: Partial<Record<ErrorCode, string>> = {
   conflict: 'Conflict',
   payload_too_large: 'Payload too large',
   too_many_requests: 'Too many requests',
+  headers_too_large: 'Request headers too large',
+  peer_invalid_answer: 'Invalid answer from a peer dispatcher',
   internal: 'Internal error',
 };
 
@@ -80,4 +83,23 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     if (de.status >= 500) logger.error('request failed', { err: de.code === 'internal' && de.cause ? de.cause : de, method: req.method, path: req.path });
     sendProblem(res, de, req);
   };
+}
+
+/**
+ * Node's HTTP parser rejects some requests before express sees them (a header block over the limit, a
+ * malformed request line) and by default answers a bare status line. This answers them as problem+json
+ * too (431 for oversized headers, 400 otherwise), then closes the connection.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable || (socket as Duplex & { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const de = tooLarge
+    ? new DispatcherError('headers_too_large', 'request headers are too large')
+    : new DispatcherError('bad_request', 'malformed HTTP request');
+  const body = JSON.stringify(problemBody(de));
+  const reason = tooLarge ? 'Request Header Fields Too Large' : 'Bad Request';
+  socket.end(`HTTP/1.1 ${de.status} ${reason}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }

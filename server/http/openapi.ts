@@ -24,7 +24,8 @@ export const problemResponse = (description: string) => ({
 
 export const commonErrors = {
   '401': problemResponse('authentication required or failed'),
-  '429': problemResponse('too many failed logins from this address'),
+  '403': problemResponse('authenticated, but not allowed: operator routes take accounts, /v1/node/* only peer dispatchers of the active plan (client certificate)'),
+  '429': problemResponse('too many failed logins from this address or for this account'),
 };
 
 export function buildOpenApi(identity: Pick<Identity, 'version' | 'endpoint'>, modules: RouteModule[]): Record<string, unknown> {

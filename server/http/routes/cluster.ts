@@ -1,16 +1,19 @@
 /**
  * Cluster routes: what an operator asks of any dispatcher (/v1/cluster/*, /v1/operations/*), and what
- * dispatchers ask of each other (/v1/node/*). Both sit behind authentication; peers use the cluster
- * credential established at launch.
+ * dispatchers ask of each other (/v1/node/*: peer routes, only for dispatchers the active plan pins, by
+ * client certificate; adopting a plan is first contact — operator credential plus a certificate the
+ * offered plan pins). See server/http/auth.ts and docs/SECURITY.identity.md.
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
-import { validate, type RouteModule } from '../app.js';
+import { validate, type AppContext, type RouteModule } from '../app.js';
+import type { PeerPin } from '../auth.js';
 import { commonErrors, problemResponse } from '../openapi.js';
 import { LogQuerySchema } from './processes.js';
-import { basicCredential, type ClusterService } from '../../cluster/service.js';
+import type { ClusterService } from '../../cluster/service.js';
+import { parseBasicCredential } from '../auth/basic-credential.js';
 
 declare module '../app.js' {
   interface AppContext {
@@ -35,6 +38,23 @@ function requireNewConnection(req: Request, token: string): void {
   if (changeConnections.get(req.socket) === token) {
     throw new DispatcherError('conflict', 'confirm the firewall change over a new connection (it proves you still get in under the new rules); `dispatch firewall confirm` opens one');
   }
+}
+
+/** The dispatchers (other than this one) the plan in a first-contact request names, as certificate pins. */
+function offeredPins(ctx: AppContext): (req: Request) => PeerPin[] {
+  return (req) => {
+    const list = (req.body as { plan?: { dispatchers?: unknown } } | undefined)?.plan?.dispatchers;
+    if (!Array.isArray(list)) return [];
+    return list
+      .filter((d): d is PeerPin => typeof d?.id === 'string' && typeof d?.fingerprint === 'string')
+      .filter((d) => d.id !== ctx.identity.id)
+      .map((d) => ({ id: d.id, fingerprint: d.fingerprint }));
+  };
+}
+
+/** The operator's own credential (already verified by the operator gate), forwarded to peers at first contact only. */
+function operatorCredentialOf(req: Request) {
+  return parseBasicCredential(req.headers.authorization);
 }
 
 function accepted(res: Response, op: { id: string }) {
@@ -71,7 +91,7 @@ export const clusterModule: RouteModule = {
   register(router, ctx) {
     router.post('/v1/cluster/launch', async (req, res) => {
       const input = validate(LaunchRequestSchema, req.body);
-      accepted(res, await ctx.cluster.launch({ ...input, operatorCredential: basicCredential(req.headers.authorization) }));
+      accepted(res, await ctx.cluster.launch({ ...input, operatorCredential: operatorCredentialOf(req) }));
     });
     router.get('/v1/cluster', async (_req, res) => {
       const view = await ctx.cluster.orchestrator.status();
@@ -109,21 +129,6 @@ export const clusterModule: RouteModule = {
       const { token } = validate(FirewallTokenSchema, req.body);
       res.json(await ctx.cluster.orchestrator.settleFirewall('cancel', token));
     });
-    router.post('/v1/node/firewall', async (req, res) => {
-      const { firewall, confirmWithinSeconds, token } = validate(FirewallChangeSchema, req.body);
-      if (!token) throw new DispatcherError('bad_request', 'a peer firewall change carries the token of the cluster change');
-      res.json(await node().changeFirewall(firewall, confirmWithinSeconds, token));
-    });
-    router.post('/v1/node/firewall/confirm', async (req, res) => {
-      res.json(await node().confirmFirewall(validate(FirewallTokenSchema, req.body).token));
-    });
-    router.post('/v1/node/firewall/extend', async (req, res) => {
-      const { token, confirmWithinSeconds } = validate(FirewallExtendSchema, req.body);
-      res.json(await node().extendFirewall(token, confirmWithinSeconds));
-    });
-    router.post('/v1/node/firewall/cancel', async (req, res) => {
-      res.json(await node().cancelFirewall(validate(FirewallTokenSchema, req.body).token));
-    });
     router.get('/v1/operations', (_req, res) => {
       res.json({ operations: ctx.cluster.operations.list().map(({ events: _e, ...o }) => o) });
     });
@@ -132,42 +137,66 @@ export const clusterModule: RouteModule = {
     });
     router.get('/v1/operations/:id/events', (req, res) => streamEvents(ctx, req, res));
 
-    // Dispatcher-to-dispatcher.
-    const node = () => ctx.cluster.node;
-    router.post('/v1/node/plan', async (req, res) => {
-      await node().adoptPlan(validate(NodeAdoptPlanSchema, req.body));
+  },
+  registerFirstContact(router, ctx) {
+    // The plan is not adopted yet, so no active plan pins the caller: the caller must present the
+    // certificate of a dispatcher the offered plan names, and an operator credential of this dispatcher.
+    router.post('/plan', offeredPins(ctx), async (req, res) => {
+      await ctx.cluster.node.adoptPlan(validate(NodeAdoptPlanSchema, req.body));
       res.status(204).end();
     });
-    router.post('/v1/node/preflight', async (req, res) => {
+  },
+  registerPeer(router, ctx) {
+    const node = () => ctx.cluster.node;
+    router.post('/firewall', async (req, res) => {
+      const { firewall, confirmWithinSeconds, token } = validate(FirewallChangeSchema, req.body);
+      if (!token) throw new DispatcherError('bad_request', 'a peer firewall change carries the token of the cluster change');
+      res.json(await node().changeFirewall(firewall, confirmWithinSeconds, token));
+    });
+    router.post('/firewall/confirm', async (req, res) => {
+      res.json(await node().confirmFirewall(validate(FirewallTokenSchema, req.body).token));
+    });
+    router.post('/firewall/extend', async (req, res) => {
+      const { token, confirmWithinSeconds } = validate(FirewallExtendSchema, req.body);
+      res.json(await node().extendFirewall(token, confirmWithinSeconds));
+    });
+    router.post('/firewall/cancel', async (req, res) => {
+      res.json(await node().cancelFirewall(validate(FirewallTokenSchema, req.body).token));
+    });
+    router.post('/preflight', async (req, res) => {
       const { callerTime } = validate(PreflightSchema, req.body);
       res.json({ problems: await node().preflight(callerTime) });
     });
-    router.post('/v1/node/guard', async (_req, res) => {
+    router.post('/guard', async (_req, res) => {
       res.json(await node().guard());
     });
-    router.post('/v1/node/guard/verify', async (_req, res) => {
+    router.post('/guard/verify', async (_req, res) => {
       res.json(await node().verifyGuard());
     });
-    router.post('/v1/node/processes/:id/start', async (req, res) => {
+    router.post('/processes/:id/start', async (req, res) => {
       const { readyTimeoutMs } = validate(StartSchema, req.body);
       res.json(await node().startProcess(String(req.params.id), readyTimeoutMs));
     });
-    router.post('/v1/node/processes/:id/stop', async (req, res) => {
+    router.post('/processes/:id/stop', async (req, res) => {
       await node().stopProcess(String(req.params.id));
       res.status(204).end();
     });
-    router.post('/v1/node/state', async (req, res) => {
+    router.get('/processes/:id/log', async (req, res) => {
+      const { lines } = validate(LogQuerySchema, req.query, 'query');
+      res.json({ lines: await node().logTail(String(req.params.id), lines) });
+    });
+    router.post('/state', async (req, res) => {
       await node().setClusterState(validate(StateSchema, req.body).state);
       res.status(204).end();
     });
-    router.get('/v1/node/status', async (_req, res) => {
+    router.get('/status', async (_req, res) => {
       res.json(await node().status());
     });
-    router.post('/v1/node/cleanup', async (req, res) => {
+    router.post('/cleanup', async (req, res) => {
       await node().cleanup(validate(CleanupRequestSchema, req.body).confirmName);
       res.status(204).end();
     });
-    router.post('/v1/node/discard', async (req, res) => {
+    router.post('/discard', async (req, res) => {
       await node().discardPlan(validate(DiscardSchema, req.body).name);
       res.status(204).end();
     });
@@ -213,13 +242,14 @@ export const clusterModule: RouteModule = {
         responses: { '200': { description: 'one JSON object a line', content: { 'application/x-ndjson': { schema: { type: 'object' } } } }, '404': problemResponse('no such operation'), ...commonErrors },
       },
     },
-    '/v1/node/plan': { post: { operationId: 'nodeAdoptPlan', summary: '(peer) store a plan, its secrets and the cluster credential', requestBody: body, responses: { '204': { description: 'stored' }, '409': problemResponse('another cluster is active'), ...commonErrors } } },
+    '/v1/node/plan': { post: { operationId: 'nodeAdoptPlan', summary: '(first contact: operator credential + a certificate the offered plan pins) store a plan and its secrets', requestBody: body, responses: { '204': { description: 'stored' }, '409': problemResponse('another cluster is active'), ...commonErrors } } },
     '/v1/node/preflight': { post: { operationId: 'nodePreflight', summary: '(peer) check this machine can run its part', requestBody: body, responses: json('problems') } },
     '/v1/node/guard': { post: { operationId: 'nodeGuard', summary: '(peer) install the firewall guard', responses: json('guard status') } },
     '/v1/node/guard/verify': { post: { operationId: 'nodeGuardVerify', summary: '(peer) read the guard back', responses: json('guard status') } },
     '/v1/node/processes/{id}/start': { post: { operationId: 'nodeStartProcess', summary: '(peer) start a planned process and wait until ready', parameters: [idParam], requestBody: body, responses: json('process status') } },
     '/v1/node/processes/{id}/stop': { post: { operationId: 'nodeStopProcess', summary: '(peer) stop a process gracefully', parameters: [idParam], responses: { '204': { description: 'stopped' }, ...commonErrors } } },
     '/v1/node/state': { post: { operationId: 'nodeSetState', summary: '(peer) record the cluster state', requestBody: body, responses: { '204': { description: 'recorded' }, ...commonErrors } } },
+    '/v1/node/processes/{id}/log': { get: { operationId: 'nodeProcessLog', summary: '(peer) last lines of a process log', parameters: [idParam], responses: json('log lines') } },
     '/v1/node/status': { get: { operationId: 'nodeStatus', summary: '(peer) processes and guard of this dispatcher', responses: json('node status') } },
     '/v1/node/cleanup': { post: { operationId: 'nodeCleanup', summary: '(peer) delete this machine\'s data dirs of the cluster', requestBody: body, responses: { '204': { description: 'removed' }, ...commonErrors } } },
     '/v1/node/discard': { post: { operationId: 'nodeDiscard', summary: '(peer) forget a plan that never started', requestBody: body, responses: { '204': { description: 'forgotten' }, ...commonErrors } } },

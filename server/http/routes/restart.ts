@@ -40,12 +40,15 @@ export const restartModule: RouteModule = {
       const op = await svc().abort(String(req.params.id));
       accepted(res, op);
     });
-    // Dispatcher-to-dispatcher (upgrade).
-    router.post('/v1/node/restart/preflight', async (req, res) => {
+  },
+  // Dispatcher-to-dispatcher (upgrade), under /v1/node: peers of the active plan only.
+  registerPeer(router, ctx) {
+    const svc = () => restartServiceOf(ctx.cluster.operations);
+    router.post('/restart/preflight', async (req, res) => {
       const { plan } = validate(NodePlanSchema, req.body);
       res.json({ problems: await svc().localUpgrade.preflightPlan(plan) });
     });
-    router.post('/v1/node/restart/plan', async (req, res) => {
+    router.post('/restart/plan', async (req, res) => {
       const { plan } = validate(NodePlanSchema, req.body);
       await svc().localUpgrade.adoptPlan(plan);
       res.status(204).end();
