@@ -95,12 +95,23 @@ export interface GuardStatusView {
   note?: string;
 }
 
+/** A certificate of the cluster PKI, as `dispatch status` and GET /v1/cluster show it (never a key). */
+export interface CertificateView {
+  /** A process id, "@dispatcher" (the dispatcher's client certificate) or "@ca". */
+  name: string;
+  host: string;
+  subject: string;
+  notAfter: string;
+  ips: string[];
+}
+
 export interface NodeStatusView {
   dispatcher: string;
   cluster?: string;
   clusterState?: ClusterState;
   processes: ProcessStatus[];
   guard?: GuardStatusView;
+  certificates?: CertificateView[];
 }
 
 export type ClusterState = 'none' | 'launching' | 'running' | 'failed' | 'shutdown' | 'cleaned';
@@ -125,7 +136,23 @@ export interface ClusterView {
   processes: ClusterProcessView[];
   coordinators: { id: string; host: string; port: number; readOnlyPort?: number }[];
   activeOperation?: string;
+  /** Every certificate of the cluster PKI with its expiry (docs/SECURITY.md, "Cluster-internal TLS"). */
+  certificates?: CertificateView[];
 }
+
+/** A dispatcher's certificate requests: one per process of its own and one for itself. Keys stay on it. */
+export interface NodeCertificateRequests {
+  requests: { name: string; csr: string }[];
+}
+
+/** The cluster CA certificate and the certificates it signed for one dispatcher's requests. */
+export const NodeInstallCertificatesSchema = z
+  .object({
+    ca: z.string().min(1).max(16_384),
+    certs: z.record(z.string().min(1).max(200), z.string().min(1).max(16_384)),
+  })
+  .strict();
+export type NodeInstallCertificates = z.infer<typeof NodeInstallCertificatesSchema>;
 
 /** Payload a dispatcher hands its peers when it propagates a plan. Carried only over pinned HTTPS. */
 export const NodeAdoptPlanSchema = z

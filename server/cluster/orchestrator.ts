@@ -12,6 +12,7 @@ import { launchGroups, shutdownGroups } from '../core/order.js';
 import type { ClusterStore } from './store.js';
 import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle } from './operations.js';
+import { clusterCa, issueCertificates } from './issue-certificates.js';
 
 /** Cluster-level health of a role (beyond each process's own readiness probe). */
 export interface ClusterHealth {
@@ -105,10 +106,24 @@ export class Orchestrator {
       // 2. Preflight everywhere; any problem and nothing starts.
       await this.preflightAll(op, plan, nodes, true);
 
-      // 3-5. Guard, ordered start with health gates, verify.
+      // 3. The cluster CA signs every dispatcher's process certificates (keys stay where they were made).
+      await this.certificatesAll(op, plan, nodes);
+
+      // 4-6. Guard, ordered start with health gates, verify.
       return await this.bringUp(op, plan, nodes, secrets, input.readyTimeoutMs);
     } finally {
       this.close(nodes);
+    }
+  }
+
+  private async certificatesAll(op: OperationHandle, plan: Plan, nodes: Nodes) {
+    op.event({ level: 'info', step: 'certificates', message: `cluster CA on ${this.deps.self.id} signs the process certificates of every dispatcher` });
+    try {
+      const ca = await clusterCa(this.deps.store, { create: true });
+      for (const r of await issueCertificates(plan, nodes, ca)) op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed` });
+    } catch (e) {
+      await settleAll(nodes, (n) => n.discardPlan(plan.name));
+      throw e;
     }
   }
 

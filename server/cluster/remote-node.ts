@@ -4,7 +4,7 @@
  */
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, PlanDispatcher } from '../../api/plan.js';
-import type { ClusterState, Credential, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, Credential, GuardStatusView, NodeAdoptPlan, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
 import { DispatcherClient } from '../../launcher/client.js';
 import type { NodeApi } from './node.js';
@@ -39,6 +39,12 @@ export class RemoteNode implements NodeApi {
 
   adoptPlan(payload: NodeAdoptPlan) {
     return this.call<void>('POST', '/v1/node/plan', payload);
+  }
+  certificateRequests() {
+    return this.call<NodeCertificateRequests>('POST', '/v1/node/tls/requests');
+  }
+  async installCertificates(payload: NodeInstallCertificates) {
+    await this.call('POST', '/v1/node/tls/certificates', payload);
   }
   async preflight(callerTime: number) {
     return (await this.call<{ problems: PreflightProblem[] }>('POST', '/v1/node/preflight', { callerTime })).problems;

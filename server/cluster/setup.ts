@@ -14,6 +14,8 @@ import type { AppContext, RouteModule } from '../http/app.js';
 import { addUser } from '../users.js';
 import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
 import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
+import type { ClusterClientTls } from '../engines/cluster-https.js';
+import { DISPATCHER_CERT } from '../core/cert-names.js';
 import { validatePlan } from '../core/validate-plan.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
 import { Guard } from '../firewall/guard.js';
@@ -134,21 +136,21 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
 }
 
 /** Cluster-level health per engine and role (beyond each process's own probe). */
-export function engineHealth(config: DispatcherConfig): ClusterHealth {
+export function engineHealth(config: DispatcherConfig, tls: () => ClusterClientTls | undefined): ClusterHealth {
   return {
-    agencyLeader: async (plan) => (plan.engine === 'pg-ha' ? (await agencyStatus(plan, { timeoutMs: 1000 })).leaderId : undefined),
+    agencyLeader: async (plan) => (plan.engine === 'pg-ha' ? (await agencyStatus(plan, { timeoutMs: 1000, tls: tls() })).leaderId : undefined),
     async check(plan, role, processes, secrets) {
       if (plan.engine !== 'pg-ha') {
         // arangod is not run here; its processes' own readiness probes (/_api/version) are the gate.
         return { ok: true, detail: `${processes.length} ${role}(s) passed their readiness probes` };
       }
       if (role === 'agent') {
-        const st = await agencyStatus(plan);
+        const st = await agencyStatus(plan, { tls: tls() });
         return { ok: st.hasLeader && st.members.every((m) => m.reachable), detail: describeAgency(st) };
       }
       if (role === 'dbserver') {
         const psql = config.engines['pg-ha']?.binaries.psql;
-        const states = await Promise.all(processes.map((p) => dbserverState(plan, p.id, { psql, superuserPassword: secrets['superuser-password'] })));
+        const states = await Promise.all(processes.map((p) => dbserverState(plan, p.id, { psql, superuserPassword: secrets['superuser-password'], tls: tls() })));
         const leaders = states.filter((s) => s.role === 'leader' && s.running);
         const replicasOk = states.filter((s) => s.role === 'replica' && s.running && s.streaming !== false);
         const ok = leaders.length === 1 && leaders.length + replicasOk.length === states.length;
@@ -214,11 +216,16 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     },
     afterStop: (plan, id) => stopLeftover(renderer.leftoverPidFile(plan, id, config.dataDir), logger),
   });
+  // This dispatcher's client certificate for the cluster's own services (docs/SECURITY.md, "Cluster-internal TLS").
+  const clientTls = (): ClusterClientTls | undefined => {
+    const m = node.certificates.material(DISPATCHER_CERT);
+    return m ? { ...m, caFile: store.caFile } : undefined;
+  };
   const orchestrator = new Orchestrator({
     self: node,
     store,
     renderer,
-    health: engineHealth(config),
+    health: engineHealth(config, clientTls),
     peer: (d, credential) => new RemoteNode(d, credential),
     validate: (plan) => validatePlan(plan),
   });
@@ -227,12 +234,12 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     self: node,
     store,
     operations,
-    health: engineHealth(config),
+    health: engineHealth(config, clientTls),
     engine: engines,
     peer: (d, credential) => new RemoteNode(d, credential),
     localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs }),
     peerUpgrade: remoteUpgradeNode,
-    actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql }),
+    actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql, tls: clientTls }),
   });
   registerRestartService(operations, restarts);
   for (const op of interrupted) {

@@ -29,6 +29,8 @@ const ctxFor = (engine: string): RenderContext => ({
   binaries: BIN,
   secrets: Object.fromEntries(engineSecrets(loadEngine(engine)).map((s) => [s, `SECRET-${s}`])),
   runAs: { uid: 999, gid: 999, user: 'dispatch' },
+  // Fixed stand-ins: the goldens show where TLS files go and which options name them.
+  tls: { ca: 'CA-CERTIFICATE-PEM\n', cert: 'PROCESS-CERTIFICATE-PEM\n', key: 'PROCESS-KEY-PEM\n' },
 });
 
 function renderAll(name: string) {
@@ -41,7 +43,7 @@ describe('engine profiles', () => {
   test('both engines load; secrets are declared and generated fresh', () => {
     assert.deepEqual(listEngines(), ['arangodb', 'pg-ha']);
     const pg = loadEngine('pg-ha');
-    assert.deepEqual(engineSecrets(pg), ['superuser-password', 'replication-password', 'rewind-password']);
+    assert.deepEqual(engineSecrets(pg), ['superuser-password', 'replication-password', 'rewind-password', 'rest-password']);
     const a = generateSecrets(pg);
     const b = generateSecrets(pg);
     assert.notEqual(a['superuser-password'], b['superuser-password']);
@@ -64,7 +66,7 @@ describe('pg-ha rendering', () => {
   test('etcd: static initial cluster on the process address, token = cluster name', () => {
     const argv = renderAll('local')['agent-2'].spec.argv;
     assert.equal(argv[0], '/usr/bin/etcd');
-    assert.ok(argv.includes('--initial-cluster=agent-1=http://127.0.0.1:2382,agent-2=http://127.0.0.1:2392,agent-3=http://127.0.0.1:2402'));
+    assert.ok(argv.includes('--initial-cluster=agent-1=https://127.0.0.1:2382,agent-2=https://127.0.0.1:2392,agent-3=https://127.0.0.1:2402'));
     assert.ok(argv.includes('--listen-client-urls=http://127.0.0.1:2391'));
     assert.ok(argv.includes('--initial-cluster-token=local'));
   });
