@@ -67,7 +67,9 @@ describe('pg-ha rendering', () => {
     const argv = renderAll('local')['agent-2'].spec.argv;
     assert.equal(argv[0], '/usr/bin/etcd');
     assert.ok(argv.includes('--initial-cluster=agent-1=https://127.0.0.1:2382,agent-2=https://127.0.0.1:2392,agent-3=https://127.0.0.1:2402'));
-    assert.ok(argv.includes('--listen-client-urls=http://127.0.0.1:2391'));
+    assert.ok(argv.includes('--listen-client-urls=https://127.0.0.1:2391'));
+    // Only holders of a cluster certificate may talk to etcd, as clients or as peers.
+    assert.ok(argv.includes('--client-cert-auth') && argv.includes('--peer-client-cert-auth'));
     assert.ok(argv.includes('--initial-cluster-token=local'));
   });
 
