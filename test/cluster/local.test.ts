@@ -68,13 +68,14 @@ test('dispatch local gives a working cluster; --down --purge leaves nothing runn
   assert.equal(out.state, 'running');
   const c = out.coordinators[0];
   assert.equal(c.port, 5000 + offset);
-  assert.match(out.url, new RegExp(`^postgresql://postgres@127\\.0\\.0\\.1:${c.port}/postgres$`));
+  assert.match(out.url, new RegExp(`^postgresql://postgres@127\\.0\\.0\\.1:${c.port}/postgres\\?sslmode=verify-full&sslrootcert=`));
   assert.ok(out.pgpassFile && existsSync(out.pgpassFile), 'a password file for psql is written');
+  assert.ok(out.caFile && existsSync(out.caFile), 'the cluster CA file is written and named in --json');
 
-  // psql with the printed coordinator and password file.
+  // psql with the printed URL (verify-full against the cluster CA, through the coordinator) and password file.
   const psql = (port: number, sql: string) =>
     new Promise<string>((resolve, reject) =>
-      execFile(PSQL, ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XtAq', '-c', sql], { env: { PGPASSFILE: out.pgpassFile, PATH: '/usr/bin:/bin' }, timeout: 20_000 }, (err, so, se) =>
+      execFile(PSQL, [out.url.replace(`:${c.port}/`, `:${port}/`), '-XtAq', '-c', sql], { env: { PGPASSFILE: out.pgpassFile, PATH: '/usr/bin:/bin' }, timeout: 20_000 }, (err, so, se) =>
         err ? reject(new Error(String(se) || err.message)) : resolve(String(so).trim()),
       ),
     );
