@@ -441,7 +441,15 @@ function sleep(ms: number) {
 // ------------------------------------------------------------------ this dispatcher's upgrade side
 
 /** Preflight and adoption of an upgraded plan on this dispatcher (served to peers by routes/restart.ts). */
-export function localUpgradeNode(deps: { id: string; dataDir: string; store: ClusterStore; renderer: ProcessRenderer; runAs?: { uid: number; gid: number; user?: string } }): UpgradeNode {
+export function localUpgradeNode(deps: {
+  id: string;
+  dataDir: string;
+  store: ClusterStore;
+  renderer: ProcessRenderer;
+  runAs?: { uid: number; gid: number; user?: string };
+  /** A process's installed TLS material (the templates need it to render). */
+  tls?: (processId: string) => { ca: string; cert: string; key: string } | undefined;
+}): UpgradeNode {
   return {
     async preflightPlan(plan) {
       const snap = deps.store.get();
@@ -451,7 +459,8 @@ export function localUpgradeNode(deps: { id: string; dataDir: string; store: Clu
       if (snap.plan.name !== plan.name || !sameExceptBinaries(snap.plan, plan)) add('plan', 'an upgrade may change only the plan\'s binaries');
       for (const p of plan.processes.filter((x) => x.dispatcher === deps.id)) {
         try {
-          const { spec } = deps.renderer.render(plan, p.id, { dispatcherDataDir: deps.dataDir, secrets: snap.secrets, runAs: deps.runAs });
+          const tls = deps.tls?.(p.id);
+          const { spec } = deps.renderer.render(plan, p.id, { dispatcherDataDir: deps.dataDir, secrets: snap.secrets, runAs: deps.runAs, ...(tls ? { tls } : {}) });
           try {
             await access(spec.argv[0], constants.X_OK);
           } catch {

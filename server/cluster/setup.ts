@@ -63,7 +63,9 @@ export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { le
     generateSecrets: (name) => generateSecrets(engine(name)),
     leftoverPidFile(plan, id, dataDir) {
       try {
-        return renderProcess(engine(plan.engine), plan, id, { dispatcherDataDir: dataDir, binaries: binaries(plan.engine), secrets: new Proxy({}, { get: () => 'x' }) }).leftoverPidFile;
+        // Only the pid file's path matters: stand-in secrets and TLS material let every template render.
+        const tls = { ca: 'x', cert: 'x', key: 'x' };
+        return renderProcess(engine(plan.engine), plan, id, { dispatcherDataDir: dataDir, binaries: binaries(plan.engine), secrets: new Proxy({}, { get: () => 'x' }), tls }).leftoverPidFile;
       } catch {
         return undefined;
       }
@@ -237,7 +239,7 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     health: engineHealth(config, clientTls),
     engine: engines,
     peer: (d, credential) => new RemoteNode(d, credential),
-    localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs }),
+    localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs, tls: (id) => node.certificates.material(id) }),
     peerUpgrade: remoteUpgradeNode,
     actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql, tls: clientTls }),
   });
