@@ -140,6 +140,21 @@ export interface ClusterView {
   certificates?: CertificateView[];
 }
 
+/**
+ * What a client needs to reach the database (GET /v1/cluster/connection; `dispatch connect`): the cluster CA
+ * to verify the server with sslmode=verify-full, the coordinators, and the superuser's password — for a
+ * pgpass file (0600), never for a screen.
+ */
+export interface ClusterConnectionView {
+  cluster: string;
+  engine: string;
+  user: string;
+  database: string;
+  coordinators: ClusterView['coordinators'];
+  caCertificate: string;
+  password: string;
+}
+
 /** A dispatcher's certificate requests: one per process of its own and one for itself. Keys stay on it. */
 export interface NodeCertificateRequests {
   requests: { name: string; csr: string }[];

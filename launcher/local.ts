@@ -27,6 +27,7 @@ import { planFromSpec } from './planner.js';
 import { defaultEngineCatalog } from '../server/engines/loader.js';
 import { ROLE_ORDER } from '../api/plan.js';
 import { progressMode, withProgress } from './progress.js';
+import { verifyFullUrl } from './commands/connect.js';
 
 const run = promisify(execFile);
 
@@ -204,10 +205,9 @@ async function writeCaFile(opts: LocalOptions): Promise<string | undefined> {
   }
 }
 
-/** A libpq URL that verifies the server against the cluster CA (a path needs only ':' and '/' kept). */
-export function verifyFullUrl(host: string, port: number, caFile: string | undefined): string {
-  const h = host.includes(':') ? `[${host}]` : host;
-  return `postgresql://postgres@${h}:${port}/postgres${caFile ? `?sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}` : ''}`;
+/** The superuser's URL through a coordinator, verifying the server against the cluster CA when there is one. */
+function localUrl(host: string, port: number, caFile: string | undefined): string {
+  return caFile ? verifyFullUrl(host, port, 'postgres', 'postgres', caFile) : `postgresql://postgres@${host.includes(':') ? `[${host}]` : host}:${port}/postgres`;
 }
 
 export async function localUp(opts: LocalOptions): Promise<ClusterView> {
@@ -349,7 +349,7 @@ export function registerLocalCommand(program: Command): void {
             cluster: view.name,
             state: view.state,
             coordinators: view.coordinators,
-            ...(c ? { url: verifyFullUrl(c.host, c.port, caFile), ...(c.readOnlyPort ? { readOnlyUrl: verifyFullUrl(c.host, c.readOnlyPort, caFile) } : {}) } : {}),
+            ...(c ? { url: localUrl(c.host, c.port, caFile), ...(c.readOnlyPort ? { readOnlyUrl: localUrl(c.host, c.readOnlyPort, caFile) } : {}) } : {}),
             ...(pgpass ? { pgpassFile: pgpass } : {}),
             ...(caFile ? { caFile } : {}),
           }) + '\n',
@@ -359,7 +359,7 @@ export function registerLocalCommand(program: Command): void {
       process.stdout.write(`\ncluster ${view.name} is ${view.state}.\n`);
       if (c) {
         process.stdout.write(`coordinator (read-write): ${c.host}:${c.port}${c.readOnlyPort ? `   read-only: ${c.host}:${c.readOnlyPort}` : ''}\n`);
-        process.stdout.write(`connect:  PGPASSFILE=${pgpass ?? '<pgpass>'} psql '${verifyFullUrl(c.host, c.port, caFile)}'\n`);
+        process.stdout.write(`connect:  PGPASSFILE=${pgpass ?? '<pgpass>'} psql '${localUrl(c.host, c.port, caFile)}'\n`);
         if (caFile) process.stdout.write(`CA file:  ${caFile} (the cluster CA; sslmode=verify-full checks the server against it)\n`);
       }
       process.stdout.write(`then:     dispatch status · dispatch restart · dispatch shell · dispatch local --down [--purge]\n`);

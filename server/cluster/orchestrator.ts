@@ -367,6 +367,7 @@ export class Orchestrator {
           };
         }),
         coordinators: coordinatorsOf(plan),
+        certificates: [...res.values.values()].flatMap((st) => st.certificates ?? []),
       };
     } finally {
       this.close(nodes);

@@ -63,6 +63,11 @@ export const clusterModule: RouteModule = {
       const view = await ctx.cluster.orchestrator.status();
       res.json({ ...view, ...(ctx.cluster.operations.running() ? { activeOperation: ctx.cluster.operations.running()!.id } : {}) });
     });
+    router.get('/v1/cluster/connection', (_req, res) => {
+      // Carries the database password: never cached by anything in between.
+      res.setHeader('cache-control', 'no-store');
+      res.json(ctx.cluster.connection());
+    });
     router.get('/v1/cluster/processes/:id/log', async (req, res) => {
       const { lines } = validate(LogQuerySchema, req.query, 'query');
       res.json(await ctx.cluster.orchestrator.processLog(String(req.params.id), lines));
@@ -156,6 +161,7 @@ export const clusterModule: RouteModule = {
         responses: { ...json('log lines'), '404': problemResponse('no such process') },
       },
     },
+    '/v1/cluster/connection': { get: { operationId: 'clusterConnection', summary: 'What a database client needs: cluster CA, coordinators, user, database and password (for a 0600 pgpass; dispatch connect)', responses: { ...json('connection details'), '404': problemResponse('no cluster'), '409': problemResponse('no cluster CA') } } },
     '/v1/cluster/shutdown': { post: { operationId: 'shutdownCluster', summary: 'Stop every process, coordinators first; data and firewall stay', responses: op202 } },
     '/v1/cluster/relaunch': { post: { operationId: 'relaunchCluster', summary: 'Start the persisted plan again, keeping data', requestBody: { ...body, required: false }, responses: op202 } },
     '/v1/cluster/cleanup': { post: { operationId: 'cleanupCluster', summary: 'Delete data dirs and firewall rules of a shut-down cluster (repeat its name)', requestBody: body, responses: op202 } },
