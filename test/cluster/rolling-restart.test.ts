@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OperationView } from '../../api/rest.js';
 import { agencyStatus } from '../../server/engines/pg-ha-health.js';
-import { breakWrapper, sql, startPgCluster, startWriter, waitOperation, WRAPPERS, type PgCluster } from '../helpers/pg-cluster.js';
+import { breakWrapper, dispatcherClientTls, sql, startPgCluster, startWriter, waitOperation, WRAPPERS, type PgCluster } from '../helpers/pg-cluster.js';
 
 let cl: PgCluster;
 
@@ -36,7 +36,7 @@ describe('rolling restart (pg-ha, real cluster)', { timeout: 300_000 }, () => {
     let polling = true;
     const poller = (async () => {
       while (polling) {
-        const st = await agencyStatus(cl.plan, { timeoutMs: 500 });
+        const st = await agencyStatus(cl.plan, { timeoutMs: 500, tls: dispatcherClientTls(cl.dispatchers[0].dir.dataDir) });
         agencySamples.push({ reachable: st.members.filter((m) => m.reachable).length, leader: st.hasLeader });
         await new Promise((r) => setTimeout(r, 100));
       }

@@ -53,6 +53,12 @@ export interface PgCluster {
   close(): Promise<void>;
 }
 
+/** A dispatcher's client certificate for the cluster's etcd and Patroni (root reads it from its store). */
+export function dispatcherClientTls(dataDir: string): { ca: string; cert: string; key: string } {
+  const t = JSON.parse(readFileSync(join(dataDir, 'cluster', 'tls.json'), 'utf8')) as { ca: string; certs: Record<string, string>; keys: Record<string, string> };
+  return { ca: t.ca, cert: t.certs['@dispatcher'], key: t.keys['@dispatcher'] };
+}
+
 export async function waitOperation(c: DispatcherClient, id: string, timeoutMs: number, onView?: (v: OperationView) => void): Promise<OperationView> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
