@@ -118,7 +118,7 @@ describe('pg-ha rendering', () => {
 });
 
 describe('arangodb rendering', () => {
-  /** The Starter's createArangodArgs (service/arangod_config_builder.go), written out for one process. */
+  /** The Starter's createArangodArgs (service/arangod_config_builder.go) with --ssl.keyfile set (scheme ssl), for one process. */
   function starterArgs(role: 'agent' | 'dbserver' | 'coordinator', dir: string, me: string, agents: string[]): string[] {
     const args = ['/usr/sbin/arangod', '-c', `${dir}/arangod.conf`];
     const opts: [string, string][] = [
@@ -131,11 +131,11 @@ describe('arangodb rendering', () => {
       ['--javascript.copy-installation', 'true'],
     ];
     if (role === 'agent') {
-      opts.push(['--agency.activate', 'true'], ['--agency.my-address', `tcp://${me}`], ['--agency.size', String(agents.length)], ['--agency.supervision', 'true'], ['--foxx.queues', 'false']);
-      for (const a of agents) if (a !== me) opts.push(['--agency.endpoint', `tcp://${a}`]);
+      opts.push(['--agency.activate', 'true'], ['--agency.my-address', `ssl://${me}`], ['--agency.size', String(agents.length)], ['--agency.supervision', 'true'], ['--foxx.queues', 'false']);
+      for (const a of agents) if (a !== me) opts.push(['--agency.endpoint', `ssl://${a}`]);
     } else {
-      opts.push(['--cluster.my-address', `tcp://${me}`], ['--cluster.my-role', role === 'dbserver' ? 'PRIMARY' : 'COORDINATOR'], ['--foxx.queues', role === 'dbserver' ? 'false' : 'true']);
-      for (const a of agents) opts.push(['--cluster.agency-endpoint', `tcp://${a}`]);
+      opts.push(['--cluster.my-address', `ssl://${me}`], ['--cluster.my-role', role === 'dbserver' ? 'PRIMARY' : 'COORDINATOR'], ['--foxx.queues', role === 'dbserver' ? 'false' : 'true']);
+      for (const a of agents) opts.push(['--cluster.agency-endpoint', `ssl://${a}`]);
     }
     return [...args, ...opts.flat()];
   }
@@ -157,6 +157,13 @@ describe('arangodb rendering', () => {
     const jwt = r['agent-1'].files.find((f) => f.path.endsWith('/jwt-secret'))!;
     assert.equal(jwt.mode, 0o600);
     assert.equal(jwt.content, 'SECRET-jwt-secret');
+    // TLS as the Starter renders it: ssl:// endpoint and the [ssl] keyfile (certificate + key, 0600).
+    const conf = r['agent-1'].files.find((f) => f.path.endsWith('/arangod.conf'))!.content;
+    assert.match(conf, /^endpoint = ssl:\/\/10\.0\.1\.1:8531$/m);
+    assert.match(conf, /^\[ssl\]\nkeyfile = \/var\/lib\/dispatcher\/clusters\/arango\/agent-1\/tls\/server\.pem$/m);
+    const pem = r['agent-1'].files.find((f) => f.path.endsWith('/tls/server.pem'))!;
+    assert.equal(pem.mode, 0o600);
+    assert.equal(pem.content, 'PROCESS-CERTIFICATE-PEM\nPROCESS-KEY-PEM\n');
   });
 });
 
