@@ -71,6 +71,11 @@ export class Kickstarter {
     return this.run('/v1/cluster/restart', req);
   }
 
+  /** New certificates for every process and dispatcher, then a rolling restart (POST /v1/cluster/rotate-certs). */
+  rotateCertificates(body: { ca?: boolean; readyTimeoutMs?: number } = {}): Promise<OperationView> {
+    return this.run('/v1/cluster/rotate-certs', body);
+  }
+
   status(): Promise<ClusterView> {
     return this.client.get<ClusterView>('/v1/cluster');
   }

@@ -323,6 +323,19 @@ export class Orchestrator {
     }
   }
 
+  /**
+   * New keys and certificates for every process and dispatcher, signed by the cluster CA on this dispatcher
+   * (it must be the one that launched the cluster). Running processes keep theirs until they restart.
+   */
+  async renewCertificates(): Promise<{ host: string; names: string[] }[]> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      return await issueCertificates(plan, nodes, await clusterCa(this.deps.store, { create: false }));
+    } finally {
+      this.close(nodes);
+    }
+  }
+
   /** A process's log from whichever dispatcher runs it. */
   async processLog(processId: string, lines: number): Promise<{ id: string; host: string; lines: string[] }> {
     const { plan, nodes } = this.clusterNodes();
