@@ -128,7 +128,7 @@ describe('cluster-internal TLS across namespace hosts (root, nft, nmap, tcpdump,
     const ports = Object.values(classes).flat();
     const pcap = join(cluster!.root, 'bridge.pcap');
     const filter = ports.map((p) => `tcp port ${p}`).join(' or ');
-    capture = net!.spawnIn(net!.bridgeNs, ['tcpdump', '-i', 'br0', '-s', '0', '-U', '-n', '-w', pcap, filter], { stdio: ['ignore', 'ignore', 'pipe'] });
+    capture = net!.spawnIn(net!.bridgeNs, ['tcpdump', '-i', 'br0', '-Z', 'root', '-s', '0', '-U', '-n', '-w', pcap, filter], { stdio: ['ignore', 'ignore', 'pipe'] });
     let capErr = '';
     capture.stderr!.setEncoding('utf8').on('data', (c: string) => (capErr += c));
     for (let i = 0; i < 100 && !capErr.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 50));
