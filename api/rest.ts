@@ -163,11 +163,14 @@ export interface NodeCertificateRequests {
 /** The cluster CA certificate and the certificates it signed for one dispatcher's requests. */
 export const NodeInstallCertificatesSchema = z
   .object({
-    ca: z.string().min(1).max(16_384),
+    ca: z.string().min(1).max(65_536),
     certs: z.record(z.string().min(1).max(200), z.string().min(1).max(16_384)),
   })
   .strict();
 export type NodeInstallCertificates = z.infer<typeof NodeInstallCertificatesSchema>;
+
+/** A CA bundle to trust from now on (a CA rotation: new + old, then new only). */
+export const NodeTrustCaSchema = z.object({ ca: z.string().min(1).max(65_536) }).strict();
 
 /** Payload a dispatcher hands its peers when it propagates a plan. Carried only over pinned HTTPS. */
 export const NodeAdoptPlanSchema = z

@@ -24,8 +24,12 @@ export async function clusterCa(store: ClusterStore, opts: { create: boolean; re
   return ca;
 }
 
-/** Every dispatcher: requests → signed → installed. Fails when any dispatcher fails (nothing starts then). */
-export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>, ca: PemPair): Promise<{ host: string; names: string[] }[]> {
+/**
+ * Every dispatcher: requests → signed → installed. Fails when any dispatcher fails (nothing starts then).
+ * `trust` is the CA bundle the dispatchers trust from now on (the signer's certificate, or during a CA
+ * rotation the new and the old CA).
+ */
+export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>, ca: PemPair, trust = ca.certPem): Promise<{ host: string; names: string[] }[]> {
   return Promise.all(
     [...nodes].map(async ([id, node]) => {
       const allowed = certificateNamesOf(plan, id);
@@ -36,7 +40,7 @@ export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>,
         if (!names) throw new DispatcherError('forbidden', `dispatcher ${id} asked for a certificate for ${r.name}, which the plan does not give it`, { details: { host: id } });
         certs[r.name] = await signRequest(ca, r.csr, names);
       }
-      await node.installCertificates({ ca: ca.certPem, certs });
+      await node.installCertificates({ ca: trust, certs });
       return { host: id, names: Object.keys(certs) };
     }),
   );

@@ -8,7 +8,7 @@
 import { DispatcherError } from '../../api/errors.js';
 import type { CertificateView, NodeCertificateRequests, NodeInstallCertificates } from '../../api/rest.js';
 import { certificateNamesOf } from '../core/cert-names.js';
-import { certificateInfo, checkIssuedFor, createKeyAndRequest } from '../pki/certificates.js';
+import { certificateInfo, checkIssuedBy, checkIssuedFor, createKeyAndRequest, splitPemBundle } from '../pki/certificates.js';
 import type { ClusterStore, ClusterTls } from './store.js';
 
 /** What the renderer needs to write a process's TLS files. */
@@ -59,6 +59,18 @@ export class NodeCertificates {
     await this.store.save({ ...snap, tls: { ...rest, ca: payload.ca, keys, certs: { ...payload.certs } } });
   }
 
+  /**
+   * Replaces the trusted CA (bundle) — a CA rotation: first new + old, later new only. Refused when an
+   * installed certificate would no longer chain to it (processes would lock each other out).
+   */
+  async trust(caBundle: string): Promise<void> {
+    const snap = this.snapshot();
+    if (!snap.tls?.ca) throw new DispatcherError('conflict', `dispatcher ${this.id} has no cluster certificates to keep trusting`, { details: { host: this.id } });
+    if (!splitPemBundle(caBundle).length) throw new DispatcherError('bad_request', 'the CA bundle holds no certificate');
+    for (const cert of Object.values(snap.tls.certs)) await checkIssuedBy(caBundle, cert);
+    await this.store.save({ ...snap, tls: { ...snap.tls, ca: caBundle } });
+  }
+
   /** TLS material of one process, or of this dispatcher (name "@dispatcher"); undefined before launch installed it. */
   material(name: string): ProcessTls | undefined {
     const tls = this.store.get()?.tls;
@@ -79,7 +91,7 @@ export class NodeCertificates {
         out.push({ name, host: this.id, subject: 'unreadable certificate', notAfter: '', ips: [] });
       }
     };
-    if (tls.ca) add('@ca', tls.ca);
+    for (const ca of splitPemBundle(tls.ca ?? '')) add('@ca', ca);
     for (const [name, pem] of Object.entries(tls.certs)) add(name, pem);
     return out;
   }

@@ -23,6 +23,8 @@ export interface NodeApi {
   certificateRequests(): Promise<NodeCertificateRequests>;
   /** Installs the cluster CA and the certificates signed for the pending keys. */
   installCertificates(payload: NodeInstallCertificates): Promise<void>;
+  /** Trusts this CA bundle from now on (CA rotation); the installed certificates must chain to it. */
+  trustCa(caBundle: string): Promise<void>;
   /** Checks this machine can run its part of the stored plan. An empty list means ready. */
   preflight(callerTime: number): Promise<PreflightProblem[]>;
   /** Installs the firewall guard for the stored plan. */
@@ -103,6 +105,10 @@ export class LocalNode implements NodeApi {
 
   installCertificates(payload: NodeInstallCertificates): Promise<void> {
     return this.certificates.install(payload);
+  }
+
+  trustCa(caBundle: string): Promise<void> {
+    return this.certificates.trust(caBundle);
   }
 
   private requirePlan(): { plan: Plan; secrets: Record<string, string>; state: ClusterState } {

@@ -13,6 +13,7 @@ import type { ClusterStore } from './store.js';
 import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle } from './operations.js';
 import { clusterCa, issueCertificates } from './issue-certificates.js';
+import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
 
 /** Cluster-level health of a role (beyond each process's own readiness probe). */
 export interface ClusterHealth {
@@ -331,6 +332,16 @@ export class Orchestrator {
     const { plan, nodes } = this.clusterNodes();
     try {
       return await issueCertificates(plan, nodes, await clusterCa(this.deps.store, { create: false }));
+    } finally {
+      this.close(nodes);
+    }
+  }
+
+  /** The next phase of a CA rotation on every dispatcher (server/cluster/ca-rotation.ts); a rolling restart follows. */
+  async caRotationPhase(succeeded: (operation: string) => boolean): Promise<CaRotationPhase> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      return await nextCaRotationPhase(this.deps.store, plan, nodes, succeeded);
     } finally {
       this.close(nodes);
     }

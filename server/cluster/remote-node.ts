@@ -46,6 +46,9 @@ export class RemoteNode implements NodeApi {
   async installCertificates(payload: NodeInstallCertificates) {
     await this.call('POST', '/v1/node/tls/certificates', payload);
   }
+  async trustCa(caBundle: string) {
+    await this.call('POST', '/v1/node/tls/trust', { ca: caBundle });
+  }
   async preflight(callerTime: number) {
     return (await this.call<{ problems: PreflightProblem[] }>('POST', '/v1/node/preflight', { callerTime })).problems;
   }

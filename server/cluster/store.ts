@@ -35,6 +35,11 @@ const ClusterTlsSchema = z
     pending: z.record(z.string(), z.string()).optional(),
     /** Only on the dispatcher that launched the cluster: the CA's private key (it signs, nobody else). */
     caKey: z.string().optional(),
+    /** Only on that dispatcher, during a CA rotation: the new CA, the old one, the phase done last and its operation. */
+    rotation: z
+      .object({ caKey: z.string(), ca: z.string(), oldCa: z.string(), phase: z.enum(['trust', 'leaves']), operation: z.string().optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 export type ClusterTls = z.infer<typeof ClusterTlsSchema>;

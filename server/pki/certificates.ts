@@ -125,13 +125,24 @@ export function certificateInfo(certPem: string): CertificateInfo {
   return { subject: c.subject, notAfter: c.notAfter.toISOString(), ips, serial: c.serialNumber };
 }
 
-/** Checks that a certificate was issued by the CA and carries the public key of `keyPem` (before installing it). */
+/** The certificates of a PEM bundle (a CA file may hold the new and the old CA during a CA rotation). */
+export function splitPemBundle(bundle: string): string[] {
+  return bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
+}
+
+/** Checks that a certificate was issued by a CA of the bundle (signature only). */
+export async function checkIssuedBy(caBundle: string, certPem: string): Promise<void> {
+  const cert = new x509.X509Certificate(certPem);
+  for (const caPem of splitPemBundle(caBundle)) {
+    if (await cert.verify({ publicKey: new x509.X509Certificate(caPem).publicKey, signatureOnly: true })) return;
+  }
+  throw new DispatcherError('bad_request', `certificate ${cert.subject} is not signed by the cluster CA`);
+}
+
+/** Checks that a certificate was issued by the CA (bundle) and carries the public key of `keyPem` (before installing it). */
 export async function checkIssuedFor(caPem: string, certPem: string, keyPem: string): Promise<void> {
   const cert = new x509.X509Certificate(certPem);
-  const ca = new x509.X509Certificate(caPem);
-  if (!(await cert.verify({ publicKey: ca.publicKey, signatureOnly: true }))) {
-    throw new DispatcherError('bad_request', `certificate ${cert.subject} is not signed by the cluster CA`);
-  }
+  await checkIssuedBy(caPem, certPem);
   const priv = await crypto.subtle.importKey('pkcs8', derOf(keyPem), EC, true, ['sign']);
   const jwk = await crypto.subtle.exportKey('jwk', priv);
   const pub = await crypto.subtle.importKey('jwk', { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }, EC, true, ['verify']);

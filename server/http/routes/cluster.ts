@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, FirewallChangeSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, FirewallChangeSchema } from '../../../api/rest.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
 import { LogQuerySchema } from './processes.js';
@@ -116,6 +116,10 @@ export const clusterModule: RouteModule = {
       await node().installCertificates(validate(NodeInstallCertificatesSchema, req.body));
       res.status(204).end();
     });
+    router.post('/v1/node/tls/trust', async (req, res) => {
+      await node().trustCa(validate(NodeTrustCaSchema, req.body).ca);
+      res.status(204).end();
+    });
     router.post('/v1/node/preflight', async (req, res) => {
       const { callerTime } = validate(PreflightSchema, req.body);
       res.json({ problems: await node().preflight(callerTime) });
@@ -189,6 +193,7 @@ export const clusterModule: RouteModule = {
     '/v1/node/plan': { post: { operationId: 'nodeAdoptPlan', summary: '(peer) store a plan, its secrets and the cluster credential', requestBody: body, responses: { '204': { description: 'stored' }, '409': problemResponse('another cluster is active'), ...commonErrors } } },
     '/v1/node/tls/requests': { post: { operationId: 'nodeCertificateRequests', summary: '(peer) make keys for this dispatcher\'s processes and itself; answer certificate requests (keys stay)', responses: json('certificate requests') } },
     '/v1/node/tls/certificates': { post: { operationId: 'nodeInstallCertificates', summary: '(peer) install the cluster CA and the certificates signed for the pending keys', requestBody: body, responses: { '204': { description: 'installed' }, ...commonErrors } } },
+    '/v1/node/tls/trust': { post: { operationId: 'nodeTrustCa', summary: '(peer) trust this CA bundle from now on (CA rotation)', requestBody: body, responses: { '204': { description: 'trusted' }, ...commonErrors } } },
     '/v1/node/preflight': { post: { operationId: 'nodePreflight', summary: '(peer) check this machine can run its part', requestBody: body, responses: json('problems') } },
     '/v1/node/guard': { post: { operationId: 'nodeGuard', summary: '(peer) install the firewall guard', responses: json('guard status') } },
     '/v1/node/guard/verify': { post: { operationId: 'nodeGuardVerify', summary: '(peer) read the guard back', responses: json('guard status') } },
