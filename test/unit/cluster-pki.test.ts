@@ -13,10 +13,12 @@ import { join } from 'node:path';
 import { planFromSpec } from '../../launcher/planner.js';
 import { certificateNamesOf, processCertificateNames, DISPATCHER_CERT } from '../../server/core/cert-names.js';
 import { certificateInfo, checkIssuedFor, createCa, createKeyAndRequest, signRequest } from '../../server/pki/certificates.js';
-import { issueCertificates } from '../../server/cluster/issue-certificates.js';
+import { clusterCa, issueCertificates } from '../../server/cluster/issue-certificates.js';
 import { ClusterStore } from '../../server/cluster/store.js';
 import { NodeCertificates } from '../../server/cluster/node-certificates.js';
 import type { NodeApi } from '../../server/cluster/node.js';
+import { nextCaRotationPhase, recordCaRotationOperation } from '../../server/cluster/ca-rotation.js';
+import { X509Certificate } from 'node:crypto';
 
 const FP = Array(32).fill('AB').join(':');
 const plan = planFromSpec({
@@ -113,6 +115,54 @@ describe('cluster PKI', () => {
       assert.equal(mode('ca.crt'), 644);
       const again = new ClusterStore(dir);
       assert.equal((await again.load())?.tls?.certs[DISPATCHER_CERT], certs[DISPATCHER_CERT], 'persisted');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('CA rotation: trust new+old, new certificates, trust new only; a phase whose restart failed is redone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pki-rot-'));
+    try {
+      const stores = new Map<string, ClusterStore>();
+      const nodes = new Map<string, NodeApi>();
+      for (const d of plan.dispatchers) {
+        const store = new ClusterStore(join(dir, d.id));
+        await store.save({ plan, state: 'running', secrets: {}, clusterCredential: { user: 'c', password: 'p' } });
+        stores.set(d.id, store);
+        const certs = new NodeCertificates(d.id, store);
+        nodes.set(d.id, { id: d.id, certificateRequests: () => certs.requests(), installCertificates: (x: any) => certs.install(x), trustCa: (b: string) => certs.trust(b) } as unknown as NodeApi);
+      }
+      const home = stores.get('d1')!;
+      const ca = await clusterCa(home, { create: true });
+      await issueCertificates(plan, nodes, ca);
+      const cas = (id: string) => (stores.get(id)!.get()!.tls!.ca!.match(/BEGIN CERTIFICATE/g) ?? []).length;
+      const ok = new Set<string>();
+
+      assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'trust');
+      for (const d of plan.dispatchers) assert.equal(cas(d.id), 2, `${d.id} trusts new and old`);
+      await recordCaRotationOperation(home, 'op-1');
+      // The rolling restart op-1 failed: the trust phase is redone, with the same new CA.
+      const newCa = home.get()!.tls!.rotation!.ca;
+      assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'trust');
+      assert.equal(home.get()!.tls!.rotation!.ca, newCa);
+      await recordCaRotationOperation(home, 'op-2');
+      ok.add('op-2');
+      assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'leaves');
+      for (const d of plan.dispatchers) {
+        const t = stores.get(d.id)!.get()!.tls!;
+        for (const c of Object.values(t.certs)) assert.ok(new X509Certificate(c).checkIssued(new X509Certificate(newCa)), `${d.id}: new certificates`);
+      }
+      // Dropping the old CA too early (before the leaves' restart succeeded) is not possible: the phase repeats.
+      await recordCaRotationOperation(home, 'op-3');
+      assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'leaves');
+      await recordCaRotationOperation(home, 'op-4');
+      ok.add('op-4');
+      assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'finish');
+      for (const d of plan.dispatchers) assert.equal(stores.get(d.id)!.get()!.tls!.ca, newCa, `${d.id} trusts only the new CA`);
+      assert.equal(home.get()!.tls!.rotation, undefined);
+      assert.equal(home.get()!.tls!.caKey, (await clusterCa(home, { create: false })).keyPem);
+      // A dispatcher refuses a CA bundle its installed certificates do not chain to.
+      await assert.rejects(nodes.get('d2')!.trustCa(ca.certPem), /not signed by the cluster CA/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
