@@ -8,7 +8,7 @@
  */
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan } from '../../api/plan.js';
-import { createCa, splitPemBundle } from '../pki/certificates.js';
+import { createCa, pemBundle, splitPemBundle } from '../pki/certificates.js';
 import { issueCertificates } from './issue-certificates.js';
 import type { ClusterStore } from './store.js';
 import type { NodeApi } from './node.js';
@@ -38,11 +38,11 @@ export async function nextCaRotationPhase(store: ClusterStore, plan: Plan, nodes
     // The new CA key is saved before anything trusts the new CA: a crash cannot leave a CA nobody can sign with.
     const s0 = tlsOf(store);
     await store.save({ ...s0.snap, tls: { ...s0.tls, rotation } });
-    await trustEverywhere(nodes, rotation.ca + rotation.oldCa);
+    await trustEverywhere(nodes, pemBundle(rotation.ca, rotation.oldCa));
     return 'trust';
   }
   if (r.phase === 'trust' || !done) {
-    await issueCertificates(plan, nodes, { keyPem: r.caKey, certPem: r.ca }, r.ca + r.oldCa);
+    await issueCertificates(plan, nodes, { keyPem: r.caKey, certPem: r.ca }, pemBundle(r.ca, r.oldCa));
     const s1 = tlsOf(store);
     await store.save({ ...s1.snap, tls: { ...s1.tls, caKey: r.caKey, rotation: { ...r, phase: 'leaves', operation: undefined } } });
     return 'leaves';

@@ -32,6 +32,16 @@ function pem(label: string, der: ArrayBuffer): string {
   return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
 }
 
+/** PEM text ends with a newline, so that PEM files and bundles concatenate into valid PEM. */
+function pemText(p: string): string {
+  return p.trimEnd() + '\n';
+}
+
+/** A CA bundle (a CA file with several certificates), each on its own lines. */
+export function pemBundle(...pems: string[]): string {
+  return pems.map(pemText).join('');
+}
+
 function derOf(pemText: string): Uint8Array<ArrayBuffer> {
   return new Uint8Array(Buffer.from(pemText.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64'));
 }
@@ -68,14 +78,14 @@ export async function createCa(clusterName: string, days = CA_DAYS): Promise<Pem
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)), certPem: cert.toString('pem') };
+  return { keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)), certPem: pemText(cert.toString('pem')) };
 }
 
 /** A new key and a request for it (made on the machine that will use the key). */
 export async function createKeyAndRequest(name: string): Promise<{ keyPem: string; csrPem: string }> {
   const keys = await newKeys();
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: cn(name), keys, signingAlgorithm: SIGN });
-  return { keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)), csrPem: csr.toString('pem') };
+  return { keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)), csrPem: pemText(csr.toString('pem')) };
 }
 
 /**
@@ -107,7 +117,7 @@ export async function signRequest(ca: PemPair, csrPem: string, names: Certificat
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
     ],
   });
-  return leaf.toString('pem');
+  return pemText(leaf.toString('pem'));
 }
 
 /** What `dispatch status` and the API show of a certificate. */

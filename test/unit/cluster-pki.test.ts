@@ -140,6 +140,8 @@ describe('cluster PKI', () => {
 
       assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'trust');
       for (const d of plan.dispatchers) assert.equal(cas(d.id), 2, `${d.id} trusts new and old`);
+      // OpenSSL (what etcd's Go, PostgreSQL, HAProxy and Node read the same way) finds both certificates in the file.
+      assert.match(openssl(['storeutl', '-noout', '-certs', '@b.pem'], { 'b.pem': stores.get('d2')!.get()!.tls!.ca! }), /Total found: 2/);
       await recordCaRotationOperation(home, 'op-1');
       // The rolling restart op-1 failed: the trust phase is redone, with the same new CA.
       const newCa = home.get()!.tls!.rotation!.ca;
