@@ -165,10 +165,15 @@ describe('rolling restart (pg-ha, real cluster)', { timeout: 300_000 }, () => {
     assert.equal(expiryBefore.length, cl.plan.processes.length + cl.plan.dispatchers.length, 'status lists every process and dispatcher certificate');
 
     const writer = startWriter(cl.pgpass, cl.coordinatorPorts, 'w', { maxMs: 120_000 });
-    await new Promise((r) => setTimeout(r, 500));
-    const { operation } = await c.post<{ operation: string }>('/v1/cluster/rotate-certs', {});
-    const op = await waitOperation(c, operation, 150_000);
-    const w = await writer.stop();
+    let op: OperationView;
+    let w!: Awaited<ReturnType<typeof writer.stop>>;
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const { operation } = await c.post<{ operation: string }>('/v1/cluster/rotate-certs', {});
+      op = await waitOperation(c, operation, 150_000);
+    } finally {
+      w = await writer.stop();
+    }
     assert.equal(op.state, 'succeeded', op.error?.message);
     const after = stored().certs[agent.id];
     assert.notEqual(after, before, 'a new certificate was installed');
@@ -187,15 +192,19 @@ describe('rolling restart (pg-ha, real cluster)', { timeout: 300_000 }, () => {
     const oldCa = stored().ca;
     const writer = startWriter(cl.pgpass, cl.coordinatorPorts, 'w', { maxMs: 240_000 });
     const phases: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const r = await c.post<{ operation: string; phase: string; more: boolean }>('/v1/cluster/rotate-certs', { ca: true });
-      phases.push(r.phase);
-      const op = await waitOperation(c, r.operation, 150_000);
-      assert.equal(op.state, 'succeeded', `${r.phase}: ${op.error?.message}`);
-      if (r.phase === 'trust') assert.equal((stored().ca.match(/BEGIN CERTIFICATE/g) ?? []).length, 2, 'new and old CA trusted during the rotation');
-      if (!r.more) break;
+    let w!: Awaited<ReturnType<typeof writer.stop>>;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await c.post<{ operation: string; phase: string; more: boolean }>('/v1/cluster/rotate-certs', { ca: true });
+        phases.push(r.phase);
+        const op = await waitOperation(c, r.operation, 150_000);
+        assert.equal(op.state, 'succeeded', `${r.phase}: ${op.error?.message}`);
+        if (r.phase === 'trust') assert.equal((stored().ca.match(/BEGIN CERTIFICATE/g) ?? []).length, 2, 'new and old CA trusted during the rotation');
+        if (!r.more) break;
+      }
+    } finally {
+      w = await writer.stop();
     }
-    const w = await writer.stop();
     assert.deepEqual(phases, ['trust', 'leaves', 'finish']);
     const now = stored();
     assert.equal((now.ca.match(/BEGIN CERTIFICATE/g) ?? []).length, 1, 'only one CA trusted afterwards');

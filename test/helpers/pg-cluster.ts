@@ -196,7 +196,8 @@ export function startWriter(pgpass: string, ports: number[], table: string, opts
     let k = 0;
     for (let n = 1; !stopped && n <= (opts.maxRows ?? 100_000) && Date.now() - t0 < (opts.maxMs ?? 300_000); n++) {
       for (;;) {
-        if (stopped) break;
+        // Bounded even when every attempt fails (a test that failed before stop() must not spin forever).
+        if (stopped || Date.now() - t0 >= (opts.maxMs ?? 300_000)) break;
         res.attempts++;
         try {
           await sql(pgpass, ports[k % ports.length], `INSERT INTO ${table} (n) VALUES (${n}) ON CONFLICT DO NOTHING`, 4000);
