@@ -65,6 +65,23 @@ hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
 hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
 hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
 
+/**
+ * Template data `tls` when the dispatcher has no certificates for the process: any use of it fails with
+ * this message instead of handlebars' "certFile not defined in null".
+ */
+const NO_TLS = new Proxy(
+  {},
+  {
+    has() {
+      throw new DispatcherError('conflict', "this process needs the cluster's TLS certificates, which this dispatcher has not installed (a cluster launched before cluster-internal TLS: launch it again)");
+    },
+    get(_t, name) {
+      if (typeof name === 'symbol' || name === 'toJSON' || name === 'then') return undefined;
+      throw new DispatcherError('conflict', "this process needs the cluster's TLS certificates, which this dispatcher has not installed (a cluster launched before cluster-internal TLS: launch it again)");
+    },
+  },
+);
+
 function render(template: string, data: object, what: string): string {
   try {
     return hb.compile(template, { noEscape: true, strict: true })(data);
@@ -132,7 +149,7 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
     ],
     binaries: ctx.binaries,
     secrets: ctx.secrets,
-    tls: ctx.tls ? Object.fromEntries(Object.entries(TLS_FILES).map(([k, f]) => [k, resolve(dir, f)])) : null,
+    tls: ctx.tls ? Object.fromEntries(Object.entries(TLS_FILES).map(([k, f]) => [k, resolve(dir, f)])) : NO_TLS,
     vars: engine.manifest.vars,
   };
 }
@@ -156,9 +173,8 @@ function requireBinary(ctx: RenderContext, prog: string, engine: string, role: s
   return p;
 }
 
-function requireTls(data: Record<string, unknown>, what: string): { caFile: string; certFile: string; keyFile: string } {
-  const t = data.tls as Record<string, string> | null;
-  if (!t) throw new DispatcherError('config_invalid', `${what} needs the cluster's TLS certificates, which this dispatcher has not installed`);
+function requireTls(data: Record<string, unknown>): { caFile: string; certFile: string; keyFile: string } {
+  const t = data.tls as Record<string, string>;
   return { caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile };
 }
 
@@ -225,7 +241,7 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
           url: render(r.url, data, `readiness of ${what}`),
           ...(r.expectStatus ? { expectStatus: r.expectStatus } : {}),
           ...(r.bodyMatch ? { bodyMatch: r.bodyMatch } : {}),
-          ...(r.clusterTls ? { tls: requireTls(data, what) } : {}),
+          ...(r.clusterTls ? { tls: requireTls(data) } : {}),
         };
 
   const env = Object.fromEntries(Object.entries(role.env).map(([k, v]) => [k, render(v, data, `env ${k} of ${what}`)]));

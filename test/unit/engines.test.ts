@@ -113,6 +113,9 @@ describe('pg-ha rendering', () => {
     );
     assert.equal(renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { agent: '/usr/bin/etcd' } }, 'agent-1', ctxFor('pg-ha')).spec.argv[0], '/usr/bin/etcd');
     assert.throws(() => renderProcess(loadEngine('pg-ha'), plan, 'agent-1', { ...ctxFor('pg-ha'), secrets: {} }), /secret/);
+    // Cluster TLS is not optional: without the process's certificates nothing renders, and the error says why.
+    const { tls: _none, ...noTls } = ctxFor('pg-ha');
+    for (const id of ['agent-1', 'dbserver-1', 'coordinator-1']) assert.throws(() => renderProcess(loadEngine('pg-ha'), plan, id, noTls), /TLS certificates/);
     assert.throws(() => renderProcess(loadEngine('pg-ha'), { ...plan, processes: plan.processes.map((p) => ({ ...p, dataDir: '../../etc' })) }, 'agent-1', ctxFor('pg-ha')), /escapes/);
   });
 });
