@@ -106,12 +106,23 @@ export interface GuardStatusView {
   note?: string;
 }
 
+/** A certificate of the cluster PKI, as `dispatch status` and GET /v1/cluster show it (never a key). */
+export interface CertificateView {
+  /** A process id, "@dispatcher" (the dispatcher's client certificate) or "@ca". */
+  name: string;
+  host: string;
+  subject: string;
+  notAfter: string;
+  ips: string[];
+}
+
 export interface NodeStatusView {
   dispatcher: string;
   cluster?: string;
   clusterState?: ClusterState;
   processes: ProcessStatus[];
   guard?: GuardStatusView;
+  certificates?: CertificateView[];
 }
 
 export type ClusterState = 'none' | 'launching' | 'running' | 'failed' | 'shutdown' | 'cleaned';
@@ -136,7 +147,42 @@ export interface ClusterView {
   processes: ClusterProcessView[];
   coordinators: { id: string; host: string; port: number; readOnlyPort?: number }[];
   activeOperation?: string;
+  /** Every certificate of the cluster PKI with its expiry (docs/SECURITY.md, "Cluster-internal TLS"). */
+  certificates?: CertificateView[];
 }
+
+/**
+ * What a client needs to reach the database (GET /v1/cluster/connection; `dispatch connect`): the cluster CA
+ * to verify the server with sslmode=verify-full, the coordinators, and the superuser's password — for a
+ * pgpass file (0600), never for a screen.
+ */
+export interface ClusterConnectionView {
+  cluster: string;
+  engine: string;
+  user: string;
+  database: string;
+  coordinators: ClusterView['coordinators'];
+  caCertificate: string;
+  password: string;
+}
+
+/** A dispatcher's certificate requests: one per process of its own and one for itself. Keys stay on it. */
+export const NodeCertificateRequestsSchema = z
+  .object({ requests: z.array(z.object({ name: z.string().min(1).max(200), csr: z.string().min(1).max(16_384) }).strict()).max(10_000) })
+  .strict();
+export type NodeCertificateRequests = z.infer<typeof NodeCertificateRequestsSchema>;
+
+/** The cluster CA certificate and the certificates it signed for one dispatcher's requests. */
+export const NodeInstallCertificatesSchema = z
+  .object({
+    ca: z.string().min(1).max(65_536),
+    certs: z.record(z.string().min(1).max(200), z.string().min(1).max(16_384)),
+  })
+  .strict();
+export type NodeInstallCertificates = z.infer<typeof NodeInstallCertificatesSchema>;
+
+/** A CA bundle to trust from now on (a CA rotation: new + old, then new only). */
+export const NodeTrustCaSchema = z.object({ ca: z.string().min(1).max(65_536) }).strict();
 
 /** Payload a dispatcher hands its peers when it propagates a plan. Carried only over pinned HTTPS. */
 export const NodeAdoptPlanSchema = z

@@ -9,6 +9,7 @@
  * ordered start with health gates, verify); plain time = first spawn → coordinators healthy.
  * Needs root, the pg-ha Debian packages and the cluster-dispatcher user (deploy/install-deps.sh).
  */
+import { issuePlanPki } from '../server/pki/issue-plan.js';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OperationView } from '../api/rest.js';
@@ -48,7 +49,7 @@ async function main() {
       // The same processes, plain script, same readiness checks.
       const pplan = tc.plan({ name: `bench-p${r}` });
       const dataDirOf = (id: string) => tc.dispatchers.find((d) => d.id === id)!.dataDir;
-      const c = await plainLaunch(pplan, { dataDirOf, binaries: PG_HA_DEBIAN_BINARIES, secrets: generateSecrets(loadEngine('pg-ha')), runAs });
+      const c = await plainLaunch(pplan, { dataDirOf, binaries: PG_HA_DEBIAN_BINARIES, secrets: generateSecrets(loadEngine('pg-ha')), runAs, pki: await issuePlanPki(pplan) });
       plain.push(c.readyMs);
       await c.stop();
       await killMatching(join(tc.root, 'd1', 'data', 'c', pplan.name));

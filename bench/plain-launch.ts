@@ -10,12 +10,13 @@
 import { chown, mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { launchGroups, shutdownGroups } from '../server/core/order.js';
-import { loadEngine, renderProcess } from '../server/engines/index.js';
+import { loadEngine, renderProcess, type Engine } from '../server/engines/index.js';
 import { runProbe } from '../server/supervisor/probes.js';
 import { spawnProcess, type Spawned } from '../server/supervisor/spawner.js';
 import { engineHealth } from '../server/cluster/setup.js';
 import type { Plan } from '../api/plan.js';
 import type { DispatcherConfig } from '../server/config.js';
+import type { PlanPki } from '../server/pki/issue-plan.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -27,10 +28,10 @@ export interface PlainCluster {
 
 export async function plainLaunch(
   plan: Plan,
-  opts: { dataDirOf: (dispatcherId: string) => string; binaries: Record<string, string>; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; timeoutMs?: number },
+  opts: { dataDirOf: (dispatcherId: string) => string; binaries: Record<string, string>; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; timeoutMs?: number; pki?: PlanPki; engine?: Engine; healthGates?: boolean },
 ): Promise<PlainCluster> {
-  const engine = loadEngine(plan.engine);
-  const health = engineHealth({ engines: { [plan.engine]: { binaries: opts.binaries } } } as unknown as DispatcherConfig);
+  const engine = opts.engine ?? loadEngine(plan.engine);
+  const health = engineHealth({ engines: { [plan.engine]: { binaries: opts.binaries } } } as unknown as DispatcherConfig, () => opts.pki?.client);
   const spawned = new Map<string, { s: Spawned; leftover?: string }>();
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   const stop = async () => {
@@ -62,13 +63,14 @@ export async function plainLaunch(
     for (const group of launchGroups(plan)) {
       await Promise.all(
         group.processes.map(async (p) => {
-          const r = renderProcess(engine, plan, p.id, { dispatcherDataDir: opts.dataDirOf(p.dispatcher), binaries: opts.binaries, secrets: opts.secrets, runAs: opts.runAs });
+          const r = renderProcess(engine, plan, p.id, { dispatcherDataDir: opts.dataDirOf(p.dispatcher), binaries: opts.binaries, secrets: opts.secrets, runAs: opts.runAs, ...(opts.pki ? { tls: opts.pki.processes[p.id] } : {}) });
           // The unprivileged user must traverse the parents (as LocalNode.letRunAsTraverse arranges).
           await mkdir(dirname(r.spec.dir), { recursive: true, mode: 0o711 });
           await mkdir(r.spec.dir, { recursive: true, mode: 0o700 });
           if (opts.runAs) await chown(r.spec.dir, opts.runAs.uid, opts.runAs.gid);
           for (const f of r.files) {
             await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
+            if (opts.runAs) await chown(dirname(f.path), opts.runAs.uid, opts.runAs.gid);
             await writeFile(f.path, f.content, { mode: f.mode });
             if (opts.runAs) await chown(f.path, opts.runAs.uid, opts.runAs.gid);
           }
@@ -81,7 +83,8 @@ export async function plainLaunch(
           }
         }),
       );
-      for (;;) {
+      // Without gates (bench/tls-overhead.ts) each process's own probe is the only check, for both variants.
+      for (; opts.healthGates !== false; ) {
         const h = await health.check(plan, group.role, group.processes, opts.secrets).catch((e) => ({ ok: false, detail: String(e) }));
         if (h.ok) break;
         if (Date.now() > deadline) throw new Error(`${group.role}s not healthy: ${h.detail}`);

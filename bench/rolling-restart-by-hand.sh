@@ -6,7 +6,8 @@
 #
 # Input (stdin), one DB server a line, replicas first and the leader LAST:
 #   ID DISPATCHER_URL CA_FILE PATRONI_REST_URL
-# Env: AUTH=user:password for the dispatchers.
+# Env: AUTH=user:password for the dispatchers; PATRONI_CA, PATRONI_CERT, PATRONI_KEY (cluster CA and a
+# client certificate of it: Patroni's REST API requires one) and PATRONI_AUTH=user:password (unsafe methods).
 set -euo pipefail
 mapfile -t LINES
 n=${#LINES[@]}
@@ -24,7 +25,8 @@ for ((i = 0; i < n - 1; i++)); do
   if [ -z "$first" ]; then first=$id; fi
 done
 read -r leader lurl lca lrest <<<"${LINES[$((n - 1))]}"
-curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d "{\"leader\":\"$leader\",\"candidate\":\"$first\"}" "$lrest/switchover" >/dev/null
+patroni() { curl -sS --cacert "$PATRONI_CA" --cert "$PATRONI_CERT" --key "$PATRONI_KEY" "$@"; }
+patroni --fail-with-body -u "$PATRONI_AUTH" -X POST -H 'content-type: application/json' -d "{\"leader\":\"$leader\",\"candidate\":\"$first\"}" "$lrest/switchover" >/dev/null
 # Wait until the candidate answers as primary.
 crest=""
 for l in "${LINES[@]}"; do
@@ -32,7 +34,7 @@ for l in "${LINES[@]}"; do
   if [ "$id" = "$first" ]; then crest=$r; fi
 done
 for _ in $(seq 1 300); do
-  if [ "$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS "$crest/primary")" = 200 ]; then break; fi
+  if [ "$(patroni -s -o /dev/null -w '%{http_code}' -X OPTIONS "$crest/primary")" = 200 ]; then break; fi
   sleep 0.1
 done
 restart_one "$leader" "$lurl" "$lca"

@@ -8,10 +8,12 @@
  *   npx tsc -p . && node dist/bench/rolling-restart.js [--rounds 2] [--base-port 26500]
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dbserverState } from '../server/engines/pg-ha-health.js';
-import { sql, startPgCluster, startWriter, waitOperation, type PgCluster } from '../test/helpers/pg-cluster.js';
+import { dispatcherClientTls, sql, startPgCluster, startWriter, waitOperation, type PgCluster } from '../test/helpers/pg-cluster.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -44,17 +46,28 @@ async function measure(cl: PgCluster, what: string, table: string, work: () => P
 
 async function byHand(cl: PgCluster): Promise<void> {
   const dbs = cl.plan.processes.filter((p) => p.role === 'dbserver');
-  const states = await Promise.all(dbs.map((p) => dbserverState(cl.plan, p.id)));
+  const tls = dispatcherClientTls(cl.dispatchers[0].dir.dataDir);
+  const states = await Promise.all(dbs.map((p) => dbserverState(cl.plan, p.id, { tls })));
   const leader = states.find((s) => s.role === 'leader')!.id;
   const ordered = [...dbs.filter((p) => p.id !== leader), dbs.find((p) => p.id === leader)!];
   const lines = ordered.map((p) => {
     const d = cl.dispatchers.find((x) => x.id === p.dispatcher)!;
     const rest = p.ports.find((x) => x.name === 'rest')!.port;
-    return `${p.id} ${d.url} ${join(d.dataDir, 'tls', 'cert.pem')} http://127.0.0.1:${rest}`;
+    return `${p.id} ${d.url} ${join(d.dataDir, 'tls', 'cert.pem')} https://${p.address}:${rest}`;
   });
   const d0 = cl.dispatchers[0];
+  // The operator's client certificate for Patroni: here the first dispatcher's (root reads its store).
+  const dir = mkdtempSync(join(tmpdir(), 'rr-hand-'));
+  const files = { PATRONI_CA: join(dir, 'ca.crt'), PATRONI_CERT: join(dir, 'client.crt'), PATRONI_KEY: join(dir, 'client.key') };
+  writeFileSync(files.PATRONI_CA, tls.ca, { mode: 0o600 });
+  writeFileSync(files.PATRONI_CERT, tls.cert, { mode: 0o600 });
+  writeFileSync(files.PATRONI_KEY, tls.key, { mode: 0o600 });
+  const restPassword = JSON.parse(readFileSync(join(d0.dataDir, 'cluster', 'secrets.json'), 'utf8')).secrets['rest-password'];
   await new Promise<void>((resolve, reject) => {
-    const child = execFile('bash', [SCRIPT], { env: { ...process.env, AUTH: `${d0.user}:${d0.password}` }, timeout: 300_000 }, (err, _o, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve()));
+    const child = execFile('bash', [SCRIPT], { env: { ...process.env, AUTH: `${d0.user}:${d0.password}`, ...files, PATRONI_AUTH: `patroni:${restPassword}` }, timeout: 300_000 }, (err, _o, stderr) => {
+      rmSync(dir, { recursive: true, force: true });
+      return err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve();
+    });
     child.stdin!.end(lines.join('\n') + '\n');
   });
 }

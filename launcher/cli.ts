@@ -21,6 +21,7 @@ import { registerShellCommand } from './shell.js';
 import { registerRestartCommand } from './restart-command.js';
 import { registerPlanCommand } from './commands/plan.js';
 import { registerFirewallCommands } from './commands/firewall.js';
+import { registerConnectCommand } from './commands/connect.js';
 import { registerDeployCommand } from './commands/deploy.js';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
@@ -163,7 +164,19 @@ export function printStatus(view: ClusterView) {
       view.processes.map((p) => [p.id, p.role, p.host, p.state, p.pid ?? '-', p.ports.map((x) => `${x.name}:${x.port}/${x.exposure}`).join(' '), p.readySince ?? '-', p.restarts]),
     ) + '\n',
   );
-  if (view.coordinators.length) process.stdout.write(`\nclients connect to: ${view.coordinators.map((c) => `${c.host}:${c.port}`).join(', ')}\n`);
+  if (view.certificates?.length) {
+    // Every certificate of the cluster PKI with its expiry (`dispatch rotate-certs` is not there yet: renew by relaunching).
+    const days = (iso: string) => (iso ? Math.floor((Date.parse(iso) - Date.now()) / 86_400_000) : NaN);
+    process.stdout.write(
+      '\n' +
+        formatTable(
+          ['CERTIFICATE', 'HOST', 'EXPIRES', 'DAYS LEFT'],
+          view.certificates.map((c) => [c.name === '@ca' ? 'cluster CA' : c.name === '@dispatcher' ? 'dispatcher (client)' : c.name, c.host, c.notAfter || 'unreadable', Number.isNaN(days(c.notAfter)) ? '-' : days(c.notAfter)]),
+        ) +
+        '\n',
+    );
+  }
+  if (view.coordinators.length) process.stdout.write(`\nclients connect to: ${view.coordinators.map((c) => `${c.host}:${c.port}`).join(', ')} (dispatch connect: CA file, pgpass, verify-full URL)\n`);
 }
 
 export function buildProgram(): Command {
@@ -305,6 +318,7 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
   registerRestartCommand(program);
   registerShellCommand(program);
   registerLocalCommand(program);
+  registerConnectCommand(program, { withClient, json: (cmd) => !!globals(cmd).json });
   registerFirewallCommands(program, {
     fetchGuardStatus: async () => {
       const { client } = await resolveConnection(program.opts() as ConnectOptions);

@@ -71,6 +71,17 @@ export class Kickstarter {
     return this.run('/v1/cluster/restart', req);
   }
 
+  /** New certificates for every process and dispatcher, then a rolling restart (POST /v1/cluster/rotate-certs). */
+  async rotateCertificates(body: { ca?: boolean; readyTimeoutMs?: number } = {}): Promise<OperationView> {
+    // A CA rotation is three phases, each its own rolling restart; the server says when it is done.
+    for (let i = 0; i < 3; i++) {
+      const r = await this.client.post<{ operation: string; phase?: string; more?: boolean }>('/v1/cluster/rotate-certs', body);
+      const view = await this.waitFor(r.operation);
+      if (view.state !== 'succeeded' || !r.more) return view;
+    }
+    throw new DispatcherError('operation_failed', 'the CA rotation did not finish in three phases');
+  }
+
   status(): Promise<ClusterView> {
     return this.client.get<ClusterView>('/v1/cluster');
   }

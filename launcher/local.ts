@@ -27,6 +27,7 @@ import { planFromSpec } from './planner.js';
 import { defaultEngineCatalog } from '../server/engines/loader.js';
 import { ROLE_ORDER } from '../api/plan.js';
 import { progressMode, withProgress } from './progress.js';
+import { verifyFullUrl } from './commands/connect.js';
 
 const run = promisify(execFile);
 
@@ -189,6 +190,26 @@ async function writePgpass(opts: LocalOptions, view: ClusterView): Promise<strin
   }
 }
 
+/**
+ * The cluster CA next to the pgpass (0644: a certificate, no secret), so clients can verify the DB server
+ * with sslmode=verify-full (docs/SECURITY.md, "Cluster-internal TLS").
+ */
+async function writeCaFile(opts: LocalOptions): Promise<string | undefined> {
+  try {
+    const ca = await readFile(join(dataDirOf(opts.dir, 0), 'cluster', 'ca.crt'), 'utf8');
+    const file = join(opts.dir, 'ca.crt');
+    await writeFileAtomic(file, ca, 0o644);
+    return file;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The superuser's URL through a coordinator, verifying the server against the cluster CA when there is one. */
+function localUrl(host: string, port: number, caFile: string | undefined): string {
+  return caFile ? verifyFullUrl(host, port, 'postgres', 'postgres', caFile) : `postgresql://postgres@${host.includes(':') ? `[${host}]` : host}:${port}/postgres`;
+}
+
 export async function localUp(opts: LocalOptions): Promise<ClusterView> {
   await checkBinaries();
   // 0711: the database user may pass through to its own process dirs; nothing here can be listed.
@@ -320,6 +341,7 @@ export function registerLocalCommand(program: Command): void {
       if (o.down) return localDown({ ...opts, purge: !!o.purge });
       const view = await localUp(opts);
       const pgpass = await writePgpass(opts, view);
+      const caFile = await writeCaFile(opts);
       const c = view.coordinators[0];
       if (g.json) {
         process.stdout.write(
@@ -327,8 +349,9 @@ export function registerLocalCommand(program: Command): void {
             cluster: view.name,
             state: view.state,
             coordinators: view.coordinators,
-            ...(c ? { url: `postgresql://postgres@${c.host}:${c.port}/postgres`, ...(c.readOnlyPort ? { readOnlyUrl: `postgresql://postgres@${c.host}:${c.readOnlyPort}/postgres` } : {}) } : {}),
+            ...(c ? { url: localUrl(c.host, c.port, caFile), ...(c.readOnlyPort ? { readOnlyUrl: localUrl(c.host, c.readOnlyPort, caFile) } : {}) } : {}),
             ...(pgpass ? { pgpassFile: pgpass } : {}),
+            ...(caFile ? { caFile } : {}),
           }) + '\n',
         );
         return;
@@ -336,7 +359,8 @@ export function registerLocalCommand(program: Command): void {
       process.stdout.write(`\ncluster ${view.name} is ${view.state}.\n`);
       if (c) {
         process.stdout.write(`coordinator (read-write): ${c.host}:${c.port}${c.readOnlyPort ? `   read-only: ${c.host}:${c.readOnlyPort}` : ''}\n`);
-        process.stdout.write(`connect:  PGPASSFILE=${pgpass ?? '<pgpass>'} psql -h ${c.host} -p ${c.port} -U postgres postgres\n`);
+        process.stdout.write(`connect:  PGPASSFILE=${pgpass ?? '<pgpass>'} psql '${localUrl(c.host, c.port, caFile)}'\n`);
+        if (caFile) process.stdout.write(`CA file:  ${caFile} (the cluster CA; sslmode=verify-full checks the server against it)\n`);
       }
       process.stdout.write(`then:     dispatch status · dispatch restart · dispatch shell · dispatch local --down [--purge]\n`);
     });

@@ -39,4 +39,13 @@ export function registerRestartCommand(program: Command): void {
       };
       await runOperation(cmd, 'rolling restart', [], (k) => k.rollingRestart(req));
     });
+
+  program
+    .command('rotate-certs')
+    .description('renew every process and dispatcher certificate of the cluster CA, then a rolling restart that picks them up (run it on the dispatcher that launched the cluster)')
+    .option('--ca', 'renew the cluster CA too: three rolling restarts (trust new + old CA, new certificates, trust only the new CA)')
+    .option('--ready-timeout <seconds>', 'how long each process may take to become ready again', '120')
+    .action(async (o, cmd) => {
+      await runOperation(cmd, 'certificate rotation', [], (k) => k.rotateCertificates({ ...(o.ca ? { ca: true } : {}), readyTimeoutMs: Number(o.readyTimeout) * 1000 }));
+    });
 }

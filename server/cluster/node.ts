@@ -8,18 +8,25 @@ import { access, chmod, constants, mkdir, rm, stat, statfs, writeFile, chown, re
 import { dirname, join, resolve, sep } from 'node:path';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { portProblem } from '../core/listening-sockets.js';
 import { hostAddresses } from '../core/listen-addresses.js';
 import { listeningSockets, localAddresses } from './listening-sockets.js';
 import type { ClusterStore } from './store.js';
+import { NodeCertificates, type ProcessTls } from './node-certificates.js';
 
 export interface NodeApi {
   readonly id: string;
   /** Stores the plan and the cluster secrets (never an account). Refuses (409) while another plan is active. */
   adoptPlan(payload: NodeAdoptPlan): Promise<void>;
+  /** Makes keys for this dispatcher's processes and itself; returns only the certificate requests. */
+  certificateRequests(): Promise<NodeCertificateRequests>;
+  /** Installs the cluster CA and the certificates signed for the pending keys. */
+  installCertificates(payload: NodeInstallCertificates): Promise<void>;
+  /** Trusts this CA bundle from now on (CA rotation); the installed certificates must chain to it. */
+  trustCa(caBundle: string): Promise<void>;
   /** Checks this machine can run its part of the stored plan. An empty list means ready. */
   preflight(callerTime: number): Promise<PreflightProblem[]>;
   /** Installs the firewall guard for the stored plan. */
@@ -67,7 +74,7 @@ export interface ProcessRenderer {
   render(
     plan: Plan,
     processId: string,
-    ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string } },
+    ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; tls?: ProcessTls },
   ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[] };
   /** Absolute binary paths the process of this role needs on this machine. */
   binariesFor(plan: Plan, role: string): string[];
@@ -92,8 +99,22 @@ export interface LocalNodeDeps {
 
 export class LocalNode implements NodeApi {
   readonly id: string;
+  readonly certificates: NodeCertificates;
   constructor(private readonly deps: LocalNodeDeps) {
     this.id = deps.id;
+    this.certificates = new NodeCertificates(deps.id, deps.store);
+  }
+
+  certificateRequests(): Promise<NodeCertificateRequests> {
+    return this.certificates.requests();
+  }
+
+  installCertificates(payload: NodeInstallCertificates): Promise<void> {
+    return this.certificates.install(payload);
+  }
+
+  trustCa(caBundle: string): Promise<void> {
+    return this.certificates.trust(caBundle);
   }
 
   private requirePlan(): { plan: Plan; secrets: Record<string, string>; state: ClusterState } {
@@ -226,7 +247,8 @@ export class LocalNode implements NodeApi {
     const p = this.myProcesses(plan).find((x) => x.id === processId);
     if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
     const dir = this.processDir(p);
-    const { spec, files } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs });
+    const tls = this.certificates.material(processId);
+    const { spec, files } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, ...(tls ? { tls } : {}) });
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const owner = this.deps.runAs;
     if (owner) {
@@ -235,6 +257,8 @@ export class LocalNode implements NodeApi {
     }
     for (const f of files) {
       await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
+      // A sub-directory (tls/) must be the process user's too, or it cannot reach its key.
+      if (owner && dirname(f.path) !== dir) await chown(dirname(f.path), owner.uid, owner.gid);
       await writeFile(f.path, f.content, { mode: f.mode });
       // Only what we write is chowned: walking an existing PostgreSQL data dir on every start would be slow.
       if (owner) await chown(f.path, owner.uid, owner.gid);
@@ -316,6 +340,7 @@ export class LocalNode implements NodeApi {
       ...(snap ? { cluster: snap.plan.name, clusterState: snap.state } : {}),
       processes: this.deps.supervisor.list().filter((s) => ids.has(s.id)),
       guard: this.deps.guard.status(),
+      ...(snap?.tls ? { certificates: this.certificates.views() } : {}),
     };
   }
 

@@ -12,6 +12,8 @@ import { launchGroups, shutdownGroups } from '../core/order.js';
 import type { ClusterStore } from './store.js';
 import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle } from './operations.js';
+import { clusterCa, issueCertificates } from './issue-certificates.js';
+import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
 
 /** Cluster-level health of a role (beyond each process's own readiness probe). */
 export interface ClusterHealth {
@@ -106,7 +108,10 @@ export class Orchestrator {
       // 2. Preflight everywhere; any problem and nothing starts.
       await this.preflightAll(op, plan, nodes, true);
 
-      // 3-5. Guard, ordered start with health gates, verify (bringUp rolls back by itself).
+      // 3. The cluster CA signs every dispatcher's process certificates (keys stay where they were made).
+      await this.certificatesAll(op, plan, nodes);
+
+      // 4-6. Guard, ordered start with health gates, verify (bringUp rolls back by itself).
       bringingUp = true;
       return await this.bringUp(op, plan, nodes, secrets, input.readyTimeoutMs);
     } catch (e) {
@@ -125,6 +130,13 @@ export class Orchestrator {
     for (const f of res.failed) op.event({ level: 'warn', step: 'rollback', host: f.host, message: `could not discard the plan: ${f.error.message}` });
     const snap = this.deps.store.get();
     if (snap && snap.plan.name === plan.name && snap.state === 'launching') await this.deps.self.discardPlan(plan.name);
+  }
+
+  /** A failure here is rolled back by the launch's catch (abandon): nothing has started yet. */
+  private async certificatesAll(op: OperationHandle, plan: Plan, nodes: Nodes) {
+    op.event({ level: 'info', step: 'certificates', message: `cluster CA on ${this.deps.self.id} signs the process certificates of every dispatcher` });
+    const ca = await clusterCa(this.deps.store, { create: true });
+    for (const r of await issueCertificates(plan, nodes, ca)) op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed` });
   }
 
   private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes, discardOnFailure: boolean) {
@@ -329,6 +341,28 @@ export class Orchestrator {
     }
   }
 
+  /**
+   * New keys and certificates for every process and dispatcher, signed by the cluster CA on this dispatcher
+   * (it must be the one that launched the cluster). Running processes keep theirs until they restart.
+   */
+  async renewCertificates(): Promise<{ host: string; names: string[] }[]> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      return await issueCertificates(plan, nodes, await clusterCa(this.deps.store, { create: false }));
+    } finally {
+      this.close(nodes);
+    }
+  }
+
+  /** The next phase of a CA rotation on every dispatcher (server/cluster/ca-rotation.ts); a rolling restart follows. */
+  async caRotationPhase(succeeded: (operation: string) => boolean): Promise<CaRotationPhase> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      return await nextCaRotationPhase(this.deps.store, plan, nodes, succeeded);
+    } finally {
+      this.close(nodes);
+    }
+  }
 
   /** A process's log from whichever dispatcher runs it. */
   async processLog(processId: string, lines: number): Promise<{ id: string; host: string; lines: string[] }> {
@@ -374,6 +408,7 @@ export class Orchestrator {
           };
         }),
         coordinators: coordinatorsOf(plan),
+        certificates: [...res.values.values()].flatMap((st) => st.certificates ?? []),
       };
     } finally {
       this.close(nodes);

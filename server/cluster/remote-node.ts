@@ -9,12 +9,14 @@ import {
   GuardStatusViewSchema,
   LogLinesAnswerSchema,
   NoContentSchema,
+  NodeCertificateRequestsSchema,
   NodeStatusViewSchema,
   PreflightAnswerSchema,
   ProcessStatusSchema,
   type ClusterState,
   type Credential,
   type NodeAdoptPlan,
+  type NodeInstallCertificates,
 } from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
 import { PeerClient, type PeerIdentity } from './peer-client.js';
@@ -42,6 +44,15 @@ export class RemoteNode implements NodeApi {
   async adoptPlan(payload: NodeAdoptPlan) {
     if (!this.firstContact) throw new DispatcherError('bad_request', `no operator credential for first contact with dispatcher ${this.id}`, { details: { host: this.id } });
     await this.client.call('POST', '/v1/node/plan', NoContentSchema, { body: payload, operator: this.firstContact });
+  }
+  certificateRequests() {
+    return this.client.call('POST', '/v1/node/tls/requests', NodeCertificateRequestsSchema);
+  }
+  async installCertificates(payload: NodeInstallCertificates) {
+    await this.client.call('POST', '/v1/node/tls/certificates', NoContentSchema, { body: payload });
+  }
+  async trustCa(caBundle: string) {
+    await this.client.call('POST', '/v1/node/tls/trust', NoContentSchema, { body: { ca: caBundle } });
   }
   async preflight(callerTime: number) {
     return (await this.client.call('POST', '/v1/node/preflight', PreflightAnswerSchema, { body: { callerTime } })).problems;

@@ -25,6 +25,7 @@ import {
 } from '../core/restart-plan.js';
 import type { Engine } from '../engines/types.js';
 import { agencyStatus, dbserverState } from '../engines/pg-ha-health.js';
+import { clusterHttps, psqlTlsEnv, type ClusterClientTls } from '../engines/cluster-https.js';
 import { hostPort } from '../engines/render.js';
 import type { ClusterStore } from './store.js';
 import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
@@ -441,7 +442,15 @@ function sleep(ms: number) {
 // ------------------------------------------------------------------ this dispatcher's upgrade side
 
 /** Preflight and adoption of an upgraded plan on this dispatcher (served to peers by routes/restart.ts). */
-export function localUpgradeNode(deps: { id: string; dataDir: string; store: ClusterStore; renderer: ProcessRenderer; runAs?: { uid: number; gid: number; user?: string } }): UpgradeNode {
+export function localUpgradeNode(deps: {
+  id: string;
+  dataDir: string;
+  store: ClusterStore;
+  renderer: ProcessRenderer;
+  runAs?: { uid: number; gid: number; user?: string };
+  /** A process's installed TLS material (the templates need it to render). */
+  tls?: (processId: string) => { ca: string; cert: string; key: string } | undefined;
+}): UpgradeNode {
   return {
     async preflightPlan(plan) {
       const snap = deps.store.get();
@@ -451,7 +460,8 @@ export function localUpgradeNode(deps: { id: string; dataDir: string; store: Clu
       if (snap.plan.name !== plan.name || !sameExceptBinaries(snap.plan, plan)) add('plan', 'an upgrade may change only the plan\'s binaries');
       for (const p of plan.processes.filter((x) => x.dispatcher === deps.id)) {
         try {
-          const { spec } = deps.renderer.render(plan, p.id, { dispatcherDataDir: deps.dataDir, secrets: snap.secrets, runAs: deps.runAs });
+          const tls = deps.tls?.(p.id);
+          const { spec } = deps.renderer.render(plan, p.id, { dispatcherDataDir: deps.dataDir, secrets: snap.secrets, runAs: deps.runAs, ...(tls ? { tls } : {}) });
           try {
             await access(spec.argv[0], constants.X_OK);
           } catch {
@@ -493,9 +503,9 @@ function port(p: PlanProcess, name: string): number {
 }
 
 /** Runs one SQL statement as the superuser on a DB server (password in the child's environment only). */
-function psqlRun(psql: string, p: PlanProcess, password: string, sql: string, timeoutMs: number): Promise<void> {
+function psqlRun(psql: string, p: PlanProcess, password: string, sql: string, timeoutMs: number, tls?: ClusterClientTls): Promise<void> {
   return new Promise((resolve, reject) => {
-    execFile(psql, [`host=${p.address} port=${port(p, 'postgres')} user=postgres dbname=postgres connect_timeout=2`, '-XtAq', '-c', sql], { env: { PGPASSWORD: password, PATH: '/usr/bin:/bin' }, timeout: timeoutMs }, (err, _o, stderr) =>
+    execFile(psql, [`host=${p.address} port=${port(p, 'postgres')} user=postgres dbname=postgres connect_timeout=2`, '-XtAq', '-c', sql], { env: { PGPASSWORD: password, PATH: '/usr/bin:/bin', ...psqlTlsEnv(tls) }, timeout: timeoutMs }, (err, _o, stderr) =>
       err ? reject(new Error(String(stderr).trim() || err.message)) : resolve(),
     );
   });
@@ -506,39 +516,44 @@ function psqlRun(psql: string, p: PlanProcess, password: string, sql: string, ti
  * (POST /switchover {"leader", "candidate"}), preceded by a CHECKPOINT on the leader so its shutdown
  * checkpoint — part of the write gap — is short.
  */
-export function pgHaActions(opts: { psql?: string }): RestartActions {
+export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls | undefined }): RestartActions {
+  const tls = () => opts.tls?.();
   return {
     async agencyLeader(plan) {
-      return plan.engine === 'pg-ha' ? (await agencyStatus(plan)).leaderId : undefined;
+      return plan.engine === 'pg-ha' ? (await agencyStatus(plan, { tls: tls() })).leaderId : undefined;
     },
     async dbLeader(plan, secrets) {
       if (plan.engine !== 'pg-ha') return undefined;
-      const states = await Promise.all(plan.processes.filter((p) => p.role === 'dbserver').map((p) => dbserverState(plan, p.id)));
+      const states = await Promise.all(plan.processes.filter((p) => p.role === 'dbserver').map((p) => dbserverState(plan, p.id, { tls: tls() })));
       const leaders = states.filter((s) => s.role === 'leader' && s.running);
       return leaders.length === 1 ? leaders[0].id : undefined;
       void secrets;
     },
     async switchover(plan, secrets, leader, prefer, timeoutMs) {
       const dbs = plan.processes.filter((p) => p.role === 'dbserver');
-      const states = await Promise.all(dbs.map((p) => dbserverState(plan, p.id, { psql: opts.psql, superuserPassword: secrets['superuser-password'] })));
+      const states = await Promise.all(dbs.map((p) => dbserverState(plan, p.id, { psql: opts.psql, superuserPassword: secrets['superuser-password'], tls: tls() })));
       const healthy = states.filter((s) => s.id !== leader && s.role === 'replica' && s.running && s.streaming !== false).map((s) => s.id);
       if (!healthy.length) throw new DispatcherError('operation_failed', `no healthy streaming replica to take over from ${leader}; the leader was not restarted`, { details: { process: leader } });
       const candidate = healthy.find((id) => prefer.includes(id)) ?? healthy[0];
       const lp = dbs.find((p) => p.id === leader)!;
-      if (opts.psql && secrets['superuser-password']) await psqlRun(opts.psql, lp, secrets['superuser-password'], 'CHECKPOINT', 20_000).catch(() => {});
-      const res = await fetch(`http://${hostPort(lp.address, port(lp, 'rest'))}/switchover`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ leader, candidate }),
-        signal: AbortSignal.timeout(timeoutMs),
-      }).catch((e) => {
+      if (opts.psql && secrets['superuser-password']) await psqlRun(opts.psql, lp, secrets['superuser-password'], 'CHECKPOINT', 20_000, tls()).catch(() => {});
+      const material = tls();
+      if (!material) throw new DispatcherError('conflict', 'this dispatcher has no cluster certificate: Patroni accepts a switchover only from certificate holders', { details: { process: leader } });
+      // Patroni wants a client certificate of the cluster CA and, for unsafe methods, the REST password.
+      const auth = `Basic ${Buffer.from(`patroni:${secrets['rest-password'] ?? ''}`).toString('base64')}`;
+      const res = await clusterHttps(
+        `https://${hostPort(lp.address, port(lp, 'rest'))}/switchover`,
+        { method: 'POST', headers: { 'content-type': 'application/json', authorization: auth }, body: JSON.stringify({ leader, candidate }) },
+        material,
+        timeoutMs,
+      ).catch((e) => {
         throw new DispatcherError('operation_failed', `switchover ${leader} → ${candidate}: ${(e as Error).message}`, { details: { process: leader } });
       });
-      const text = await res.text();
+      const text = res.body;
       if (res.status !== 200) throw new DispatcherError('operation_failed', `switchover ${leader} → ${candidate} refused by Patroni (${res.status}): ${text.trim()}`, { details: { process: leader } });
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        const st = await dbserverState(plan, candidate);
+        const st = await dbserverState(plan, candidate, { tls: tls() });
         if (st.role === 'leader' && st.running) return candidate;
         if (Date.now() > deadline) throw new DispatcherError('operation_failed', `switchover: ${candidate} did not become leader within ${Math.round(timeoutMs / 1000)} s`, { details: { process: leader } });
         await sleep(100);

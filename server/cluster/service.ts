@@ -2,6 +2,7 @@
  * The cluster side of a dispatcher, as the HTTP routes see it: its LocalNode (what peers ask of it), the
  * Orchestrator (what an operator asks of it), and the operations it runs. Built once by the daemon.
  */
+import { coordinatorsOf, type ClusterConnectionView, type Credential } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
 import type { LocalNode } from './node.js';
 import type { Orchestrator, LaunchInput } from './orchestrator.js';
@@ -31,6 +32,17 @@ export class ClusterService {
 
   relaunch(readyTimeoutMs: number) {
     return this.operations.start('relaunch', this.clusterName(), (op) => this.orchestrator.relaunch(op, readyTimeoutMs));
+  }
+
+  /** What a database client needs (docs/SECURITY.md, "Cluster-internal TLS"); pg-ha only. */
+  connection(): ClusterConnectionView {
+    const snap = this.store.get();
+    if (!snap) throw new DispatcherError('not_found', 'this dispatcher has no cluster plan; launch one first');
+    if (snap.plan.engine !== 'pg-ha') throw new DispatcherError('bad_request', `connection details are known for engine pg-ha only, not ${snap.plan.engine}`);
+    if (!snap.tls?.ca) throw new DispatcherError('conflict', `cluster ${snap.plan.name} has no cluster CA on this dispatcher (launched before TLS?)`);
+    const password = snap.secrets['superuser-password'];
+    if (!password) throw new DispatcherError('state_damaged', 'the superuser password is missing from the cluster secrets');
+    return { cluster: snap.plan.name, engine: snap.plan.engine, user: 'postgres', database: 'postgres', coordinators: coordinatorsOf(snap.plan), caCertificate: snap.tls.ca, password };
   }
 
   cleanup(confirmName: string) {

@@ -15,6 +15,8 @@ import type { Supervisor } from '../supervisor/types.js';
 import type { AppContext, RouteModule } from '../http/app.js';
 import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
 import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
+import type { ClusterClientTls } from '../engines/cluster-https.js';
+import { DISPATCHER_CERT } from '../core/cert-names.js';
 import { validatePlan } from '../core/validate-plan.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
 import { Guard } from '../firewall/guard.js';
@@ -63,7 +65,9 @@ export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { le
     generateSecrets: (name) => generateSecrets(engine(name)),
     leftoverPidFile(plan, id, dataDir) {
       try {
-        return renderProcess(engine(plan.engine), plan, id, { dispatcherDataDir: dataDir, binaries: binaries(plan.engine), secrets: new Proxy({}, { get: () => 'x' }) }).leftoverPidFile;
+        // Only the pid file's path matters: stand-in secrets and TLS material let every template render.
+        const tls = { ca: 'x', cert: 'x', key: 'x' };
+        return renderProcess(engine(plan.engine), plan, id, { dispatcherDataDir: dataDir, binaries: binaries(plan.engine), secrets: new Proxy({}, { get: () => 'x' }), tls }).leftoverPidFile;
       } catch {
         return undefined;
       }
@@ -144,21 +148,21 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
 }
 
 /** Cluster-level health per engine and role (beyond each process's own probe). */
-export function engineHealth(config: DispatcherConfig): ClusterHealth {
+export function engineHealth(config: DispatcherConfig, tls: () => ClusterClientTls | undefined): ClusterHealth {
   return {
-    agencyLeader: async (plan) => (plan.engine === 'pg-ha' ? (await agencyStatus(plan, { timeoutMs: 1000 })).leaderId : undefined),
+    agencyLeader: async (plan) => (plan.engine === 'pg-ha' ? (await agencyStatus(plan, { timeoutMs: 1000, tls: tls() })).leaderId : undefined),
     async check(plan, role, processes, secrets) {
       if (plan.engine !== 'pg-ha') {
         // arangod is not run here; its processes' own readiness probes (/_api/version) are the gate.
         return { ok: true, detail: `${processes.length} ${role}(s) passed their readiness probes` };
       }
       if (role === 'agent') {
-        const st = await agencyStatus(plan);
+        const st = await agencyStatus(plan, { tls: tls() });
         return { ok: st.hasLeader && st.members.every((m) => m.reachable), detail: describeAgency(st) };
       }
       if (role === 'dbserver') {
         const psql = config.engines['pg-ha']?.binaries.psql;
-        const states = await Promise.all(processes.map((p) => dbserverState(plan, p.id, { psql, superuserPassword: secrets['superuser-password'] })));
+        const states = await Promise.all(processes.map((p) => dbserverState(plan, p.id, { psql, superuserPassword: secrets['superuser-password'], tls: tls() })));
         const leaders = states.filter((s) => s.role === 'leader' && s.running);
         const replicasOk = states.filter((s) => s.role === 'replica' && s.running && s.streaming !== false);
         const ok = leaders.length === 1 && leaders.length + replicasOk.length === states.length;
@@ -241,11 +245,16 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
   });
   // This dispatcher's own key pair doubles as its client certificate towards peers (mutual TLS).
   const identity: PeerIdentity = { cert: readFileSync(config.cert, 'utf8'), key: readFileSync(config.key, 'utf8') };
+  // This dispatcher's client certificate for the cluster's own services (docs/SECURITY.md, "Cluster-internal TLS").
+  const clientTls = (): ClusterClientTls | undefined => {
+    const m = node.certificates.material(DISPATCHER_CERT);
+    return m ? { ...m, caFile: store.caFile } : undefined;
+  };
   const orchestrator = new Orchestrator({
     self: node,
     store,
     renderer,
-    health: engineHealth(config),
+    health: engineHealth(config, clientTls),
     peer: (d, firstContact) => new RemoteNode(d, identity, firstContact),
     validate: (plan) => validatePlan(plan),
   });
@@ -254,12 +263,12 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
     self: node,
     store,
     operations,
-    health: engineHealth(config),
+    health: engineHealth(config, clientTls),
     engine: engines,
     peer: (d) => new RemoteNode(d, identity),
-    localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs }),
+    localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs, tls: (id) => node.certificates.material(id) }),
     peerUpgrade: (d) => remoteUpgradeNode(d, identity),
-    actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql }),
+    actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql, tls: clientTls }),
   });
   registerRestartService(operations, restarts);
   for (const op of interrupted) {

@@ -23,10 +23,33 @@ type ClusterRecord = z.infer<typeof ClusterRecordSchema>;
 // `clusterCredential` was written by earlier versions (peers logged in with it); it is read and dropped.
 const SecretsSchema = z.object({ secrets: z.record(z.string(), z.string()), clusterCredential: CredentialSchema.optional() }).strict();
 
+/**
+ * This dispatcher's share of the cluster PKI (docs/SECURITY.md, "Cluster-internal TLS"): the CA certificate,
+ * the private keys it made for its processes and itself (they never leave this machine), and the
+ * certificates the CA signed for them. Keys are kept until their certificates arrive (pending).
+ */
+const ClusterTlsSchema = z
+  .object({
+    ca: z.string().optional(),
+    keys: z.record(z.string(), z.string()),
+    certs: z.record(z.string(), z.string()),
+    pending: z.record(z.string(), z.string()).optional(),
+    /** Only on the dispatcher that launched the cluster: the CA's private key (it signs, nobody else). */
+    caKey: z.string().optional(),
+    /** Only on that dispatcher, during a CA rotation: the new CA, the old one, the phase done last and its operation. */
+    rotation: z
+      .object({ caKey: z.string(), ca: z.string(), oldCa: z.string(), phase: z.enum(['trust', 'leaves']), operation: z.string().optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type ClusterTls = z.infer<typeof ClusterTlsSchema>;
+
 export interface ClusterSnapshot {
   plan: Plan;
   state: ClusterState;
   secrets: Record<string, string>;
+  tls?: ClusterTls;
 }
 
 export class ClusterStore {
@@ -43,6 +66,13 @@ export class ClusterStore {
   private get secretsFile() {
     return join(this.dir, 'secrets.json');
   }
+  private get tlsFile() {
+    return join(this.dir, 'tls.json');
+  }
+  /** The cluster CA certificate as a file (psql's sslrootcert for health checks; `dispatch connect`). */
+  get caFile() {
+    return join(this.dir, 'ca.crt');
+  }
 
   /** Loads what is on disk; throws state_damaged (keeping the file) when it cannot be read. */
   async load(): Promise<ClusterSnapshot | undefined> {
@@ -50,7 +80,8 @@ export class ClusterStore {
     if (!record) return (this.current = undefined);
     const secrets = await readJson(this.secretsFile, SecretsSchema);
     if (!secrets) throw new DispatcherError('state_damaged', `${this.secretsFile} is missing while ${this.recordFile} exists; refusing to guess. Inspect both files.`);
-    this.current = { plan: record.plan, state: record.state, secrets: secrets.secrets };
+    const tls = await readJson(this.tlsFile, ClusterTlsSchema);
+    this.current = { plan: record.plan, state: record.state, secrets: secrets.secrets, ...(tls ? { tls } : {}) };
     return this.current;
   }
 
@@ -62,6 +93,12 @@ export class ClusterStore {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     // Secrets first: a crash in between leaves secrets without a record, which load() ignores.
     await writeFileAtomic(this.secretsFile, JSON.stringify({ secrets: snapshot.secrets }), 0o600);
+    if (snapshot.tls) {
+      await writeFileAtomic(this.tlsFile, JSON.stringify(snapshot.tls), 0o600);
+      if (snapshot.tls.ca) await writeFileAtomic(this.caFile, snapshot.tls.ca, 0o644);
+    } else {
+      await rm(this.tlsFile, { force: true });
+    }
     const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt: new Date().toISOString() };
     await writeFileAtomic(this.recordFile, JSON.stringify(record, null, 2), 0o600);
     this.current = snapshot;
@@ -76,6 +113,8 @@ export class ClusterStore {
   async forget(): Promise<void> {
     await rm(this.recordFile, { force: true });
     await rm(this.secretsFile, { force: true });
+    await rm(this.tlsFile, { force: true });
+    await rm(this.caFile, { force: true });
     this.current = undefined;
   }
 }

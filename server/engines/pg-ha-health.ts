@@ -7,10 +7,13 @@ import { execFile } from 'node:child_process';
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess } from '../../api/plan.js';
 import { hostPort } from './render.js';
+import { clusterHttps, psqlTlsEnv, type ClusterClientTls } from './cluster-https.js';
 
 export interface HealthOptions {
   /** Per request (ms), default 2000. */
   timeoutMs?: number;
+  /** The cluster CA and this dispatcher's client certificate: etcd and Patroni accept nothing less. */
+  tls?: ClusterClientTls;
 }
 
 function proc(plan: Plan, id: string, role?: string): PlanProcess {
@@ -29,6 +32,11 @@ function port(p: PlanProcess, name: string): number {
 async function http(url: string, init: RequestInit, timeoutMs: number): Promise<{ status: number; body: string }> {
   const res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
   return { status: res.status, body: await res.text() };
+}
+
+function needTls(opts: HealthOptions): ClusterClientTls {
+  if (!opts.tls) throw new DispatcherError('conflict', 'this dispatcher has no cluster certificate (yet): the cluster\'s services accept only certificate holders');
+  return opts.tls;
 }
 
 // ---------------------------------------------------------------- agency (etcd 3.4)
@@ -67,7 +75,7 @@ export async function agencyStatus(plan: Plan, opts: HealthOptions = {}): Promis
   const members = await Promise.all(
     agents.map(async (a): Promise<AgencyMember> => {
       try {
-        const r = await http(`http://${hostPort(a.address, port(a, 'client'))}/v3/maintenance/status`, { method: 'POST', body: '{}' }, opts.timeoutMs ?? 2000);
+        const r = await clusterHttps(`https://${hostPort(a.address, port(a, 'client'))}/v3/maintenance/status`, { method: 'POST', body: '{}' }, needTls(opts), opts.timeoutMs ?? 2000);
         if (r.status !== 200) return { id: a.id, reachable: false };
         const j = JSON.parse(r.body) as { header?: { member_id?: string; raft_term?: string }; leader?: string };
         return { id: a.id, reachable: true, memberId: j.header?.member_id, leader: j.leader ?? '0', raftTerm: j.header?.raft_term };
@@ -110,7 +118,7 @@ export function parsePatroniStatus(id: string, status: number, body: string): Db
   return { id, reachable: status > 0, role, running: j.state === 'running', streaming: null, patroniState: j.state, ...(j.timeline ? { timeline: j.timeline } : {}) };
 }
 
-function psqlStreaming(psql: string, p: PlanProcess, password: string, timeoutMs: number): Promise<boolean> {
+function psqlStreaming(psql: string, p: PlanProcess, password: string, timeoutMs: number, tls?: ClusterClientTls): Promise<boolean> {
   return new Promise((resolve) => {
     execFile(
       psql,
@@ -121,7 +129,7 @@ function psqlStreaming(psql: string, p: PlanProcess, password: string, timeoutMs
         "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'",
       ],
       // The password goes through the environment of the child only, never argv (visible in ps).
-      { env: { PGPASSWORD: password, PATH: '/usr/bin:/bin' }, timeout: timeoutMs },
+      { env: { PGPASSWORD: password, PATH: '/usr/bin:/bin', ...psqlTlsEnv(tls) }, timeout: timeoutMs },
       (err, stdout) => resolve(!err && stdout.trim() === '1'),
     );
   });
@@ -140,13 +148,13 @@ export async function dbserverState(
   const timeout = opts.timeoutMs ?? 2000;
   let st: DbserverState;
   try {
-    const r = await http(`http://${hostPort(p.address, port(p, 'rest'))}/patroni`, { method: 'GET' }, timeout);
+    const r = await clusterHttps(`https://${hostPort(p.address, port(p, 'rest'))}/patroni`, { method: 'GET' }, needTls(opts), timeout);
     st = parsePatroniStatus(p.id, r.status, r.body);
   } catch {
     return { id: p.id, reachable: false, role: 'unknown', running: false, streaming: null };
   }
   if (opts.psql && opts.superuserPassword !== undefined) {
-    st.streaming = st.role === 'replica' && st.running ? await psqlStreaming(opts.psql, p, opts.superuserPassword, timeout) : false;
+    st.streaming = st.role === 'replica' && st.running ? await psqlStreaming(opts.psql, p, opts.superuserPassword, timeout, opts.tls) : false;
   }
   return st;
 }

@@ -22,7 +22,16 @@ export interface RenderContext {
   /** The cluster's generated secrets (generateSecrets), by name. */
   secrets: Record<string, string>;
   runAs?: { uid: number; gid: number; user?: string };
+  /**
+   * The process's certificate, key and the cluster CA (docs/SECURITY.md, "Cluster-internal TLS"). Written as
+   * 0600 files under tls/ in the process dir; templates name them as {{tls.caFile}}, {{tls.certFile}},
+   * {{tls.keyFile}} and {{tls.pemFile}} (certificate + key in one file, for HAProxy).
+   */
+  tls?: { ca: string; cert: string; key: string };
 }
+
+/** Where a process's TLS files live, relative to its dir. */
+export const TLS_FILES = { caFile: 'tls/ca.crt', certFile: 'tls/server.crt', keyFile: 'tls/server.key', pemFile: 'tls/server.pem' } as const;
 
 export interface RenderedFile {
   /** Absolute, inside the process directory. */
@@ -62,6 +71,23 @@ hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String
 hb.registerHelper('urls', (scheme: unknown, addrs: unknown, p: unknown) => (addrs as string[]).map((a) => `${String(scheme)}://${hostPort(a, Number(p))}`).join(','));
 hb.registerHelper('listenList', (addrs: unknown, p: unknown) => `${(addrs as string[]).join(',')}:${Number(p)}`);
 hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
+
+/**
+ * Template data `tls` when the dispatcher has no certificates for the process: any use of it fails with
+ * this message instead of handlebars' "certFile not defined in null".
+ */
+const NO_TLS = new Proxy(
+  {},
+  {
+    has() {
+      throw new DispatcherError('conflict', "this process needs the cluster's TLS certificates, which this dispatcher has not installed (a cluster launched before cluster-internal TLS: launch it again)");
+    },
+    get(_t, name) {
+      if (typeof name === 'symbol' || name === 'toJSON' || name === 'then') return undefined;
+      throw new DispatcherError('conflict', "this process needs the cluster's TLS certificates, which this dispatcher has not installed (a cluster launched before cluster-internal TLS: launch it again)");
+    },
+  },
+);
 
 function render(template: string, data: object, what: string): string {
   try {
@@ -131,6 +157,7 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
     ],
     binaries: ctx.binaries,
     secrets: ctx.secrets,
+    tls: ctx.tls ? Object.fromEntries(Object.entries(TLS_FILES).map(([k, f]) => [k, resolve(dir, f)])) : NO_TLS,
     vars: engine.manifest.vars,
   };
 }
@@ -152,6 +179,11 @@ function requireBinary(ctx: RenderContext, prog: string, engine: string, role: s
     });
   }
   return p;
+}
+
+function requireTls(data: Record<string, unknown>): { caFile: string; certFile: string; keyFile: string } {
+  const t = data.tls as Record<string, string>;
+  return { caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile };
 }
 
 export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx: RenderContext): RenderedProcess {
@@ -196,6 +228,11 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
     if (content === undefined) throw new DispatcherError('config_invalid', `secret "${f.secret}" of engine ${engine.name} is missing`);
     return { path, content, mode: f.mode };
   });
+  if (ctx.tls) {
+    const t = ctx.tls;
+    const content = { caFile: t.ca, certFile: t.cert, keyFile: t.key, pemFile: `${t.cert.trimEnd()}\n${t.key}` };
+    for (const [k, f] of Object.entries(TLS_FILES)) files.push({ path: resolve(dir, f), content: content[k as keyof typeof TLS_FILES], mode: 0o600 });
+  }
 
   const r = role.readiness;
   const readiness: ProbeSpec =
@@ -212,6 +249,7 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
           url: render(r.url, data, `readiness of ${what}`),
           ...(r.expectStatus ? { expectStatus: r.expectStatus } : {}),
           ...(r.bodyMatch ? { bodyMatch: r.bodyMatch } : {}),
+          ...(r.clusterTls ? { tls: requireTls(data) } : {}),
         };
 
   const env = Object.fromEntries(Object.entries(role.env).map(([k, v]) => [k, render(v, data, `env ${k} of ${what}`)]));

@@ -48,6 +48,8 @@ export const ProbeTemplateSchema = z.discriminatedUnion('kind', [
       url: z.string().min(1),
       expectStatus: z.array(z.number().int()).optional(),
       bodyMatch: z.string().optional(),
+      /** https with the cluster CA and the process's own certificate as client certificate. */
+      clusterTls: z.boolean().optional(),
     })
     .strict(),
   z

@@ -13,6 +13,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { ProbeSpec } from './types.js';
 
 export interface ProbeResult {
@@ -44,7 +45,7 @@ export function tcpProbe(host: string, port: number, timeoutMs = DEFAULT_PROBE_T
 }
 
 export function httpProbe(
-  p: { url: string; expectStatus?: number[]; bodyMatch?: string; fingerprint?: string },
+  p: { url: string; expectStatus?: number[]; bodyMatch?: string; fingerprint?: string; tls?: { caFile: string; certFile: string; keyFile: string } },
   timeoutMs = DEFAULT_PROBE_TIMEOUT_MS,
 ): Promise<ProbeResult> {
   return new Promise((resolve) => {
@@ -68,6 +69,18 @@ export function httpProbe(
     };
     const opts: https.RequestOptions = { method: 'GET', agent: false, headers: { 'user-agent': 'dispatcherd-probe' } };
     if (isHttps && pin) opts.rejectUnauthorized = false; // the pin below replaces chain verification
+    if (isHttps && p.tls) {
+      // Cluster TLS: the server must chain to the cluster CA (and match the URL's address); we present the
+      // process's own certificate, as etcd with --client-cert-auth demands.
+      try {
+        opts.ca = readFileSync(p.tls.caFile);
+        opts.cert = readFileSync(p.tls.certFile);
+        opts.key = readFileSync(p.tls.keyFile);
+      } catch (e) {
+        resolve({ ok: false, detail: `${p.url}: cannot read TLS files: ${(e as Error).message}` });
+        return;
+      }
+    }
     const mod = isHttps ? https : http;
     const req = mod.request(url, opts, (res) => {
       if (isHttps && pin) {

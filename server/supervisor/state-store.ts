@@ -22,6 +22,7 @@ const probeSchema = z.discriminatedUnion('kind', [
     expectStatus: z.array(z.number().int()).optional(),
     bodyMatch: z.string().optional(),
     fingerprint: z.string().optional(),
+    tls: z.object({ caFile: z.string(), certFile: z.string(), keyFile: z.string() }).optional(),
   }),
   z.object({ kind: z.literal('command'), argv: z.array(z.string()), timeoutMs: z.number().optional() }),
 ]);

@@ -18,6 +18,8 @@ export type ProbeSpec =
       bodyMatch?: string;
       /** For https URLs: the SHA-256 fingerprint to pin (verification stays on otherwise). */
       fingerprint?: string;
+      /** For https URLs: verify against this CA file and present this client certificate (cluster TLS). */
+      tls?: { caFile: string; certFile: string; keyFile: string };
     }
   | { kind: 'command'; argv: string[]; timeoutMs?: number };
 

@@ -10,7 +10,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { portBusy } from '../../server/cluster/listening-sockets.js';
@@ -68,13 +68,14 @@ test('dispatch local gives a working cluster; --down --purge leaves nothing runn
   assert.equal(out.state, 'running');
   const c = out.coordinators[0];
   assert.equal(c.port, 5000 + offset);
-  assert.match(out.url, new RegExp(`^postgresql://postgres@127\\.0\\.0\\.1:${c.port}/postgres$`));
+  assert.match(out.url, new RegExp(`^postgresql://postgres@127\\.0\\.0\\.1:${c.port}/postgres\\?sslmode=verify-full&sslrootcert=`));
   assert.ok(out.pgpassFile && existsSync(out.pgpassFile), 'a password file for psql is written');
+  assert.ok(out.caFile && existsSync(out.caFile), 'the cluster CA file is written and named in --json');
 
-  // psql with the printed coordinator and password file.
+  // psql with the printed URL (verify-full against the cluster CA, through the coordinator) and password file.
   const psql = (port: number, sql: string) =>
     new Promise<string>((resolve, reject) =>
-      execFile(PSQL, ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XtAq', '-c', sql], { env: { PGPASSFILE: out.pgpassFile, PATH: '/usr/bin:/bin' }, timeout: 20_000 }, (err, so, se) =>
+      execFile(PSQL, [out.url.replace(`:${c.port}/`, `:${port}/`), '-XtAq', '-c', sql], { env: { PGPASSFILE: out.pgpassFile, PATH: '/usr/bin:/bin' }, timeout: 20_000 }, (err, so, se) =>
         err ? reject(new Error(String(se) || err.message)) : resolve(String(so).trim()),
       ),
     );
@@ -87,6 +88,26 @@ test('dispatch local gives a working cluster; --down --purge leaves nothing runn
   const view = JSON.parse(st.stdout);
   assert.equal(view.name, 'local');
   assert.ok(view.processes.every((p: { state: string }) => p.state === 'ready'), st.stdout);
+  // Certificate expiry is part of the status: the CA, every process and every dispatcher.
+  assert.equal(view.certificates.filter((x: { name: string }) => x.name !== '@ca').length, view.processes.length + view.dispatchers.length, 'a certificate per process and dispatcher');
+  assert.ok(view.certificates.every((x: { notAfter: string }) => Date.parse(x.notAfter) > Date.now() + 300 * 86_400_000), 'expiry shown and far enough');
+
+  // `dispatch connect`: CA file, 0600 pgpass and a verify-full URL — the password never on screen.
+  const connDir = mkdtempSync(join(tmpdir(), 'dispatch-connect-'));
+  const conn = await dispatch(['connect', '--json', '--dir', connDir], 30_000);
+  assert.equal(conn.code, 0, conn.stderr);
+  const password = JSON.parse(readFileSync(join(localDir, 'local-1', 'cluster', 'secrets.json'), 'utf8')).secrets['superuser-password'];
+  assert.ok(!conn.stdout.includes(password) && !conn.stderr.includes(password), 'no password on screen');
+  const cj = JSON.parse(conn.stdout);
+  assert.equal(statSync(cj.pgpassFile).mode & 0o777, 0o600);
+  assert.match(cj.url, /sslmode=verify-full&sslrootcert=/);
+  const viaConnect = await new Promise<string>((resolve, reject) =>
+    execFile(PSQL, [cj.url, '-XtAq', '-c', "SELECT x || (SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()) FROM hello"], { env: { PGPASSFILE: cj.pgpassFile, PATH: '/usr/bin:/bin' }, timeout: 20_000 }, (err, so, se) =>
+      err ? reject(new Error(String(se) || err.message)) : resolve(String(so).trim()),
+    ),
+  );
+  assert.equal(viaConnect, 'localtrue', 'dispatch connect gives a working verify-full connection');
+  rmSync(connDir, { recursive: true, force: true });
 
   // Every process of it, by pid: 3 dispatchers, 3 etcd, 3 patroni, 3 postmasters, 1 haproxy.
   const pids = pidsMatching(localDir);

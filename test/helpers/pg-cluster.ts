@@ -53,6 +53,12 @@ export interface PgCluster {
   close(): Promise<void>;
 }
 
+/** A dispatcher's client certificate for the cluster's etcd and Patroni (root reads it from its store). */
+export function dispatcherClientTls(dataDir: string): { ca: string; cert: string; key: string } {
+  const t = JSON.parse(readFileSync(join(dataDir, 'cluster', 'tls.json'), 'utf8')) as { ca: string; certs: Record<string, string>; keys: Record<string, string> };
+  return { ca: t.ca, cert: t.certs['@dispatcher'], key: t.keys['@dispatcher'] };
+}
+
 export async function waitOperation(c: DispatcherClient, id: string, timeoutMs: number, onView?: (v: OperationView) => void): Promise<OperationView> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -190,7 +196,8 @@ export function startWriter(pgpass: string, ports: number[], table: string, opts
     let k = 0;
     for (let n = 1; !stopped && n <= (opts.maxRows ?? 100_000) && Date.now() - t0 < (opts.maxMs ?? 300_000); n++) {
       for (;;) {
-        if (stopped) break;
+        // Bounded even when every attempt fails (a test that failed before stop() must not spin forever).
+        if (stopped || Date.now() - t0 >= (opts.maxMs ?? 300_000)) break;
         res.attempts++;
         try {
           await sql(pgpass, ports[k % ports.length], `INSERT INTO ${table} (n) VALUES (${n}) ON CONFLICT DO NOTHING`, 4000);

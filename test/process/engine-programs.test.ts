@@ -19,6 +19,7 @@ import { generateSecrets, loadEngine, renderProcess, type RenderedProcess } from
 import { agencyHasLeader, agencyStatus, coordinatorRouting, dbserverState } from '../../server/engines/pg-ha-health.js';
 import type { Plan } from '../../api/plan.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
+import { issuePlanPki, type PlanPki } from '../../server/pki/issue-plan.js';
 
 const USER = 'cdtest';
 const ADDR = '127.0.0.2';
@@ -56,6 +57,7 @@ describe('pg-ha programs accept the rendered argv and configs', { timeout: 120_0
   const children: { name: string; child: ChildProcess; out: string[] }[] = [];
   const rendered: Record<string, RenderedProcess> = {};
   let secrets: Record<string, string>;
+  let pki: PlanPki;
 
   function start(id: string): ChildProcess {
     const r = rendered[id];
@@ -75,7 +77,7 @@ describe('pg-ha programs accept the rendered argv and configs', { timeout: 120_0
   }
   const logsOf = (id: string) => () => (children.find((c) => c.name === id)?.out.join('') ?? '').slice(-3000);
 
-  before(() => {
+  before(async () => {
     runAs = ensureUser();
     root = mkdtempSync('/tmp/cd-engine-programs-');
     chmodSync(root, 0o711); // traversable by the unprivileged user, not listable
@@ -93,14 +95,19 @@ describe('pg-ha programs accept the rendered argv and configs', { timeout: 120_0
     });
     const engine = loadEngine('pg-ha');
     secrets = generateSecrets(engine);
+    pki = await issuePlanPki(plan);
     for (const p of plan.processes) {
-      const r = renderProcess(engine, plan, p.id, { dispatcherDataDir: dataDir, binaries: BINARIES, secrets, runAs });
+      const r = renderProcess(engine, plan, p.id, { dispatcherDataDir: dataDir, binaries: BINARIES, secrets, runAs, tls: pki.processes[p.id] });
       rendered[p.id] = r;
       for (let d = r.spec.dir; d !== dataDir; d = dirname(d)) {
         mkdirSync(d, { recursive: true, mode: 0o700 });
         chownSync(d, runAs.uid, runAs.gid);
       }
       for (const f of r.files) {
+        if (!existsSync(dirname(f.path))) {
+          mkdirSync(dirname(f.path), { mode: 0o700 });
+          chownSync(dirname(f.path), runAs.uid, runAs.gid);
+        }
         writeFileSync(f.path, f.content, { mode: f.mode });
         chmodSync(f.path, f.mode);
         chownSync(f.path, runAs.uid, runAs.gid);
@@ -152,10 +159,10 @@ describe('pg-ha programs accept the rendered argv and configs', { timeout: 120_0
     const url = rendered['agent-1'].spec.readiness.kind === 'http' ? rendered['agent-1'].spec.readiness.url : '';
     assert.equal(url, `http://${ADDR}:23811/health`);
     await waitFor('etcd /health', async () => /"health":\s*"true"/.test(await (await fetch(url)).text()), 20_000, logsOf('agent-1'));
-    const st = await agencyStatus(plan);
+    const st = await agencyStatus(plan, { tls: pki.client });
     assert.equal(st.hasLeader, true, JSON.stringify(st));
     assert.equal(st.leaderId, 'agent-1');
-    assert.equal(await agencyHasLeader(plan), true);
+    assert.equal(await agencyHasLeader(plan, { tls: pki.client }), true);
   });
 
   test('patroni --validate-config accepts the rendered patroni.yml', () => {
@@ -172,7 +179,7 @@ describe('pg-ha programs accept the rendered argv and configs', { timeout: 120_0
     if (probe.kind !== 'command') return;
     await waitFor('the psql readiness probe', async () => spawnSync(probe.argv[0], probe.argv.slice(1), { timeout: 3000 }).status === 0, 60_000, logsOf('dbserver-1'));
     const st = await waitFor('Patroni leader running', async () => {
-      const s = await dbserverState(plan, 'dbserver-1', { psql: BINARIES.psql, superuserPassword: secrets['superuser-password'] });
+      const s = await dbserverState(plan, 'dbserver-1', { psql: BINARIES.psql, superuserPassword: secrets['superuser-password'], tls: pki.client });
       return s.role === 'leader' && s.running ? s : undefined;
     }, 20_000, logsOf('dbserver-1'));
     assert.equal(st.streaming, false); // a leader has no WAL receiver

@@ -29,6 +29,8 @@ const ctxFor = (engine: string): RenderContext => ({
   binaries: BIN,
   secrets: Object.fromEntries(engineSecrets(loadEngine(engine)).map((s) => [s, `SECRET-${s}`])),
   runAs: { uid: 999, gid: 999, user: 'dispatch' },
+  // Fixed stand-ins: the goldens show where TLS files go and which options name them.
+  tls: { ca: 'CA-CERTIFICATE-PEM\n', cert: 'PROCESS-CERTIFICATE-PEM\n', key: 'PROCESS-KEY-PEM\n' },
 });
 
 function renderAll(name: string) {
@@ -41,7 +43,7 @@ describe('engine profiles', () => {
   test('both engines load; secrets are declared and generated fresh', () => {
     assert.deepEqual(listEngines(), ['arangodb', 'pg-ha']);
     const pg = loadEngine('pg-ha');
-    assert.deepEqual(engineSecrets(pg), ['superuser-password', 'replication-password', 'rewind-password']);
+    assert.deepEqual(engineSecrets(pg), ['superuser-password', 'replication-password', 'rewind-password', 'rest-password']);
     const a = generateSecrets(pg);
     const b = generateSecrets(pg);
     assert.notEqual(a['superuser-password'], b['superuser-password']);
@@ -64,8 +66,10 @@ describe('pg-ha rendering', () => {
   test('etcd: static initial cluster on the process address, token = cluster name', () => {
     const argv = renderAll('local')['agent-2'].spec.argv;
     assert.equal(argv[0], '/usr/bin/etcd');
-    assert.ok(argv.includes('--initial-cluster=agent-1=http://127.0.0.1:2382,agent-2=http://127.0.0.1:2392,agent-3=http://127.0.0.1:2402'));
-    assert.ok(argv.includes('--listen-client-urls=http://127.0.0.1:2391'));
+    assert.ok(argv.includes('--initial-cluster=agent-1=https://127.0.0.1:2382,agent-2=https://127.0.0.1:2392,agent-3=https://127.0.0.1:2402'));
+    assert.ok(argv.includes('--listen-client-urls=https://127.0.0.1:2391'));
+    // Only holders of a cluster certificate may talk to etcd, as clients or as peers.
+    assert.ok(argv.includes('--client-cert-auth') && argv.includes('--peer-client-cert-auth'));
     assert.ok(argv.includes('--initial-cluster-token=local'));
   });
 
@@ -109,12 +113,15 @@ describe('pg-ha rendering', () => {
     );
     assert.equal(renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { agent: '/usr/bin/etcd' } }, 'agent-1', ctxFor('pg-ha')).spec.argv[0], '/usr/bin/etcd');
     assert.throws(() => renderProcess(loadEngine('pg-ha'), plan, 'agent-1', { ...ctxFor('pg-ha'), secrets: {} }), /secret/);
+    // Cluster TLS is not optional: without the process's certificates nothing renders, and the error says why.
+    const { tls: _none, ...noTls } = ctxFor('pg-ha');
+    for (const id of ['agent-1', 'dbserver-1', 'coordinator-1']) assert.throws(() => renderProcess(loadEngine('pg-ha'), plan, id, noTls), /TLS certificates/);
     assert.throws(() => renderProcess(loadEngine('pg-ha'), { ...plan, processes: plan.processes.map((p) => ({ ...p, dataDir: '../../etc' })) }, 'agent-1', ctxFor('pg-ha')), /escapes/);
   });
 });
 
 describe('arangodb rendering', () => {
-  /** The Starter's createArangodArgs (service/arangod_config_builder.go), written out for one process. */
+  /** The Starter's createArangodArgs (service/arangod_config_builder.go) with --ssl.keyfile set (scheme ssl), for one process. */
   function starterArgs(role: 'agent' | 'dbserver' | 'coordinator', dir: string, me: string, agents: string[]): string[] {
     const args = ['/usr/sbin/arangod', '-c', `${dir}/arangod.conf`];
     const opts: [string, string][] = [
@@ -127,11 +134,11 @@ describe('arangodb rendering', () => {
       ['--javascript.copy-installation', 'true'],
     ];
     if (role === 'agent') {
-      opts.push(['--agency.activate', 'true'], ['--agency.my-address', `tcp://${me}`], ['--agency.size', String(agents.length)], ['--agency.supervision', 'true'], ['--foxx.queues', 'false']);
-      for (const a of agents) if (a !== me) opts.push(['--agency.endpoint', `tcp://${a}`]);
+      opts.push(['--agency.activate', 'true'], ['--agency.my-address', `ssl://${me}`], ['--agency.size', String(agents.length)], ['--agency.supervision', 'true'], ['--foxx.queues', 'false']);
+      for (const a of agents) if (a !== me) opts.push(['--agency.endpoint', `ssl://${a}`]);
     } else {
-      opts.push(['--cluster.my-address', `tcp://${me}`], ['--cluster.my-role', role === 'dbserver' ? 'PRIMARY' : 'COORDINATOR'], ['--foxx.queues', role === 'dbserver' ? 'false' : 'true']);
-      for (const a of agents) opts.push(['--cluster.agency-endpoint', `tcp://${a}`]);
+      opts.push(['--cluster.my-address', `ssl://${me}`], ['--cluster.my-role', role === 'dbserver' ? 'PRIMARY' : 'COORDINATOR'], ['--foxx.queues', role === 'dbserver' ? 'false' : 'true']);
+      for (const a of agents) opts.push(['--cluster.agency-endpoint', `ssl://${a}`]);
     }
     return [...args, ...opts.flat()];
   }
@@ -153,6 +160,13 @@ describe('arangodb rendering', () => {
     const jwt = r['agent-1'].files.find((f) => f.path.endsWith('/jwt-secret'))!;
     assert.equal(jwt.mode, 0o600);
     assert.equal(jwt.content, 'SECRET-jwt-secret');
+    // TLS as the Starter renders it: ssl:// endpoint and the [ssl] keyfile (certificate + key, 0600).
+    const conf = r['agent-1'].files.find((f) => f.path.endsWith('/arangod.conf'))!.content;
+    assert.match(conf, /^endpoint = ssl:\/\/10\.0\.1\.1:8531$/m);
+    assert.match(conf, /^\[ssl\]\nkeyfile = \/var\/lib\/dispatcher\/clusters\/arango\/agent-1\/tls\/server\.pem$/m);
+    const pem = r['agent-1'].files.find((f) => f.path.endsWith('/tls/server.pem'))!;
+    assert.equal(pem.mode, 0o600);
+    assert.equal(pem.content, 'PROCESS-CERTIFICATE-PEM\nPROCESS-KEY-PEM\n');
   });
 });
 

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
 import { validate, type AppContext, type RouteModule } from '../app.js';
 import type { PeerPin } from '../auth.js';
@@ -97,6 +97,11 @@ export const clusterModule: RouteModule = {
       const view = await ctx.cluster.orchestrator.status();
       res.json({ ...view, ...(ctx.cluster.operations.running() ? { activeOperation: ctx.cluster.operations.running()!.id } : {}) });
     });
+    router.get('/v1/cluster/connection', (_req, res) => {
+      // Carries the database password: never cached by anything in between.
+      res.setHeader('cache-control', 'no-store');
+      res.json(ctx.cluster.connection());
+    });
     router.get('/v1/cluster/processes/:id/log', async (req, res) => {
       const { lines } = validate(LogQuerySchema, req.query, 'query');
       res.json(await ctx.cluster.orchestrator.processLog(String(req.params.id), lines));
@@ -163,6 +168,17 @@ export const clusterModule: RouteModule = {
     router.post('/firewall/cancel', async (req, res) => {
       res.json(await node().cancelFirewall(validate(FirewallTokenSchema, req.body).token));
     });
+    router.post('/tls/requests', async (_req, res) => {
+      res.json(await node().certificateRequests());
+    });
+    router.post('/tls/certificates', async (req, res) => {
+      await node().installCertificates(validate(NodeInstallCertificatesSchema, req.body));
+      res.status(204).end();
+    });
+    router.post('/tls/trust', async (req, res) => {
+      await node().trustCa(validate(NodeTrustCaSchema, req.body).ca);
+      res.status(204).end();
+    });
     router.post('/preflight', async (req, res) => {
       const { callerTime } = validate(PreflightSchema, req.body);
       res.json({ problems: await node().preflight(callerTime) });
@@ -212,6 +228,7 @@ export const clusterModule: RouteModule = {
         responses: { ...json('log lines'), '404': problemResponse('no such process') },
       },
     },
+    '/v1/cluster/connection': { get: { operationId: 'clusterConnection', summary: 'What a database client needs: cluster CA, coordinators, user, database and password (for a 0600 pgpass; dispatch connect)', responses: { ...json('connection details'), '404': problemResponse('no cluster'), '409': problemResponse('no cluster CA') } } },
     '/v1/cluster/shutdown': { post: { operationId: 'shutdownCluster', summary: 'Stop every process, coordinators first; data and firewall stay', responses: op202 } },
     '/v1/cluster/relaunch': { post: { operationId: 'relaunchCluster', summary: 'Start the persisted plan again, keeping data', requestBody: { ...body, required: false }, responses: op202 } },
     '/v1/cluster/cleanup': { post: { operationId: 'cleanupCluster', summary: 'Delete data dirs and firewall rules of a shut-down cluster (repeat its name)', requestBody: body, responses: op202 } },
@@ -243,6 +260,9 @@ export const clusterModule: RouteModule = {
       },
     },
     '/v1/node/plan': { post: { operationId: 'nodeAdoptPlan', summary: '(first contact: operator credential + a certificate the offered plan pins) store a plan and its secrets', requestBody: body, responses: { '204': { description: 'stored' }, '409': problemResponse('another cluster is active'), ...commonErrors } } },
+    '/v1/node/tls/requests': { post: { operationId: 'nodeCertificateRequests', summary: '(peer) make keys for this dispatcher\'s processes and itself; answer certificate requests (keys stay)', responses: json('certificate requests') } },
+    '/v1/node/tls/certificates': { post: { operationId: 'nodeInstallCertificates', summary: '(peer) install the cluster CA and the certificates signed for the pending keys', requestBody: body, responses: { '204': { description: 'installed' }, ...commonErrors } } },
+    '/v1/node/tls/trust': { post: { operationId: 'nodeTrustCa', summary: '(peer) trust this CA bundle from now on (CA rotation)', requestBody: body, responses: { '204': { description: 'trusted' }, ...commonErrors } } },
     '/v1/node/preflight': { post: { operationId: 'nodePreflight', summary: '(peer) check this machine can run its part', requestBody: body, responses: json('problems') } },
     '/v1/node/guard': { post: { operationId: 'nodeGuard', summary: '(peer) install the firewall guard', responses: json('guard status') } },
     '/v1/node/guard/verify': { post: { operationId: 'nodeGuardVerify', summary: '(peer) read the guard back', responses: json('guard status') } },

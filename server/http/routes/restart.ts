@@ -1,7 +1,8 @@
 /**
  * Rolling restarts and upgrades: POST /v1/cluster/restart (202 + operation), retry and abort of a restart
  * operation, and the two dispatcher-to-dispatcher routes an upgrade needs (preflight a plan whose binaries
- * changed; store it). The work is in server/cluster/restart.ts.
+ * changed; store it); certificate rotation (new certificates, then a rolling restart). The work is in
+ * server/cluster/restart.ts.
  */
 import { z } from 'zod';
 import type { Response } from 'express';
@@ -9,8 +10,16 @@ import { PlanSchema } from '../../../api/plan.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
 import { restartServiceOf } from '../../cluster/restart.js';
+import { recordCaRotationOperation } from '../../cluster/ca-rotation.js';
 
 const NodePlanSchema = z.object({ plan: PlanSchema }).strict();
+const RotateCertsSchema = z
+  .object({
+    /** Renew the cluster CA: each call runs the next of three phases (trust, leaves, finish); see server/cluster/ca-rotation.ts. */
+    ca: z.boolean().default(false),
+    readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+  })
+  .strict();
 
 function accepted(res: Response, op: { id: string }) {
   res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}` });
@@ -31,6 +40,29 @@ export const restartModule: RouteModule = {
     router.post('/v1/cluster/restart', async (req, res) => {
       const op = await svc().start(req.body ?? {});
       accepted(res, op);
+    });
+    // Certificate rotation (docs/SECURITY.md, "Cluster-internal TLS"): new keys and certificates everywhere,
+    // then a rolling restart so every process picks them up while the cluster keeps serving.
+    router.post('/v1/cluster/rotate-certs', async (req, res) => {
+      const { ca, readyTimeoutMs } = validate(RotateCertsSchema, req.body ?? {});
+      await svc().precheck({});
+      if (!ca) {
+        await ctx.cluster.orchestrator.renewCertificates();
+        accepted(res, await svc().start({ readyTimeoutMs }));
+        return;
+      }
+      // The CA itself: one phase per call (trust new+old, new leaves, trust new only), each with its rolling restart.
+      const ops = ctx.cluster.operations;
+      const phase = await ctx.cluster.orchestrator.caRotationPhase((id) => {
+        try {
+          return ops.get(id).state === 'succeeded';
+        } catch {
+          return false; // unknown operation: redo the phase
+        }
+      });
+      const op = await svc().start({ readyTimeoutMs });
+      if (phase !== 'finish') await recordCaRotationOperation(ctx.cluster.store, op.id);
+      res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}`, phase, more: phase !== 'finish' });
     });
     router.post('/v1/operations/:id/retry', async (req, res) => {
       const op = await svc().retry(String(req.params.id));
@@ -63,6 +95,7 @@ export const restartModule: RouteModule = {
         responses: { ...op202, '400': problemResponse('invalid selection or upgrade') },
       },
     },
+    '/v1/cluster/rotate-certs': { post: { operationId: 'rotateCertificates', summary: 'Renew every process and dispatcher certificate, then a rolling restart that picks them up; with ca: true, the next phase of a CA rotation (call until more is false)', requestBody: { ...body, required: false }, responses: { ...op202, '409': problemResponse('cluster not healthy, or the CA key is on another dispatcher') } } },
     '/v1/operations/{id}/retry': { post: { operationId: 'retryOperation', summary: 'Continue a failed or aborted restart from its persisted progress', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
     '/v1/operations/{id}/abort': { post: { operationId: 'abortOperation', summary: 'Abort a restart: stop a running one, start again what a failed one stopped', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
     '/v1/node/restart/preflight': { post: { operationId: 'nodeRestartPreflight', summary: '(peer) check an upgraded plan can run here', requestBody: body, responses: { '200': { description: 'problems', content: { 'application/json': { schema: { type: 'object' } } } }, ...commonErrors } } },
