@@ -3,7 +3,7 @@
 #  - the pg-ha engine's programs (etcd, PostgreSQL 15, Patroni, HAProxy) — none of them is started here;
 #  - the firewall tools (nftables, iptables, ipset) and what the test tiers use (iproute2 for network
 #    namespaces, nmap for scans, OpenSSH server for the deploy tests, tmux for the shell test,
-#    systemd for `systemd-analyze verify`);
+#    systemd for `systemd-analyze verify`, chromium for the web console's browser test);
 #  - the unprivileged user database processes run as (PostgreSQL refuses to run as root).
 # Idempotent: running it again changes nothing.
 set -euo pipefail
@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
-  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates >/dev/null
+  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates chromium >/dev/null
 # Debian's packages may start their services on hosts with a real init; our processes need the ports.
 for svc in etcd postgresql patroni haproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
