@@ -23,6 +23,8 @@ export interface GuardStatus {
   lastCheckedAt: string | null;
   /** How many times the drift loop (or verify with repair) found our rules changed and re-applied them. */
   driftRepairs: number;
+  /** How long the last successful apply took (ms), or null before the first (a metric: docs/DESIGN.md). */
+  lastApplyMs: number | null;
   /** Other tables/chains that may drop ports we allow; problems the last check met. */
   warnings: string[];
   /** Set while a commit-confirmed change waits for confirm(): ISO deadline. */
@@ -50,7 +52,7 @@ export class Guard {
   private pendingUntil: Date | null = null;
   private loop: NodeJS.Timeout | null = null;
   private queue: Promise<unknown> = Promise.resolve();
-  private st = { inSync: false, lastAppliedAt: null as string | null, lastCheckedAt: null as string | null, driftRepairs: 0, warnings: [] as string[] };
+  private st = { inSync: false, lastAppliedAt: null as string | null, lastCheckedAt: null as string | null, driftRepairs: 0, lastApplyMs: null as number | null, warnings: [] as string[] };
 
   constructor(opts: GuardOptions) {
     this.backend = opts.backend;
@@ -66,6 +68,7 @@ export class Guard {
   }
 
   private async install(policy: GuardPolicy): Promise<void> {
+    const t0 = performance.now();
     try {
       await this.backend.apply(policy);
     } catch (e) {
@@ -78,6 +81,7 @@ export class Guard {
     }
     this.policy = policy;
     this.st.inSync = true;
+    this.st.lastApplyMs = performance.now() - t0;
     this.st.lastAppliedAt = new Date().toISOString();
     this.st.lastCheckedAt = this.st.lastAppliedAt;
     this.st.warnings = this.backend.foreignDrops ? await this.backend.foreignDrops(policy).catch(() => []) : [];
@@ -224,6 +228,7 @@ export class Guard {
       lastAppliedAt: this.st.lastAppliedAt,
       lastCheckedAt: this.st.lastCheckedAt,
       driftRepairs: this.st.driftRepairs,
+      lastApplyMs: this.st.lastApplyMs,
       warnings: [...this.st.warnings],
       pendingConfirmUntil: this.pendingUntil ? this.pendingUntil.toISOString() : null,
       active: this.policy !== null,

@@ -59,6 +59,8 @@ export interface RegisteredRoute {
 
 export interface CreateAppOptions {
   authenticator: Authenticator;
+  /** Middleware in front of everything else, authentication included (e.g. the HTTP metrics). */
+  before?: RequestHandler[];
 }
 
 /** Lists the routes an express Router holds (flat routers as modules build them). */
@@ -82,7 +84,10 @@ function auditMiddleware(ctx: AppContext): RequestHandler {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
     res.on('finish', () => {
       const outcome: AuditOutcome = res.statusCode < 400 ? 'success' : res.statusCode === 401 || res.statusCode === 403 ? 'denied' : 'failure';
-      ctx.audit(req, `${req.method} ${req.route?.path ?? req.path}`, outcome, { status: res.statusCode });
+      // A request that started an operation answers 202 with its Location: the trail names the operation.
+      const location = res.getHeader('location');
+      const operation = typeof location === 'string' ? /^\/v1\/operations\/([^/?#]+)$/.exec(location)?.[1] : undefined;
+      ctx.audit(req, `${req.method} ${req.route?.path ?? req.path}`, outcome, { status: res.statusCode, ...(operation ? { operation } : {}) });
     });
     next();
   };
@@ -101,6 +106,7 @@ export function createApp(ctx: AppContext, modules: RouteModule[], opts: CreateA
   app.set('etag', false);
   app.set('query parser', 'simple'); // no nested objects from query strings
   app.use(helmet());
+  for (const mw of opts.before ?? []) app.use(mw);
   app.use(express.json({ limit: ctx.config.maxBodyBytes, type: ['application/json', 'application/*+json'] }));
 
   const routes: RegisteredRoute[] = [];
