@@ -11,7 +11,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { GuardStatusView, OperationView } from '../../api/rest.js';
+import type { GuardStatusView, OperationKind, OperationView } from '../../api/rest.js';
 import type { ProcessState, ProcessStatus } from '../supervisor/types.js';
 import type { EngineHealthView } from './engine-health.js';
 import { HttpTraffic } from './http-traffic.js';
@@ -37,6 +37,7 @@ export interface Metrics {
   scrape(): Promise<{ contentType: string; body: string }>;
 }
 
+const OPERATION_KINDS: OperationKind[] = ['launch', 'shutdown', 'relaunch', 'cleanup', 'restart'];
 const PROCESS_STATES: ProcessState[] = ['starting', 'running', 'ready', 'backoff', 'stopping', 'stopped', 'failed'];
 const seconds = (iso: string | undefined | null) => (iso ? Date.parse(iso) / 1000 : 0);
 
@@ -137,6 +138,7 @@ export function createMetrics(src: MetricSources, opts: { defaultMetrics?: boole
     registers,
     collect() {
       this.reset();
+      for (const kind of OPERATION_KINDS) this.set({ kind }, 0);
       for (const op of src.operations()) {
         if (op.state === 'running') {
           this.inc({ kind: op.kind });
