@@ -121,15 +121,27 @@ export function createMetrics(src: MetricSources, opts: { defaultMetrics?: boole
   });
 
   // ------------------------------------------------------------ operations
-  // Operations are persisted, so their history survives a restart; each ended one is counted once.
+  // Operations are persisted, so their history survives a restart; each ended one is counted once, by
+  // whichever of the two collectors below runs first in a scrape.
   const counted = new Set<string>();
-  const opsTotal = new Counter({ name: n('operations_total'), help: 'Ended operations by kind and outcome', labelNames: ['kind', 'outcome'], registers });
-  const opsDuration = new Histogram({
+  let opsTotal: Counter<string> | undefined;
+  let opsDuration: Histogram<string> | undefined;
+  const countEnded = () => {
+    for (const op of src.operations()) {
+      if (op.state === 'running' || counted.has(op.id)) continue;
+      counted.add(op.id);
+      opsTotal!.inc({ kind: op.kind, outcome: op.state });
+      if (op.endedAt) opsDuration!.observe({ kind: op.kind, outcome: op.state }, Math.max(0, (Date.parse(op.endedAt) - Date.parse(op.startedAt)) / 1000));
+    }
+  };
+  opsTotal = new Counter({ name: n('operations_total'), help: 'Ended operations by kind and outcome', labelNames: ['kind', 'outcome'], registers, collect: countEnded });
+  opsDuration = new Histogram({
     name: n('operation_duration_seconds'),
     help: 'Duration of ended operations',
     labelNames: ['kind', 'outcome'],
     buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800],
     registers,
+    collect: countEnded,
   });
   new Gauge({
     name: n('operations_running'),
@@ -139,16 +151,7 @@ export function createMetrics(src: MetricSources, opts: { defaultMetrics?: boole
     collect() {
       this.reset();
       for (const kind of OPERATION_KINDS) this.set({ kind }, 0);
-      for (const op of src.operations()) {
-        if (op.state === 'running') {
-          this.inc({ kind: op.kind });
-          continue;
-        }
-        if (counted.has(op.id)) continue;
-        counted.add(op.id);
-        opsTotal.inc({ kind: op.kind, outcome: op.state });
-        if (op.endedAt) opsDuration.observe({ kind: op.kind, outcome: op.state }, Math.max(0, (Date.parse(op.endedAt) - Date.parse(op.startedAt)) / 1000));
-      }
+      for (const op of src.operations()) if (op.state === 'running') this.inc({ kind: op.kind });
     },
   });
 
