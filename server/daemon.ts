@@ -21,6 +21,7 @@ import { createSupervisor } from './supervisor/supervisor.js';
 import type { Supervisor } from './supervisor/types.js';
 import { createApp, logAudit, type AppContext, type RouteModule } from './http/app.js';
 import { createAuthenticator, VIA_SOCKET } from './http/auth.js';
+import { readOnlyUsers } from './http/read-only.js';
 import { systemModule } from './http/routes/system.js';
 import { processesModule } from './http/routes/processes.js';
 import { observabilityModule } from './http/routes/observability.js';
@@ -151,7 +152,7 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
     const authenticator = createAuthenticator(users, config.auth, logger);
     const modules: RouteModule[] = [];
     modules.push(systemModule(() => modules), processesModule, observabilityModule, consoleModule, ...(opts.modules ?? []));
-    const app = createApp(ctx, modules, { authenticator, before: [ctx.metrics.middleware] });
+    const app = createApp(ctx, modules, { authenticator, before: [ctx.metrics.middleware], authorize: [readOnlyUsers(config.readOnlyUsers)] });
 
     // HTTPS.
     const server = createHttpsServer(tlsServerOptions(cert, key), app);

@@ -23,7 +23,7 @@ export interface GuardStatus {
   lastCheckedAt: string | null;
   /** How many times the drift loop (or verify with repair) found our rules changed and re-applied them. */
   driftRepairs: number;
-  /** How long the last successful apply took (ms), or null before the first (a metric: docs/DESIGN.md). */
+  /** How long the last successful apply took (ms), or null before the first (a metric: docs/OBSERVABILITY.md). */
   lastApplyMs: number | null;
   /** Other tables/chains that may drop ports we allow; problems the last check met. */
   warnings: string[];

@@ -61,6 +61,8 @@ export interface CreateAppOptions {
   authenticator: Authenticator;
   /** Middleware in front of everything else, authentication included (e.g. the HTTP metrics). */
   before?: RequestHandler[];
+  /** Authorization after authentication and audit, before the protected routes (e.g. read-only users). */
+  authorize?: RequestHandler[];
 }
 
 /** Lists the routes an express Router holds (flat routers as modules build them). */
@@ -129,6 +131,7 @@ export function createApp(ctx: AppContext, modules: RouteModule[], opts: CreateA
   app.use(publicRouter);
   app.use(opts.authenticator.middleware);
   app.use(auditMiddleware(ctx));
+  for (const mw of opts.authorize ?? []) app.use(mw);
   app.use(protectedRouter);
   app.use(notFoundHandler);
   app.use(errorHandler(ctx.logger));

@@ -1,6 +1,6 @@
 /**
  * The agency and DB health a dispatcher can see, as data for GET /v1/cluster/health, the web console and
- * the Prometheus gauges (docs/DESIGN.md, observability): which agent leads etcd and which answer, which DB
+ * the Prometheus gauges (docs/OBSERVABILITY.md): which agent leads etcd and which answer, which DB
  * server Patroni made leader, each replica's replication lag. One probe round serves every caller for a
  * few seconds, so a scrape every 15 s and a console refreshing every 2 s cost one round, not one each.
  * I/O: HTTP to etcd and Patroni on cluster addresses (never a shell); the Patroni answer is parsed by a

@@ -1,5 +1,5 @@
 /**
- * GET /metrics: the Prometheus metrics of one dispatcher (docs/DESIGN.md, observability). Every metric is
+ * GET /metrics: the Prometheus metrics of one dispatcher (docs/OBSERVABILITY.md). Every metric is
  * read from the existing interfaces when Prometheus scrapes (prom-client `collect` callbacks), so no module
  * is threaded with counters: the supervisor's process list, the firewall guard's status, the operation
  * store, the engine health probe and the certificate on disk. Only HTTP traffic is counted as it happens,

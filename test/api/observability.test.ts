@@ -20,6 +20,8 @@ import { fixtureSpec } from '../process/fixture-spec.js';
 
 const PASSWORD = 'observability-pass-42';
 const USER = 'olga';
+const SCRAPER = 'prometheus';
+const SCRAPER_PASSWORD = 'scrape-only-pass-42';
 
 /** The value of one sample line `name{labels} value` of a Prometheus exposition (labels matched as a substring). */
 function sample(text: string, name: string, labels = ''): number | undefined {
@@ -41,8 +43,9 @@ describe('metrics, audit trail and console files', () => {
   before(async () => {
     root = mkdtempSync(join(tmpdir(), 'dispatcherd-obs-'));
     const dataDir = join(root, 'data');
-    const config = parseConfig({ id: 'obs-test', listen: '127.0.0.1', port: 0, dataDir, auth: { maxFailures: 4, failWindowMs: 60_000 } }, {});
+    const config = parseConfig({ id: 'obs-test', listen: '127.0.0.1', port: 0, dataDir, auth: { maxFailures: 4, failWindowMs: 60_000 }, readOnlyUsers: [SCRAPER] }, {});
     await addUser(config.usersFile, USER, PASSWORD);
+    await addUser(config.usersFile, SCRAPER, SCRAPER_PASSWORD);
     supervisor = await createSupervisor({ stateDir: join(root, 'supervisor') });
     await supervisor.start(fixtureSpec(root, 'agent-1', ['--print', 'hello']));
     await supervisor.waitReady('agent-1', 10_000);
@@ -143,6 +146,22 @@ describe('metrics, audit trail and console files', () => {
     assert.equal(fromConsole.headers['www-authenticate'], undefined);
     const plain = await agent().get('/v1/id').ca(d.cert);
     assert.match(String(plain.headers['www-authenticate']), /^Basic/);
+  });
+
+  test('a read-only user (readOnlyUsers) scrapes /metrics and reads, and is refused every change (403, audited as denied)', async () => {
+    const m = await agent().get('/metrics').ca(d.cert).auth(SCRAPER, SCRAPER_PASSWORD);
+    assert.equal(m.status, 200);
+    assert.match(m.text, /cluster_dispatcher_process_state/);
+    assert.equal((await agent().get('/v1/processes').ca(d.cert).auth(SCRAPER, SCRAPER_PASSWORD)).status, 200);
+    for (const path of ['/v1/cluster/shutdown', '/v1/cluster/restart', '/v1/node/processes/agent-1/stop']) {
+      const r = await agent().post(path).ca(d.cert).auth(SCRAPER, SCRAPER_PASSWORD).send({});
+      assert.equal(r.status, 403, path);
+      assert.equal(r.body.code, 'forbidden');
+    }
+    assert.equal(supervisor.get('agent-1')!.state, 'ready', 'nothing was stopped');
+    const audit = await agent().get(`/v1/audit?user=${SCRAPER}`).ca(d.cert).auth(USER, PASSWORD).expect(200);
+    assert.equal(audit.body.entries.length, 3);
+    assert.ok(audit.body.entries.every((e: { outcome: string }) => e.outcome === 'denied'));
   });
 
   test('throttled sources and requests are counted (runs last: it blocks 127.0.0.1)', async () => {

@@ -1,5 +1,5 @@
 /**
- * The web console (docs/DESIGN.md, web console): a few static files of the package's console/ folder,
+ * The web console (docs/OBSERVABILITY.md, web console): a few static files of the package's console/ folder,
  * served on the dispatcher's own HTTPS port under /ui/. The files are read once at start from a fixed
  * allow list (no path from a request ever reaches the file system) and hold no data: everything they show
  * comes from the authenticated REST API, called by the page with the user's Basic credentials (kept in
