@@ -9,7 +9,7 @@
  * Needs root and deploy/install-deps.sh for part 2.
  *
  *   git archive BASE | tar -x -C /tmp/base && ln -s $PWD/node_modules /tmp/base/ && (cd /tmp/base && npx tsc -p .)
- *   npx tsc -p . && node dist/bench/observability.js --baseline /tmp/base [--rounds 5] [--scrapes 50]
+ *   npx tsc -p . && node dist/bench/observability.js --baseline /tmp/base [--rounds 5] [--scrapes 50] [--no-cluster]
  */
 import { execFile, spawn } from 'node:child_process';
 import { Agent, request } from 'node:https';
@@ -100,6 +100,7 @@ async function main() {
     console.log(`idle RSS: baseline median ${median(base).toFixed(1)} MiB (${spread(base)}), with metrics+console median ${median(now).toFixed(1)} MiB (${spread(now)}), ratio ${(median(now) / median(base)).toFixed(3)}`);
   }
 
+  if (process.argv.includes('--no-cluster')) return;
   const c = await startLocalCluster();
   try {
     const auth = `operator:${c.password}`;

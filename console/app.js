@@ -99,6 +99,7 @@ function follow(id, kind) {
           st.textContent = o.state;
           st.className = `badge state-${o.state}`;
           st.dataset.state = o.state;
+          void refresh(); // the operation list shows the new state at once
         }
       },
       abort.signal,

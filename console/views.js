@@ -66,6 +66,10 @@ export function renderFirewall(view, policy) {
     ? `backend ${fw.backend}, mode ${fw.mode ?? 'allow'} · operators: ${fw.operatorSources.join(', ') || 'cluster hosts only'} · clients: ${fw.clientSources.join(', ')} · cluster hosts: ${hosts}`
     : 'no firewall policy (no cluster)';
   const who = (ok, sources) => (ok ? badge(sources ? `yes: ${sources}` : 'yes', 'yes') : badge('no', 'no'));
+  // Operators and clients reach a port only when its exposure admits them AND their source list is not empty.
+  const operators = fw?.operatorSources ?? [];
+  const clients = fw?.clientSources ?? [];
+  const cell = (admits, list) => who(admits && list.length > 0, admits ? list.join(', ') : '');
   const rows = [];
   for (const d of view.dispatchers) {
     const port = (() => {
@@ -75,13 +79,13 @@ export function renderFirewall(view, policy) {
         return '?';
       }
     })();
-    rows.push(el('tr', { 'data-port': `${d.id}/dispatcher` }, el('td', {}, d.id), el('td', {}, 'dispatcher (HTTPS)'), el('td', {}, port), el('td', {}, 'operator'), el('td', {}, who(true)), el('td', {}, who(true, fw?.operatorSources.join(', '))), el('td', {}, who(false))));
+    rows.push(el('tr', { 'data-port': `${d.id}/dispatcher` }, el('td', {}, d.id), el('td', {}, 'dispatcher (HTTPS)'), el('td', {}, port), el('td', {}, 'operator'), el('td', {}, who(true)), el('td', {}, cell(true, operators)), el('td', {}, cell(false, clients))));
   }
   for (const p of [...view.processes].sort((a, b) => a.host.localeCompare(b.host) || a.id.localeCompare(b.id))) {
     for (const port of p.ports) {
       const r = reachers(port.exposure);
       rows.push(
-        el('tr', { 'data-port': `${p.id}/${port.name}` }, el('td', {}, p.host), el('td', {}, `${p.id} / ${port.name}`), el('td', {}, port.port), el('td', {}, port.exposure), el('td', {}, who(r.cluster)), el('td', {}, who(r.operator, r.operator ? fw?.operatorSources.join(', ') : '')), el('td', {}, who(r.client, r.client ? fw?.clientSources.join(', ') : ''))),
+        el('tr', { 'data-port': `${p.id}/${port.name}` }, el('td', {}, p.host), el('td', {}, `${p.id} / ${port.name}`), el('td', {}, port.port), el('td', {}, port.exposure), el('td', {}, who(r.cluster)), el('td', {}, cell(r.operator, operators)), el('td', {}, cell(r.client, clients))),
       );
     }
   }

@@ -111,6 +111,10 @@ test('the console in headless Chromium: log in, see every process, rolling resta
   const pgPort = page.locator('#firewall-matrix tbody tr[data-port="dbserver-1/postgres"] td');
   assert.equal(await pgPort.nth(3).textContent(), 'cluster', 'PostgreSQL itself is reachable from cluster hosts only');
   assert.equal(await pgPort.nth(6).textContent(), 'no');
+  const coordinator = page.locator('#firewall-matrix tbody tr[data-port="coordinator-1/client"] td');
+  assert.equal(await coordinator.nth(6).textContent(), 'yes: 0.0.0.0/0, ::/0', 'the client port is open to the plan\'s client sources');
+  const dispatcherPort = page.locator('#firewall-matrix tbody tr[data-port="local-1/dispatcher"] td');
+  assert.equal(await dispatcherPort.nth(5).textContent(), 'no', 'no operator sources listed: only cluster hosts reach the dispatcher');
   await page.screenshot({ path: join(shotDir, 'console-firewall.png'), fullPage: true });
 
   // Process logs.
@@ -137,6 +141,7 @@ test('the console in headless Chromium: log in, see every process, rolling resta
   console.log(`# rolling restart watched in the browser: ${Date.now() - t0} ms, ${events.length} events`);
   for (const id of ['agent-1', 'dbserver-1', 'coordinator-1']) assert.ok(events.some((e) => e.includes(id)), `an event about ${id}`);
   assert.equal(await page.locator('#op-events li[data-step="done"]').count(), 1, 'the stream ran to its end event');
+  await page.waitForSelector('#operation-table tbody tr:first-child[data-state="succeeded"]', { timeout: 10_000 });
   await page.screenshot({ path: join(shotDir, 'console-operation.png'), fullPage: true });
 
   // The audit view names who ran it, from where, and the operation's outcome.
