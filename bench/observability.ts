@@ -3,7 +3,8 @@
  *  1. idle RSS of one real dispatcherd with metrics and console on (this tree) against the same daemon
  *     without them (a baseline checkout, built, e.g. the commit before them), alternating in one run:
  *     fresh data dir, start, GET /ui/ + GET /metrics + GET /v1/processes, 3 s idle, VmRSS;
- *  2. the scrape on a running local pg-ha cluster (`dispatch local`: 3 dispatchers, 3 etcd, 3 Patroni,
+ *  2. the same for the three dispatchers of a running local pg-ha cluster, baseline tree then this one;
+ *  3. the scrape on a running local pg-ha cluster (`dispatch local`: 3 dispatchers, 3 etcd, 3 Patroni,
  *     1 HAProxy): ms and bytes of GET /metrics, warm (engine health cached) and cold (it probes etcd and
  *     Patroni), against GET /v1/cluster (what `dispatch status` asks) in the same run.
  * Needs root and deploy/install-deps.sh for part 2.
@@ -101,6 +102,22 @@ async function main() {
   }
 
   if (process.argv.includes('--no-cluster')) return;
+  // Idle RSS of the three dispatchers of a running local cluster: baseline tree, then this one.
+  const clusterRss = async (tree: string) => {
+    const c = await startLocalCluster({ tree });
+    try {
+      await new Promise((r) => setTimeout(r, 5000));
+      return [1, 2, 3].map((i) => rssMiB(Number(readFileSync(join(c.localDir, `local-${i}`, 'dispatcherd.pid'), 'utf8'))));
+    } finally {
+      await c.destroy();
+    }
+  };
+  if (baseline) {
+    const base = await clusterRss(baseline);
+    const now = await clusterRss(REPO_ROOT);
+    console.log(`idle RSS of a running local cluster's dispatchers: baseline median ${median(base).toFixed(1)} MiB (${spread(base)}), with metrics+console median ${median(now).toFixed(1)} MiB (${spread(now)}), ratio ${(median(now) / median(base)).toFixed(3)}`);
+  }
+
   const c = await startLocalCluster();
   try {
     const auth = `operator:${c.password}`;
@@ -125,9 +142,6 @@ async function main() {
     row('GET /v1/cluster (baseline)', status);
     row('GET /metrics warm', warm);
     row('GET /metrics cold', cold);
-    const pid = Number(readFileSync(join(c.localDir, 'local-1', 'dispatcherd.pid'), 'utf8'));
-    await new Promise((r) => setTimeout(r, 3000));
-    console.log(`RSS of the scraped cluster dispatcher afterwards: ${rssMiB(pid).toFixed(1)} MiB`);
     agent.destroy();
   } finally {
     const left = await c.destroy();

@@ -6,7 +6,8 @@
  * only by its pinned public key (--ignore-certificate-errors-spki-list; another dispatcher's certificate
  * is refused), logs in through the console's form (a wrong password first), sees every process ready,
  * opens the firewall and log views, starts a rolling restart through the confirmation step and watches its
- * live event stream until it succeeds; the audit view then shows who ran it and its outcome.
+ * live event stream until it succeeds; the audit view then shows who ran it and its outcome. Last, it shuts
+ * the cluster down through the confirmation step that wants the cluster's name typed.
  * Then every metric name the Grafana dashboard (docs/grafana-dashboard.json) queries must have samples in
  * a real scrape of GET /metrics.
  *
@@ -67,7 +68,7 @@ function dashboardMetricNames(): string[] {
 
 const readyRows = (page: Page) => page.locator('#process-table tbody tr[data-state="ready"]');
 
-test('the console in headless Chromium: log in, see every process, rolling restart to the end; the dashboard metrics exist', { timeout: 600_000 }, async () => {
+test('the console in headless Chromium: log in, see every process, rolling restart to the end, shut down; the dashboard metrics exist', { timeout: 600_000 }, async () => {
   cluster = await startLocalCluster();
   const c = cluster;
   browser = await chromium.launchPersistentContext(profile, {
@@ -166,4 +167,20 @@ test('the console in headless Chromium: log in, see every process, rolling resta
   assert.match(metrics, /cluster_dispatcher_operations_total\{kind="restart",outcome="succeeded",dispatcher="local-1"\} 1/);
   assert.match(metrics, /cluster_dispatcher_agency_has_leader\{dispatcher="local-1"\} 1/);
   assert.match(metrics, /cluster_dispatcher_db_members\{role="leader",dispatcher="local-1"\} 1/);
+
+  // Shutdown through its confirmation step: Confirm stays disabled until the cluster's name is typed.
+  await page.click('#nav button[data-view="actions"]');
+  await page.waitForSelector('#action-shutdown:not([disabled])');
+  await page.click('#action-shutdown');
+  await page.waitForSelector('#confirm:not([hidden])');
+  assert.equal(await page.isDisabled('#confirm-yes'), true);
+  await page.fill('#confirm-name', 'loca');
+  assert.equal(await page.isDisabled('#confirm-yes'), true, 'a wrong name does not confirm');
+  await page.fill('#confirm-name', 'local');
+  assert.equal(await page.isDisabled('#confirm-yes'), false);
+  await page.click('#confirm-yes');
+  await page.waitForSelector('#op-state[data-state="succeeded"], #op-state[data-state="failed"]', { timeout: 120_000 });
+  assert.equal(await page.getAttribute('#op-state', 'data-state'), 'succeeded');
+  await page.click('#nav button[data-view="cluster"]');
+  await page.waitForFunction(() => document.getElementById('cluster-state')!.textContent === 'shutdown', null, { timeout: 10_000 });
 });

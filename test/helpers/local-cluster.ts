@@ -38,7 +38,8 @@ async function pickPorts(): Promise<{ basePort: number; offset: number }> {
   throw new Error('no free ports for a local cluster');
 }
 
-export async function startLocalCluster(): Promise<LocalCluster> {
+/** `tree`: the checkout whose bin/dispatch runs (default this one; a benchmark passes a baseline's). */
+export async function startLocalCluster(opts: { tree?: string } = {}): Promise<LocalCluster> {
   mkdirSync(TEST_ROOT, { recursive: true, mode: 0o711 });
   chmodSync(TEST_ROOT, 0o711);
   const parent = mkdtempSync(join(TEST_ROOT, 'lo-'));
@@ -49,7 +50,7 @@ export async function startLocalCluster(): Promise<LocalCluster> {
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       execFile(
         process.execPath,
-        [join(REPO_ROOT, 'bin', 'dispatch'), ...args],
+        [join(opts.tree ?? REPO_ROOT, 'bin', 'dispatch'), ...args],
         { env: cleanEnv({ DISPATCH_CONFIG_DIR: configDir, DISPATCH_LOCAL_DIR: localDir, CI: '1' }), timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
         (err, stdout, stderr) => resolve({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
       );
