@@ -45,17 +45,24 @@ function spkiPin(pem: string): string {
   return createHash('sha256').update(new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
 }
 
-function scrape(c: LocalCluster): Promise<string> {
+/** An authenticated request to the first dispatcher (certificate verified against its own PEM). */
+function call(c: LocalCluster, method: string, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest(`${c.endpoint}/metrics`, { ca: c.cert, auth: `operator:${c.password}`, timeout: 20_000 }, (res) => {
+    const req = httpsRequest(`${c.endpoint}${path}`, { method, ca: c.cert, auth: `operator:${c.password}`, timeout: 20_000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET /metrics: ${res.statusCode} ${body}`))));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
     req.end();
   });
+}
+
+async function scrape(c: LocalCluster): Promise<string> {
+  const r = await call(c, 'GET', '/metrics');
+  if (r.status !== 200) throw new Error(`GET /metrics: ${r.status} ${r.body}`);
+  return r.body;
 }
 
 /** Every cluster_dispatcher_* name in the dashboard's queries. */
@@ -145,10 +152,16 @@ test('the console in headless Chromium: log in, see every process, rolling resta
   await page.waitForSelector('#operation-table tbody tr:first-child[data-state="succeeded"]', { timeout: 10_000 });
   await page.screenshot({ path: join(shotDir, 'console-operation.png'), fullPage: true });
 
+  // Markup in data is shown as text, never run: an unmatched path lands in the audit trail verbatim.
+  const markup = '/v1/<img/src=x/onerror=window.__injected=1>';
+  assert.equal((await call(c, 'POST', markup)).status, 404);
   // The audit view names who ran it, from where, and the operation's outcome.
   await page.click('#nav button[data-view="audit"]');
   await page.waitForSelector('#audit-table tbody tr');
-  const audit = await page.locator('#audit-table tbody tr').first().locator('td').allTextContents();
+  assert.equal(await page.locator('#audit-table tbody tr').first().locator('td').nth(3).textContent(), `POST ${markup}`);
+  assert.equal(await page.locator('#audit-table img').count(), 0, 'no element was made from the data');
+  assert.equal(await page.evaluate(() => (window as unknown as { __injected?: number }).__injected), undefined);
+  const audit = await page.locator('#audit-table tbody tr').nth(1).locator('td').allTextContents();
   assert.equal(audit[1], 'operator');
   assert.equal(audit[2], '127.0.0.1');
   assert.equal(audit[3], 'POST /v1/cluster/restart');
