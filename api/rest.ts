@@ -102,6 +102,8 @@ export interface GuardStatusView {
   inSync: boolean | null;
   lastAppliedAt?: string;
   driftRepairs: number;
+  /** Duration of the last successful apply (ms). */
+  lastApplyMs?: number;
   warnings: string[];
   note?: string;
 }

@@ -5,7 +5,7 @@
 #    namespaces, nmap for scans, tcpdump for the packet captures of the TLS test, OpenSSH server for
 #    the deploy tests, tmux for the shell test, systemd for `systemd-analyze verify`, strace for the
 #    launch stress test's syscall watch, ufw to apply its export inside test namespaces — installed,
-#    never enabled on the machine itself);
+#    never enabled on the machine itself —, chromium for the web console's browser test);
 #  - the unprivileged user database processes run as (PostgreSQL refuses to run as root).
 # Idempotent: running it again changes nothing.
 set -euo pipefail
@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
-  nftables iptables ipset iproute2 nmap tcpdump openssh-server openssh-client tmux procps systemd curl ca-certificates strace ufw >/dev/null
+  nftables iptables ipset iproute2 nmap tcpdump openssh-server openssh-client tmux procps systemd curl ca-certificates strace ufw chromium >/dev/null
 # Debian's packages may start their services on hosts with a real init; our processes need the ports.
 for svc in etcd postgresql patroni haproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then

@@ -52,6 +52,10 @@ export const ConfigFileSchema = z
       .default({ backend: 'auto', driftIntervalMs: 10_000 }),
     relaunchOnBoot: z.boolean().default(true),
     socketPath: AbsPath.optional(),
+    readOnlyUsers: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('users that may only read (GET and HEAD), e.g. the account Prometheus scrapes /metrics with'),
     maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
     auth: z
       .object({

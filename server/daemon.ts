@@ -23,8 +23,12 @@ import { createApp, logAudit, type AppContext, type RouteModule } from './http/a
 import { createAuthenticator, VIA_SOCKET } from './http/auth.js';
 import { answerClientError } from './http/errors.js';
 import { usersModule } from './http/routes/users.js';
+import { readOnlyUsers } from './http/read-only.js';
 import { systemModule } from './http/routes/system.js';
 import { processesModule } from './http/routes/processes.js';
+import { observabilityModule } from './http/routes/observability.js';
+import { consoleModule } from './http/routes/console.js';
+import { addObservability } from './observability/wiring.js';
 
 export interface StartDaemonOptions {
   /** Default: a winston logger from config.log (file + stdout). */
@@ -35,7 +39,7 @@ export interface StartDaemonOptions {
   supervisor?: Supervisor;
   /** Default: fileUserDirectory(config.usersFile). */
   users?: UserDirectory;
-  /** Route modules added after the built-in ones (system, processes). */
+  /** Route modules added after the built-in ones (system, processes, observability, console). */
   modules?: RouteModule[];
   /** Adds fields to the context before the app is built (see AppContext's declaration merging). */
   extendContext?: (ctx: AppContext) => void | Promise<void>;
@@ -154,11 +158,13 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
       audit: logAudit(logger),
     } as AppContext;
     await opts.extendContext?.(ctx);
+    const observability = await addObservability(ctx, cert);
+    cleanups.push(() => observability.close());
 
     const authenticator = createAuthenticator(users, config.auth, logger, ctx.peerTrust);
     const modules: RouteModule[] = [];
-    modules.push(systemModule(() => modules), processesModule, usersModule, ...(opts.modules ?? []));
-    const app = createApp(ctx, modules, { authenticator });
+    modules.push(systemModule(() => modules), processesModule, usersModule, observabilityModule, consoleModule, ...(opts.modules ?? []));
+    const app = createApp(ctx, modules, { authenticator, before: [ctx.metrics.middleware], authorize: [readOnlyUsers(config.readOnlyUsers)] });
 
     // HTTPS. A client certificate is requested but not required (operators use passwords) and not
     // verified against a CA: peers are recognised by its pinned fingerprint (server/http/auth.ts).

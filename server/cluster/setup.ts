@@ -87,6 +87,7 @@ export function nodeGuard(id: string, config: DispatcherConfig, logger: Logger):
       inSync: s.inSync,
       ...(s.lastAppliedAt ? { lastAppliedAt: s.lastAppliedAt } : {}),
       driftRepairs: s.driftRepairs,
+      ...(s.lastApplyMs !== null ? { lastApplyMs: s.lastApplyMs } : {}),
       warnings: s.warnings,
       ...(s.pendingConfirmUntil ? { pendingConfirmUntil: s.pendingConfirmUntil } : {}),
       ...(s.backend === 'none' ? { note: 'no firewall: backend none, accepted only because every port binds loopback' } : {}),

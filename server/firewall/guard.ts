@@ -39,6 +39,8 @@ export interface GuardStatus {
   lastCheckedAt: string | null;
   /** How many times the drift loop (or verify with repair) found our rules changed and re-applied them. */
   driftRepairs: number;
+  /** How long the last successful apply took (ms), or null before the first (a metric: docs/OBSERVABILITY.md). */
+  lastApplyMs: number | null;
   /** Other tables/chains that may drop ports we allow; problems the last check met. */
   warnings: string[];
   /** Set while a commit-confirmed change waits for confirm(): ISO deadline. */
@@ -78,7 +80,7 @@ export class Guard {
   private readonly startWatchdog: (dir: string, token: string) => number | undefined;
   private loop: NodeJS.Timeout | null = null;
   private queue: Promise<unknown> = Promise.resolve();
-  private st = { inSync: false, lastAppliedAt: null as string | null, lastCheckedAt: null as string | null, driftRepairs: 0, warnings: [] as string[] };
+  private st = { inSync: false, lastAppliedAt: null as string | null, lastCheckedAt: null as string | null, driftRepairs: 0, lastApplyMs: null as number | null, warnings: [] as string[] };
 
   constructor(opts: GuardOptions) {
     this.backend = opts.backend;
@@ -96,6 +98,7 @@ export class Guard {
   }
 
   private async install(policy: GuardPolicy): Promise<void> {
+    const t0 = performance.now();
     try {
       await this.backend.apply(policy);
     } catch (e) {
@@ -108,6 +111,7 @@ export class Guard {
     }
     this.policy = policy;
     this.st.inSync = true;
+    this.st.lastApplyMs = performance.now() - t0;
     this.st.lastAppliedAt = new Date().toISOString();
     this.st.lastCheckedAt = this.st.lastAppliedAt;
     this.st.warnings = [
@@ -383,6 +387,7 @@ export class Guard {
       lastAppliedAt: this.st.lastAppliedAt,
       lastCheckedAt: this.st.lastCheckedAt,
       driftRepairs: this.st.driftRepairs,
+      lastApplyMs: this.st.lastApplyMs,
       warnings: [...this.st.warnings],
       pendingConfirmUntil: this.pending ? this.pending.until.toISOString() : null,
       active: this.policy !== null,

@@ -75,6 +75,10 @@ export interface RegisteredRoute {
 
 export interface CreateAppOptions {
   authenticator: Authenticator;
+  /** Middleware in front of everything else, authentication included (e.g. the HTTP metrics). */
+  before?: RequestHandler[];
+  /** Authorization after authentication and audit, before the protected routes (e.g. read-only users). */
+  authorize?: RequestHandler[];
 }
 
 /** Lists the routes an express Router holds (flat routers as modules build them). */
@@ -100,7 +104,10 @@ function auditMiddleware(ctx: AppContext): RequestHandler {
     const source = sourceAddress(req);
     res.on('finish', () => {
       const outcome: AuditOutcome = res.statusCode < 400 ? 'success' : res.statusCode === 401 || res.statusCode === 403 ? 'denied' : 'failure';
-      ctx.audit(req, `${req.method} ${req.route ? req.baseUrl + String(req.route.path) : req.path}`, outcome, { status: res.statusCode, source });
+      // A request that started an operation answers 202 with its Location: the trail names the operation.
+      const location = res.getHeader('location');
+      const operation = typeof location === 'string' ? /^\/v1\/operations\/([^/?#]+)$/.exec(location)?.[1] : undefined;
+      ctx.audit(req, `${req.method} ${req.route ? req.baseUrl + String(req.route.path) : req.path}`, outcome, { status: res.statusCode, source, ...(operation ? { operation } : {}) });
     });
     next();
   };
@@ -119,6 +126,7 @@ export function createApp(ctx: AppContext, modules: RouteModule[], opts: CreateA
   app.set('etag', false);
   app.set('query parser', 'simple'); // no nested objects from query strings
   app.use(helmet());
+  for (const mw of opts.before ?? []) app.use(mw);
   app.use(express.json({ limit: ctx.config.maxBodyBytes, type: ['application/json', 'application/*+json'] }));
 
   const routes: RegisteredRoute[] = [];
@@ -165,7 +173,7 @@ export function createApp(ctx: AppContext, modules: RouteModule[], opts: CreateA
   app.use(publicRouter);
   app.use(NODE_PREFIX, firstContactRouter);
   app.use(NODE_PREFIX, opts.authenticator.peer, audit, peerRouter);
-  app.use(opts.authenticator.operator, audit, operatorRouter);
+  app.use(opts.authenticator.operator, audit, ...(opts.authorize ?? []), operatorRouter);
   app.use(notFoundHandler);
   app.use(errorHandler(ctx.logger));
   return app;
