@@ -15,7 +15,7 @@ import { Kickstarter, type KickstarterOptions } from './kickstarter.js';
 import { resolveConnection } from './connect.js';
 import { configDir } from './context.js';
 import { formatEvent } from './progress.js';
-import type { DispatcherClient } from './client.js';
+import type { DispatcherClient } from '../client/dispatcher-client.js';
 
 const HELP = `cluster-dispatcher shell — JavaScript with top-level await.
 

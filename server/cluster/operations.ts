@@ -7,9 +7,9 @@ import { EventEmitter } from 'node:events';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { DispatcherError, isDispatcherError } from '../../api/errors.js';
+import { DispatcherError, isDispatcherError, toDispatcherError } from '../../api/errors.js';
 import type { OperationEvent, OperationKind, OperationView } from '../../api/rest.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 
 export interface OperationHandle {
   readonly id: string;
@@ -102,7 +102,7 @@ export class OperationStore {
         handle.event({ level: 'info', step: 'done', message: `${kind} of ${cluster} succeeded` });
       } catch (e) {
         view.state = 'failed';
-        const err = isDispatcherError(e) ? e : new DispatcherError('internal', (e as Error)?.message ?? String(e));
+        const err = toDispatcherError(e);
         view.error = {
           code: err.code,
           message: err.message,

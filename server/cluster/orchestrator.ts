@@ -5,13 +5,16 @@
  * after preflight stops what it started in reverse order, keeping every data dir.
  */
 import { randomBytes } from 'node:crypto';
-import { DispatcherError, isDispatcherError, type Problem } from '../../api/errors.js';
+import { DispatcherError, type Problem } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
 import { launchGroups, shutdownGroups } from '../core/order.js';
 import type { ClusterStore } from './store.js';
 import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle } from './operations.js';
+import { clusterViewOf } from './cluster-view.js';
+import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
+import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 
 /** Cluster-level health of a role (beyond each process's own readiness probe). */
 export interface ClusterHealth {
@@ -30,6 +33,8 @@ export interface OrchestratorDeps {
   validate(plan: Plan): Problem[];
   /** How often cluster health gates poll (ms). */
   pollMs?: number;
+  /** Time for health gates and preflight (default: the system clock). */
+  clock?: Clock;
 }
 
 export interface LaunchInput {
@@ -40,10 +45,12 @@ export interface LaunchInput {
   operatorCredential?: Credential;
 }
 
-type Nodes = Map<string, NodeApi & { close?(): void; useCredential?(c: Credential): void }>;
-
 export class Orchestrator {
-  constructor(private readonly deps: OrchestratorDeps) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly deps: OrchestratorDeps) {
+    this.clock = deps.clock ?? systemClock;
+  }
 
   private nodesWith(plan: Plan, credentialFor: (d: PlanDispatcher) => Credential): Nodes {
     const nodes: Nodes = new Map();
@@ -114,7 +121,7 @@ export class Orchestrator {
 
   private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes, discardOnFailure: boolean) {
     op.event({ level: 'info', step: 'preflight', message: 'checking binaries, ports, data dirs, clocks and firewall on every dispatcher' });
-    const now = Date.now();
+    const now = this.clock.now();
     const res = await settleAll(nodes, (n) => n.preflight(now));
     const problems: Problem[] = [];
     for (const [id, list] of res.values) for (const p of list) problems.push({ path: id, message: `${p.check}: ${p.message}` });
@@ -168,28 +175,21 @@ export class Orchestrator {
   }
 
   private async waitHealthy(op: OperationHandle, plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>, timeoutMs: number) {
-    const deadline = Date.now() + timeoutMs;
     let last = '';
-    for (;;) {
-      let res: { ok: boolean; detail: string };
-      try {
-        res = await this.deps.health.check(plan, role, processes, secrets);
-      } catch (e) {
-        res = { ok: false, detail: (e as Error).message };
-      }
-      if (res.ok) {
-        op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}` });
-        return;
-      }
-      if (res.detail !== last) op.event({ level: 'info', step: 'waiting', message: `waiting for ${role}s: ${res.detail}` });
-      last = res.detail;
-      if (Date.now() > deadline) {
-        throw new DispatcherError('operation_failed', `${role}s not healthy within ${Math.round(timeoutMs / 1000)} s: ${res.detail}`, {
+    const res = await pollUntil(() => settledCheck(() => this.deps.health.check(plan, role, processes, secrets)), (r) => r.ok, {
+      timeoutMs,
+      intervalMs: this.deps.pollMs ?? 500,
+      clock: this.clock,
+      onPending: (r) => {
+        if (r.detail !== last) op.event({ level: 'info', step: 'waiting', message: `waiting for ${role}s: ${r.detail}` });
+        last = r.detail;
+      },
+      onTimeout: (r) =>
+        new DispatcherError('operation_failed', `${role}s not healthy within ${Math.round(timeoutMs / 1000)} s: ${r.detail}`, {
           details: { process: processes.map((p) => p.id).join(','), host: [...new Set(processes.map((p) => p.dispatcher))].join(',') },
-        });
-      }
-      await sleep(this.deps.pollMs ?? 500);
-    }
+        }),
+    });
+    op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}` });
   }
 
   private async rollback(op: OperationHandle, plan: Plan, nodes: Nodes, started: PlanProcess[]) {
@@ -326,80 +326,9 @@ export class Orchestrator {
     const { plan, nodes } = this.clusterNodes();
     try {
       const res = await settleAll(nodes, (n) => n.status());
-      const byId = new Map([...res.values].flatMap(([, s]) => s.processes.map((p) => [p.id, p] as const)));
-      return {
-        name: plan.name,
-        engine: plan.engine,
-        state: snap.state,
-        dispatchers: plan.dispatchers.map((d) => {
-          const st = res.values.get(d.id);
-          const f = res.failed.find((x) => x.host === d.id);
-          return { id: d.id, endpoint: d.endpoint, reachable: !!st, ...(f ? { error: f.error.message } : {}), ...(st?.guard ? { guard: st.guard } : {}) };
-        }),
-        processes: plan.processes.map((p) => {
-          const s = byId.get(p.id);
-          const reachable = res.values.has(p.dispatcher);
-          return {
-            id: p.id,
-            role: p.role,
-            host: p.dispatcher,
-            address: p.address,
-            ports: p.ports,
-            state: s?.state ?? (reachable ? 'not started' : 'unknown (dispatcher unreachable)'),
-            ...(s?.pid ? { pid: s.pid } : {}),
-            ...(s?.readySince ? { readySince: s.readySince } : {}),
-            restarts: s?.restarts ?? 0,
-          };
-        }),
-        coordinators: coordinatorsOf(plan),
-      };
+      return clusterViewOf(plan, snap.state, res);
     } finally {
       this.close(nodes);
     }
   }
-}
-
-function describeGuard(g: GuardStatusView): string {
-  return `${g.backend}${g.inSync === false ? ' (NOT in sync)' : ''}${g.note ? ` — ${g.note}` : ''}${g.warnings.length ? ` — warnings: ${g.warnings.join('; ')}` : ''}`;
-}
-
-interface Settled<T> {
-  values: Map<string, T>;
-  ok: string[];
-  failed: { host: string; error: DispatcherError }[];
-}
-
-/** Runs fn on every node concurrently and collects results and failures by dispatcher id. */
-async function settleAll<T>(nodes: Nodes, fn: (n: NodeApi) => Promise<T>): Promise<Settled<T>> {
-  const entries = [...nodes.entries()];
-  const results = await Promise.allSettled(entries.map(([, n]) => fn(n)));
-  const out: Settled<T> = { values: new Map(), ok: [], failed: [] };
-  results.forEach((r, i) => {
-    const id = entries[i][0];
-    if (r.status === 'fulfilled') {
-      out.values.set(id, r.value);
-      out.ok.push(id);
-    } else {
-      const e = r.reason;
-      out.failed.push({ host: id, error: isDispatcherError(e) ? e : new DispatcherError('internal', (e as Error)?.message ?? String(e)) });
-    }
-  });
-  return out;
-}
-
-function subset(nodes: Nodes, ids: string[]): Nodes {
-  return new Map([...nodes].filter(([id]) => ids.includes(id)));
-}
-
-function combined(code: 'peer_unreachable' | 'operation_failed', what: string, failed: { host: string; error: DispatcherError }[]): DispatcherError {
-  // Keep the most specific code of the first failure (e.g. peer_untrusted, conflict).
-  const first = failed[0].error;
-  return new DispatcherError(first.code === 'internal' ? code : first.code, `${what}:\n${failed.map((f) => `  ${f.host}: ${f.error.message}`).join('\n')}`, {
-    problems: failed.map((f) => ({ path: f.host, message: f.error.message })),
-    details: { host: failed[0].host, ...first.details },
-  });
-}
-
-function sleep(ms: number) {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -6,7 +6,7 @@ import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, PlanDispatcher } from '../../api/plan.js';
 import type { ClusterState, Credential, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
-import { DispatcherClient } from '../../launcher/client.js';
+import { DispatcherClient } from '../../client/dispatcher-client.js';
 import type { NodeApi } from './node.js';
 
 export class RemoteNode implements NodeApi {

@@ -1,7 +1,7 @@
 /**
  * Wires the cluster side of a dispatcher from its configuration: the real engine renderer, firewall guard
  * and health checks behind the small interfaces LocalNode and the Orchestrator use. The daemon calls
- * createClusterService once at start (see clusterDaemonOptions).
+ * createClusterRuntime once at start (server/cluster-daemon.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { DispatcherError } from '../../api/errors.js';
@@ -10,25 +10,25 @@ import type { GuardStatusView } from '../../api/rest.js';
 import type { DispatcherConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
-import type { AppContext, RouteModule } from '../http/app.js';
 import { addUser } from '../users.js';
 import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
 import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
 import { validatePlan } from '../core/validate-plan.js';
+import { defaultEngineCatalog } from '../engines/loader.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
 import { Guard } from '../firewall/guard.js';
 import { detectBackend, createBackend } from '../firewall/detect.js';
-import { pidAlive } from '../supervisor/procfs.js';
+import { pidAlive } from '../../shared/procfs.js';
 import { ClusterStore } from './store.js';
 import { OperationStore } from './operations.js';
 import { LocalNode, resolveUser, type NodeGuard, type ProcessRenderer } from './node.js';
 import { RemoteNode } from './remote-node.js';
 import { Orchestrator, type ClusterHealth } from './orchestrator.js';
 import { ClusterService } from './service.js';
-import { clusterModule } from '../http/routes/cluster.js';
-import { plansModule } from '../http/routes/plans.js';
-import { restartModule } from '../http/routes/restart.js';
-import { RestartService, registerRestartService, localUpgradeNode, remoteUpgradeNode, pgHaActions } from './restart.js';
+import { RestartService } from './restart.js';
+import { localUpgradeNode, remoteUpgradeNode } from './restart-upgrade.js';
+import { pgHaActions } from '../engines/pg-ha/restart-actions.js';
+import { stopWithGrace } from '../../shared/stop-with-grace.js';
 
 /** Engines are data read from templates/; read each once. */
 function engineCache() {
@@ -172,7 +172,7 @@ export interface ClusterRuntime {
   close(): void;
 }
 
-/** Stops a postmaster that outlived Patroni (postgres is not Patroni's child; DESIGN §8). */
+/** Stops a postmaster that outlived Patroni (postgres is not Patroni's child; docs/DESIGN.md, "Processes"). */
 async function stopLeftover(pidFile: string | undefined, logger: Logger): Promise<void> {
   if (!pidFile) return;
   let pid: number;
@@ -181,17 +181,21 @@ async function stopLeftover(pidFile: string | undefined, logger: Logger): Promis
   } catch {
     return;
   }
-  const alive = () => pidAlive(pid);
-  if (!pid || !alive()) return;
+  if (!pid || !pidAlive(pid)) return;
   const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   if (!cmd.includes('postgres')) return;
   logger.warn('stopping a postmaster left running after its Patroni stopped', { pid, pidFile });
-  process.kill(pid, 'SIGINT'); // PostgreSQL's "fast" shutdown
-  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
-  if (alive()) process.kill(pid, 'SIGKILL');
+  await stopWithGrace(pid, { signal: 'SIGINT', graceMs: 10_000 }); // SIGINT: PostgreSQL's "fast" shutdown
 }
 
-export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRuntime> {
+/** What the cluster runtime needs of the daemon (the HTTP AppContext has these and more). */
+export interface ClusterRuntimeContext {
+  config: DispatcherConfig;
+  logger: Logger;
+  supervisor: Supervisor;
+}
+
+export async function createClusterRuntime(ctx: ClusterRuntimeContext): Promise<ClusterRuntime> {
   const { config, logger, supervisor } = ctx;
   const store = new ClusterStore(config.dataDir);
   const snapshot = await store.load();
@@ -220,7 +224,7 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     renderer,
     health: engineHealth(config),
     peer: (d, credential) => new RemoteNode(d, credential),
-    validate: (plan) => validatePlan(plan),
+    validate: (plan) => validatePlan(plan, defaultEngineCatalog()),
   });
   const engines = engineCache();
   const restarts = new RestartService({
@@ -234,7 +238,6 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     peerUpgrade: remoteUpgradeNode,
     actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql }),
   });
-  registerRestartService(operations, restarts);
   for (const op of interrupted) {
     // A rolling restart resumes from its persisted progress (server/cluster/restart.ts); others are reported.
     if (op.kind === 'restart') await restarts.resume(op).catch((e) => operations.markInterrupted(op, `could not resume: ${(e as Error).message}`));
@@ -244,20 +247,7 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
   if (snapshot && snapshot.state !== 'launching') {
     guard.apply(snapshot.plan).catch((e) => logger.error('could not re-apply the firewall guard at start', { error: (e as Error).message }));
   }
-  return { service: new ClusterService(node, orchestrator, operations, store), close: () => guard.close() };
-}
-
-/** What startDaemon needs to serve the cluster API. */
-export function clusterDaemonOptions(): { modules: RouteModule[]; extendContext: (ctx: AppContext) => Promise<void>; runtime: () => ClusterRuntime | undefined } {
-  let runtime: ClusterRuntime | undefined;
-  return {
-    modules: [plansModule, clusterModule, restartModule],
-    extendContext: async (ctx) => {
-      runtime = await createClusterRuntime(ctx);
-      ctx.cluster = runtime.service;
-    },
-    runtime: () => runtime,
-  };
+  return { service: new ClusterService(node, orchestrator, operations, store, restarts), close: () => guard.close() };
 }
 
 export type { PlanProcess, Supervisor };

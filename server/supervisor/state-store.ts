@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { DispatcherError } from '../../api/errors.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { ProcessSpec, ProcessState } from './types.js';
 
 export const STATE_FILE = 'state.json';

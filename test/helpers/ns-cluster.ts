@@ -19,7 +19,7 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import { DispatcherClient } from '../../launcher/client.js';
+import { DispatcherClient } from '../../client/dispatcher-client.js';
 import { PG_HA_DEBIAN_BINARIES, DEFAULT_RUN_AS } from '../../launcher/local.js';
 import { DISPATCHERD_BIN, REPO_ROOT, addUser, cleanEnv, runDispatcherd } from './daemon.js';
 import type { ExecResult, TestHost, TestNet } from './netns.js';

@@ -8,7 +8,6 @@ import type { Response } from 'express';
 import { PlanSchema } from '../../../api/plan.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { restartServiceOf } from '../../cluster/restart.js';
 
 const NodePlanSchema = z.object({ plan: PlanSchema }).strict();
 
@@ -27,7 +26,7 @@ const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'strin
 export const restartModule: RouteModule = {
   name: 'restart',
   register(router, ctx) {
-    const svc = () => restartServiceOf(ctx.cluster.operations);
+    const svc = () => ctx.cluster.restarts;
     router.post('/v1/cluster/restart', async (req, res) => {
       const op = await svc().start(req.body ?? {});
       accepted(res, op);
