@@ -202,7 +202,7 @@ export class Orchestrator {
   /**
    * Stops processes in shutdown order (coordinators, DB servers, agency), each role's processes together —
    * except the agency: followers first, the leader last (stopping every etcd member at once makes the last
-   * one wait ~7 s for its peers; DESIGN §8). Returns what could not be stopped.
+   * one wait ~7 s for its peers; docs/DESIGN.md, "Processes"). Returns what could not be stopped.
    */
   private async stopInOrder(op: OperationHandle, plan: Plan, nodes: Nodes, include: (p: PlanProcess) => boolean, step: string): Promise<string[]> {
     const failures: string[] = [];
