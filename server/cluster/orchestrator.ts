@@ -10,7 +10,7 @@ import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '..
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
 import { launchGroups, shutdownGroups } from '../core/order.js';
 import type { ClusterStore } from './store.js';
-import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
+import type { NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle } from './operations.js';
 import { clusterViewOf } from './cluster-view.js';
 import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
@@ -23,10 +23,12 @@ export interface ClusterHealth {
   agencyLeader?(plan: Plan): Promise<string | undefined>;
 }
 
+/** What the Orchestrator needs, narrowed to what it uses (fakes of these drive test/unit/orchestrator.test.ts). */
 export interface OrchestratorDeps {
-  self: LocalNode;
-  store: ClusterStore;
-  renderer: ProcessRenderer;
+  /** This dispatcher (LocalNode in production). */
+  self: NodeApi;
+  store: Pick<ClusterStore, 'get'>;
+  renderer: Pick<ProcessRenderer, 'generateSecrets'>;
   health: ClusterHealth;
   /** A client for a peer with the given credential (RemoteNode in production). */
   peer(d: PlanDispatcher, credential: Credential): NodeApi & { close?(): void; useCredential?(c: Credential): void };

@@ -12,7 +12,7 @@ import type { Engine } from '../engines/types.js';
 import type { Clock } from '../../shared/poll.js';
 import type { RestartActions } from '../core/restart-actions.js';
 import type { ClusterSnapshot, ClusterStore } from './store.js';
-import type { LocalNode, NodeApi } from './node.js';
+import type { NodeApi } from './node.js';
 import type { OperationStore } from './operations.js';
 import type { ClusterHealth } from './orchestrator.js';
 
@@ -43,9 +43,11 @@ export interface UpgradeNode {
 
 export type { RestartActions } from '../core/restart-actions.js';
 
+/** What a rolling restart needs, narrowed to what it uses (fakes drive test/unit/rolling-restart.test.ts). */
 export interface RestartDeps {
-  self: LocalNode;
-  store: ClusterStore;
+  /** This dispatcher (LocalNode in production). */
+  self: NodeApi;
+  store: Pick<ClusterStore, 'get'>;
   operations: OperationStore;
   health: ClusterHealth;
   engine(name: string): Engine;
