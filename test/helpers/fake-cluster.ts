@@ -149,7 +149,8 @@ export function fakeActions(journal: string[], leaders: { agency?: string; db?: 
     agencyLeader: async () => leaders.agency,
     dbLeader: async () => dbLeader,
     async switchover(plan, _secrets, leader, prefer) {
-      const candidate = prefer.find((p) => p !== leader) ?? plan.processes.find((p) => p.role === 'dbserver' && p.id !== leader)!.id;
+      const replicas = plan.processes.filter((p) => p.role === 'dbserver' && p.id !== leader).map((p) => p.id);
+      const candidate = replicas.find((id) => prefer.includes(id)) ?? replicas[0];
       journal.push(`switchover:${leader}->${candidate}`);
       dbLeader = candidate;
       return candidate;
