@@ -1,7 +1,7 @@
 /** The Planner: golden plans, placement, ports and offsets, exposures, spec problems, the `plan` command. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
@@ -12,6 +12,7 @@ import { installedEngines, parseSpecText, planFromSpec, planFromSpecText } from 
 import { planSummary } from '../../launcher/summary.js';
 import { EXIT_INVALID, registerPlanCommand, type PlanCommandIO } from '../../launcher/commands/plan.js';
 import { validatePlan } from '../../server/core/validate-plan.js';
+import { expectGolden } from '../helpers/golden.js';
 
 const ENGINES = installedEngines();
 
@@ -23,11 +24,7 @@ const ROOT = (() => {
 const FP = Array(32).fill('AB').join(':');
 const example = (n: string) => readFileSync(join(ROOT, 'examples', `${n}.yaml`), 'utf8');
 
-function golden(name: string, actual: string): void {
-  const file = join(ROOT, 'test', 'golden', name);
-  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(file, actual);
-  assert.equal(actual, readFileSync(file, 'utf8'), `${name} differs (UPDATE_GOLDEN=1 rewrites it after review)`);
-}
+const golden = expectGolden;
 
 function problemsOf(fn: () => unknown): { path: string; message: string }[] {
   try {
