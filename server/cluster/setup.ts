@@ -54,7 +54,7 @@ export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { le
       const b = binaries(plan.engine);
       return [r.program, ...r.requires].map((prog) => {
         const path = b[prog];
-        if (!path) throw new Error(`${role}: program "${prog}" of engine ${plan.engine} has no binary configured (config: engines.${plan.engine}.binaries.${prog})`);
+        if (!path) throw new DispatcherError('preflight_failed', `${role}: program "${prog}" of engine ${plan.engine} has no binary configured (config: engines.${plan.engine}.binaries.${prog})`);
         return path;
       });
     },
@@ -63,7 +63,7 @@ export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { le
       try {
         return renderProcess(engine(plan.engine), plan, id, { dispatcherDataDir: dataDir, binaries: binaries(plan.engine), secrets: new Proxy({}, { get: () => 'x' }) }).leftoverPidFile;
       } catch {
-        return undefined;
+        return undefined; // a plan this engine cannot render has no leftover to look for
       }
     },
   };
@@ -179,7 +179,7 @@ async function stopLeftover(pidFile: string | undefined, logger: Logger): Promis
   try {
     pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
   } catch {
-    return;
+    return; // no pid file: postgres stopped cleanly (or never started)
   }
   if (!pid || !pidAlive(pid)) return;
   const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');

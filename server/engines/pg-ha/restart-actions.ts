@@ -20,7 +20,7 @@ function port(p: PlanProcess, name: string): number {
 function psqlRun(psql: string, p: PlanProcess, password: string, sql: string, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(psql, [`host=${p.address} port=${port(p, 'postgres')} user=postgres dbname=postgres connect_timeout=2`, '-XtAq', '-c', sql], { env: { PGPASSWORD: password, PATH: '/usr/bin:/bin' }, timeout: timeoutMs }, (err, _o, stderr) =>
-      err ? reject(new Error(String(stderr).trim() || err.message)) : resolve(),
+      err ? reject(new DispatcherError('operation_failed', `psql on ${p.id}: ${String(stderr).trim() || err.message}`, { cause: err })) : resolve(),
     );
   });
 }
