@@ -8,7 +8,9 @@ import { randomBytes } from 'node:crypto';
 import { DispatcherError, type Problem } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
-import { launchGroups, shutdownGroups } from '../core/order.js';
+import { launchGroups } from '../core/order.js';
+import { stopInOrder } from './stop-order.js';
+import type { ClusterHealth } from './cluster-health.js';
 import type { ClusterStore } from './store.js';
 import type { NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle } from './operations.js';
@@ -16,12 +18,7 @@ import { clusterViewOf } from './cluster-view.js';
 import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
 import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 
-/** Cluster-level health of a role (beyond each process's own readiness probe). */
-export interface ClusterHealth {
-  check(plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>): Promise<{ ok: boolean; detail: string }>;
-  /** The agency's current leader (process id), so that it can be stopped last. */
-  agencyLeader?(plan: Plan): Promise<string | undefined>;
-}
+export type { ClusterHealth } from './cluster-health.js';
 
 /** What the Orchestrator needs, narrowed to what it uses (fakes of these drive test/unit/orchestrator.test.ts). */
 export interface OrchestratorDeps {
@@ -197,44 +194,14 @@ export class Orchestrator {
   private async rollback(op: OperationHandle, plan: Plan, nodes: Nodes, started: PlanProcess[]) {
     if (started.length) op.event({ level: 'warn', step: 'rollback', message: `stopping the ${started.length} process(es) this launch started, in reverse order; data dirs are kept` });
     const startedIds = new Set(started.map((p) => p.id));
-    await this.stopInOrder(op, plan, nodes, (p) => startedIds.has(p.id), 'rollback');
+    await stopInOrder(this.deps.health, op, plan, nodes, (p) => startedIds.has(p.id), 'rollback');
     await settleAll(nodes, (n) => n.setClusterState('failed'));
-  }
-
-  /**
-   * Stops processes in shutdown order (coordinators, DB servers, agency), each role's processes together —
-   * except the agency: followers first, the leader last (stopping every etcd member at once makes the last
-   * one wait ~7 s for its peers; docs/DESIGN.md, "Processes"). Returns what could not be stopped.
-   */
-  private async stopInOrder(op: OperationHandle, plan: Plan, nodes: Nodes, include: (p: PlanProcess) => boolean, step: string): Promise<string[]> {
-    const failures: string[] = [];
-    for (const group of shutdownGroups(plan)) {
-      const procs = group.processes.filter(include);
-      if (!procs.length) continue;
-      op.event({ level: 'info', step, message: `stopping ${procs.length} ${group.role}(s)` });
-      const leader = group.role === 'agent' ? await this.deps.health.agencyLeader?.(plan).catch(() => undefined) : undefined;
-      const waves = leader ? [procs.filter((p) => p.id !== leader), procs.filter((p) => p.id === leader)] : [procs];
-      for (const wave of waves) {
-        await Promise.all(
-          wave.map(async (p) => {
-            try {
-              await nodes.get(p.dispatcher)!.stopProcess(p.id);
-              op.event({ level: 'info', step, host: p.dispatcher, process: p.id, message: `${p.id} stopped` });
-            } catch (e) {
-              failures.push(`${p.id} on ${p.dispatcher}: ${(e as Error).message}`);
-              op.event({ level: 'error', step, host: p.dispatcher, process: p.id, message: `could not stop ${p.id}: ${(e as Error).message}` });
-            }
-          }),
-        );
-      }
-    }
-    return failures;
   }
 
   async shutdown(op: OperationHandle): Promise<Record<string, unknown>> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      const failures = await this.stopInOrder(op, plan, nodes, () => true, 'stop');
+      const failures = await stopInOrder(this.deps.health, op, plan, nodes, () => true, 'stop');
       const states = await settleAll(nodes, (n) => n.setClusterState('shutdown'));
       for (const f of states.failed) failures.push(`${f.host}: ${f.error.message}`);
       if (failures.length) throw new DispatcherError('operation_failed', `shutdown incomplete:\n  ${failures.join('\n  ')}`);

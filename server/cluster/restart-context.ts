@@ -14,7 +14,7 @@ import type { RestartActions } from '../core/restart-actions.js';
 import type { ClusterSnapshot, ClusterStore } from './store.js';
 import type { NodeApi } from './node.js';
 import type { OperationStore } from './operations.js';
-import type { ClusterHealth } from './orchestrator.js';
+import type { ClusterHealth } from './cluster-health.js';
 
 export type NormalizedRestartRequest = ReturnType<(typeof RestartRequestSchema)['parse']>;
 
