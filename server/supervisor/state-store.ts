@@ -1,6 +1,6 @@
 /**
  * The supervisor's persistent state: `state.json` in the state dir, always replaced atomically (temp file,
- * fsync, rename, fsync dir — server/atomic-file.ts), so a crash at any instant leaves the old or the new
+ * fsync, rename, fsync dir — shared/atomic-file.ts), so a crash at any instant leaves the old or the new
  * state. A file that does not parse or fails the schema is never loaded silently and never overwritten:
  * start-up stops with `state_damaged` naming the file, and the file stays for inspection.
  */

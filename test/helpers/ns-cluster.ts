@@ -7,7 +7,7 @@
  * The root namespace blackholes the test subnets, so the test process reaches a dispatcher in two ways:
  *  - its control socket (a Unix socket is not namespaced): `socketClient(d)`, for status and inspection;
  *  - a client program run INSIDE a namespace (the operator's machine, e.g. the outside host) over pinned
- *    HTTPS with a password: `clientIn(...)` / `spawnClientIn(...)`, which run launcher/client.ts and
+ *    HTTPS with a password: `clientIn(...)` / `spawnClientIn(...)`, which run client/dispatcher-client.ts and
  *    launcher/kickstarter.ts from dist/.
  *
  * Data dirs live under /var/lib/cluster-dispatcher-test/<random>, made 0711 so the database user can walk
@@ -198,7 +198,7 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
 }
 
 /**
- * A client program for a namespace: pinned HTTPS + basic credential through launcher/client.ts. argv:
+ * A client program for a namespace: pinned HTTPS + basic credential through client/dispatcher-client.ts. argv:
  * <endpoint> <fingerprint> <user> then a command:
  *   get <path>                → prints the JSON answer
  *   run <path> <bodyFile>     → POSTs the body, follows the operation's events (one NDJSON line each,
@@ -236,7 +236,7 @@ try {
 
 function clientArgv(d: { endpoint: string; fingerprint: string }, user: string, cmd: string[]): string[] {
   const url = (p: string) => new URL(`file://${join(REPO_ROOT, 'dist', p)}`).href;
-  return [process.execPath, '--input-type=module', '-e', CLIENT_SCRIPT, url('launcher/client.js'), url('launcher/kickstarter.js'), d.endpoint, d.fingerprint, user, ...cmd];
+  return [process.execPath, '--input-type=module', '-e', CLIENT_SCRIPT, url('client/dispatcher-client.js'), url('launcher/kickstarter.js'), d.endpoint, d.fingerprint, user, ...cmd];
 }
 
 /** Runs a client command inside namespace `ns` and waits for it. */
