@@ -136,7 +136,7 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
 export async function localDown(opts: LocalOptions & { purge: boolean }): Promise<void> {
   const passwordFile = join(opts.dir, 'operator.password');
   if (!existsSync(opts.dir)) {
-    if (opts.purge) await removeContext('local').catch(() => {});
+    if (opts.purge) await removeContext('local');
     return;
   }
   const say = (s: string) => {
@@ -168,7 +168,7 @@ export async function localDown(opts: LocalOptions & { purge: boolean }): Promis
   say('dispatchers stopped');
   if (opts.purge) {
     await rm(opts.dir, { recursive: true, force: true });
-    await removeContext('local').catch(() => {});
+    await removeContext('local');
     say(`removed ${opts.dir}`);
   }
 }
