@@ -36,13 +36,12 @@ export class RestartService {
     if (req.upgrade) this.executor.upgradedPlan(plan, req.upgrade);
     if (!req.force) {
       // A moment of ill health (a probe in flight) should not refuse the restart: look again for ~3 s.
-      const r = await pollUntil(() => this.executor.clusterHealth(plan, secrets), (h) => h.ok, {
+      await pollUntil(() => this.executor.clusterHealth(plan, secrets), (h) => h.ok, {
         timeoutMs: 3000,
         intervalMs: 300,
         clock: this.deps.clock,
         onTimeout: (h) => new DispatcherError('conflict', `cluster ${plan.name} is not healthy; refusing a restart (pass force to restart anyway): ${h.detail}`, { details: { health: h.detail } }),
       });
-      void r;
     }
     return req;
   }
