@@ -29,7 +29,7 @@ function dispatch(args: string[]): Promise<{ code: number; stdout: string; stder
   });
 }
 
-describe('dispatch exit codes', () => {
+describe('dispatch exit codes', { concurrency: 4 }, () => {
   for (const args of [['status'], ['shutdown'], ['logs', 'agent-1'], ['operations'], ['restart'], ['firewall', 'show'], ['firewall', 'apply', '--policy', policy]]) {
     test(`unreachable dispatcher → 3: ${args.join(' ')}`, async () => {
       const r = await dispatch([...CLOSED, ...args]);
