@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { DispatcherError, isDispatcherError, toDispatcherError } from '../../api/errors.js';
 import type { OperationEvent, OperationKind, OperationView } from '../../api/rest.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 export interface OperationHandle {
   readonly id: string;
@@ -25,7 +26,11 @@ export class OperationStore {
   /** Persist writes per operation are serialized so an older view never lands after a newer one. */
   private readonly writes = new Map<string, Promise<void>>();
 
-  constructor(dataDir: string) {
+  /** `clock` stamps operations and events (the system clock by default; docs/DESIGN.md, "Time and waiting"). */
+  constructor(
+    dataDir: string,
+    private readonly clock: Clock = systemClock,
+  ) {
     this.dir = join(dataDir, 'operations');
     this.emitter.setMaxListeners(0);
   }
@@ -44,6 +49,10 @@ export class OperationStore {
       }
     }
     return interrupted;
+  }
+
+  private isoNow(): string {
+    return new Date(this.clock.now()).toISOString();
   }
 
   list(): OperationView[] {
@@ -76,14 +85,14 @@ export class OperationStore {
         details: { operation: active.id, kind: active.kind, cluster: active.cluster },
       });
     }
-    const view: OperationView = opts.resumeOf ?? { id: randomUUID(), kind, cluster, state: 'running', startedAt: new Date().toISOString(), events: [] };
+    const view: OperationView = opts.resumeOf ?? { id: randomUUID(), kind, cluster, state: 'running', startedAt: this.isoNow(), events: [] };
     view.state = 'running';
     this.ops.set(view.id, view);
     const handle: OperationHandle = {
       id: view.id,
       view,
       event: (e) => {
-        const full: OperationEvent = { seq: view.events.length + 1, at: new Date().toISOString(), ...e };
+        const full: OperationEvent = { seq: view.events.length + 1, at: this.isoNow(), ...e };
         view.events.push(full);
         this.emitter.emit(view.id, full);
         void this.persist(view);
@@ -112,7 +121,7 @@ export class OperationStore {
         };
         handle.event({ level: 'error', step: 'failed', message: err.message });
       } finally {
-        view.endedAt = new Date().toISOString();
+        view.endedAt = this.isoNow();
         await this.persist(view);
         this.emitter.emit(view.id, null);
       }
@@ -133,7 +142,7 @@ export class OperationStore {
 
   private async end(view: OperationView, state: 'failed' | 'aborted', level: 'warn' | 'error', message: string): Promise<void> {
     view.state = state;
-    view.endedAt = new Date().toISOString();
+    view.endedAt = this.isoNow();
     view.events.push({ seq: view.events.length + 1, at: view.endedAt, level, step: state, message });
     this.ops.set(view.id, view);
     await this.persist(view);

@@ -27,9 +27,9 @@ async function setup(opts: { health?: ClusterHealth } = {}) {
   const { journal, nodes } = fakeNodes(plan);
   const dir = mkdtempSync(join(tmpdir(), 'cd-restart-'));
   dirs.push(dir);
-  const operations = new OperationStore(dir);
-  await operations.load();
   const clock = fakeClock();
+  const operations = new OperationStore(dir, clock);
+  await operations.load();
   const service = new RestartService({
     self: nodes.get('d1')!,
     store: { get: () => ({ plan, state: 'running', secrets: {}, clusterCredential: { user: 'c', password: 'p' } }) },
