@@ -2,7 +2,8 @@
  * The one error type of cluster-dispatcher. Every failure that reaches a user — an HTTP answer, a CLI exit,
  * a failed operation — is a DispatcherError with a stable `code`. The HTTP layer maps it to an
  * application/problem+json body in one place (server/http/errors.ts); the CLI maps it to an exit code in
- * one place (launcher/cli.ts). Throwing sites only pick a code and say what went wrong.
+ * one place (launcher/exit-codes.ts). Throwing sites only pick a code and say what went wrong; code that
+ * catches something unknown wraps it with toDispatcherError, which keeps the original as `cause`.
  */
 
 /** Stable machine-readable codes, with the HTTP status each maps to. */
@@ -62,4 +63,14 @@ export function isDispatcherError(e: unknown): e is DispatcherError {
 /** Formats problems as one line each, for CLI output and log messages. */
 export function formatProblems(problems: Problem[]): string {
   return problems.map((p) => `  - ${p.path || '(root)'}: ${p.message}`).join('\n');
+}
+
+/**
+ * Anything thrown, as a DispatcherError: a DispatcherError stays itself; anything else becomes `code` with
+ * its message, keeping the original as `cause` (so its stack reaches the log). The one such wrapper.
+ */
+export function toDispatcherError(e: unknown, code: ErrorCode = 'internal'): DispatcherError {
+  if (e instanceof DispatcherError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  return new DispatcherError(code, message, { cause: e });
 }

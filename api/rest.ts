@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { FirewallPolicySchema, PlanSchema, RoleSchema, type FirewallPolicy, type Plan } from './plan.js';
-import type { ProcessStatus } from '../server/supervisor/types.js';
+import type { ProcessStatus } from './process-status.js';
 
 export const CredentialSchema = z.object({ user: z.string().min(1), password: z.string().min(1) }).strict();
 export type Credential = z.infer<typeof CredentialSchema>;

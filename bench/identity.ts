@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { startDispatcherd } from '../test/helpers/daemon.js';
 import { ensureCertificate } from '../server/tls.js';
 import { planFromSpec } from '../launcher/planner.js';
-import { DispatcherClient } from '../launcher/client.js';
+import { DispatcherClient } from '../client/dispatcher-client.js';
 import { PeerClient } from '../server/cluster/peer-client.js';
 import { NodeStatusViewSchema } from '../api/rest.js';
 import { z } from 'zod';

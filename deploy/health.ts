@@ -7,6 +7,8 @@
  */
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
+import { DispatcherError } from '../api/errors.js';
+import { pollUntil, systemClock, type Clock } from '../shared/poll.js';
 
 export interface HealthAnswer {
   status: number;
@@ -30,19 +32,23 @@ export const httpsHealth: HealthChecker = (endpoint, timeoutMs) =>
     req.on('error', reject);
   });
 
-/** Polls until a 200 or the deadline; returns the last answer or throws the last error. */
-export async function waitHealthy(check: HealthChecker, endpoint: string, deadlineMs: number, intervalMs = 300): Promise<HealthAnswer> {
-  const end = Date.now() + deadlineMs;
-  let last = 'no attempt';
-  for (;;) {
+/** Polls until a 200 or the deadline; returns the answer, or throws naming the last failure. */
+export async function waitHealthy(check: HealthChecker, endpoint: string, deadlineMs: number, intervalMs = 300, clock: Clock = systemClock): Promise<HealthAnswer> {
+  const end = clock.now() + deadlineMs;
+  type Attempt = { answer?: HealthAnswer; last: string };
+  const attempt = async (): Promise<Attempt> => {
     try {
-      const a = await check(endpoint, Math.max(1000, Math.min(5000, end - Date.now())));
-      if (a.status === 200) return a;
-      last = `HTTP ${a.status}`;
+      const a = await check(endpoint, Math.max(1000, Math.min(5000, end - clock.now())));
+      return a.status === 200 ? { answer: a, last: '' } : { last: `HTTP ${a.status}` };
     } catch (e) {
-      last = (e as Error).message;
+      return { last: (e as Error).message };
     }
-    if (Date.now() >= end) throw new Error(`${endpoint}/v1/health did not answer 200 within ${Math.round(deadlineMs / 1000)} s (last: ${last})`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+  };
+  const r = await pollUntil(attempt, (a) => a.answer !== undefined, {
+    timeoutMs: deadlineMs,
+    intervalMs,
+    clock,
+    onTimeout: (a) => new DispatcherError('peer_unreachable', `${endpoint}/v1/health did not answer 200 within ${Math.round(deadlineMs / 1000)} s (last: ${a.last})`),
+  });
+  return r.answer!;
 }

@@ -10,7 +10,7 @@
 # Idempotent: running it again changes nothing.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps.sh: run as root (sudo bash deploy/install-deps.sh)" >&2
+  echo "install-deps.sh: run as root (or with sudo): bash deploy/install-deps.sh" >&2
   exit 2
 fi
 export DEBIAN_FRONTEND=noninteractive

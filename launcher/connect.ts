@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { DispatcherError } from '../api/errors.js';
-import { DispatcherClient } from './client.js';
+import { DispatcherClient } from '../client/dispatcher-client.js';
 import { currentContext, type Context } from './context.js';
 
 export interface ConnectOptions {

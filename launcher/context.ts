@@ -9,7 +9,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { DispatcherError } from '../api/errors.js';
-import { writeFileAtomic } from '../server/atomic-file.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 
 export const ContextSchema = z
   .object({

@@ -7,7 +7,7 @@
 import { DispatcherError } from '../api/errors.js';
 import type { Plan } from '../api/plan.js';
 import type { ClusterView, Credential, OperationEvent, OperationView, RestartRequest } from '../api/rest.js';
-import type { DispatcherClient } from './client.js';
+import type { DispatcherClient } from '../client/dispatcher-client.js';
 
 export interface KickstarterOptions {
   peerCredentials?: Record<string, Credential>;

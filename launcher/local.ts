@@ -1,42 +1,42 @@
 /**
  * `dispatch local`: the embedded default. Three dispatchers on loopback (own data dirs, certificates and
- * ports under one directory), a pg-ha cluster planned and launched through the first of them, and the CLI
- * left pointing at it (saved context "local"). Running it again is safe: it starts what is not running
- * and reports the cluster. `--down` shuts the cluster and the dispatchers down; `--purge` also deletes it.
+ * ports under one directory; launcher/local-dispatchers.ts), a pg-ha cluster planned and launched through
+ * the first of them, and the CLI left pointing at it (saved context "local"). Running it again is safe: it
+ * starts what is not running and reports the cluster. `--down` shuts the cluster and the dispatchers down;
+ * `--purge` also deletes it. The command itself is launcher/commands/local.ts.
  */
-import { execFile, spawn } from 'node:child_process';
-import { promisify } from 'node:util';
-import { access, chmod, constants, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import type { Command } from 'commander';
-import { Option } from 'commander';
 import YAML from 'yaml';
-import { DispatcherError } from '../api/errors.js';
-import type { ClusterView, OperationView } from '../api/rest.js';
-import { writeFileAtomic } from '../server/atomic-file.js';
-import { pidAlive } from '../server/supervisor/procfs.js';
+import type { ClusterConnectionView, ClusterView, OperationView } from '../api/rest.js';
+import { ROLE_ORDER } from '../api/plan.js';
+import { DispatcherClient } from '../client/dispatcher-client.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 import { PG_HA_DEBIAN_BINARIES } from '../server/engines/debian.js';
-import { DispatcherClient } from './client.js';
 import { removeContext, saveContext } from './context.js';
 import { Kickstarter } from './kickstarter.js';
-import { planFromSpec } from './planner.js';
-import { defaultEngineCatalog } from '../server/engines/loader.js';
-import { ROLE_ORDER } from '../api/plan.js';
+import { installedEngines, planFromSpec } from './planner.js';
 import { progressMode, withProgress } from './progress.js';
-import { verifyFullUrl } from './commands/connect.js';
-
-const run = promisify(execFile);
+import {
+  DISPATCHERS,
+  checkBinaries,
+  dataDirOf,
+  dispatcherd,
+  initDispatcher,
+  runningDaemon,
+  startDaemon,
+  stopDaemon,
+  waitHealthy,
+  type LocalDispatcher,
+} from './local-dispatchers.js';
 
 export { PG_HA_DEBIAN_BINARIES };
 
 /** The unprivileged user deploy/install-deps.sh creates; PostgreSQL refuses to run as root. */
 export const DEFAULT_RUN_AS = 'cluster-dispatcher';
-
-const DISPATCHERD = fileURLToPath(new URL('../../bin/dispatcherd', import.meta.url));
 
 export interface LocalOptions {
   dir: string;
@@ -53,7 +53,7 @@ export interface LocalOptions {
 /** spec.ports overrides moving every port of an engine by `offset`. */
 function shiftedPorts(engine: string, offset: number): Record<string, number> | undefined {
   if (!offset) return undefined;
-  const e = defaultEngineCatalog()[engine];
+  const e = installedEngines()[engine];
   return Object.fromEntries(ROLE_ORDER.flatMap((role) => e.roles[role].ports.map((p) => [`${role}.${p.name}`, p.default + offset] as const)));
 }
 
@@ -66,148 +66,28 @@ export function defaultLocalDir(env: NodeJS.ProcessEnv = process.env): string {
   return process.getuid?.() === 0 ? '/var/lib/cluster-dispatcher/local' : join(homedir(), '.local', 'share', 'cluster-dispatcher', 'local');
 }
 
-const DISPATCHERS = ['local-1', 'local-2', 'local-3'];
-
-function dataDirOf(dir: string, i: number) {
-  return join(dir, DISPATCHERS[i]);
+/**
+ * A libpq password file for the superuser, so the printed psql line needs no password on screen. The
+ * first dispatcher writes it (`dispatcherd pgpass`): the cluster's secrets are the daemon's, not ours to read.
+ */
+export async function writePgpass(opts: LocalOptions): Promise<string> {
+  const file = join(opts.dir, 'pgpass');
+  await dispatcherd(['pgpass', '--data-dir', dataDirOf(opts.dir, 0), '--output', file]);
+  return file;
 }
 
-async function dispatcherd(args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run(process.execPath, [DISPATCHERD, ...args], { timeout: 60_000 });
-    return stdout;
-  } catch (e: any) {
-    throw new DispatcherError('operation_failed', `dispatcherd ${args[0]} failed: ${(e.stderr || e.message).trim()}`);
-  }
-}
-
-
-/** The pid in a pid file, if that process is alive and is a dispatcherd. */
-function runningDaemon(dataDir: string): number | undefined {
-  try {
-    const pid = Number(readFileSync(join(dataDir, 'dispatcherd.pid'), 'utf8').trim());
-    if (!pid || !pidAlive(pid)) return undefined;
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return cmdline.includes('dispatcherd') ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function checkBinaries(): Promise<void> {
-  const missing: string[] = [];
-  for (const [name, path] of Object.entries(PG_HA_DEBIAN_BINARIES)) {
-    try {
-      await access(path, constants.X_OK);
-    } catch {
-      missing.push(`${name} (${path})`);
-    }
-  }
-  if (missing.length) {
-    throw new DispatcherError('preflight_failed', `the pg-ha programs are not installed: ${missing.join(', ')}. Run \`sudo bash deploy/install-deps.sh\` once (Debian packages etcd-server, patroni, postgresql-15, haproxy).`);
-  }
-}
-
-/** Creates (once) a dispatcher's data dir, certificate, config and operator account. Returns its fingerprint. */
-async function initDispatcher(opts: LocalOptions, i: number, passwordFile: string): Promise<{ id: string; endpoint: string; fingerprint: string; dataDir: string }> {
-  const dataDir = dataDirOf(opts.dir, i);
-  const id = DISPATCHERS[i];
-  const port = opts.basePort + i;
-  const out = await dispatcherd(['init', '--data-dir', dataDir, '--id', id, '--address', '127.0.0.1', '--port', String(port), '--listen', '127.0.0.1']);
-  const fingerprint = /fingerprint: (\S+)/.exec(out)?.[1];
-  if (!fingerprint) throw new DispatcherError('internal', `dispatcherd init printed no fingerprint for ${id}`);
-  const configFile = join(dataDir, 'config.yaml');
-  const config = YAML.parse(await readFile(configFile, 'utf8')) as Record<string, unknown>;
-  const wanted = {
-    ...config,
-    engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES } },
-    firewall: { backend: 'none', driftIntervalMs: 10_000 },
-    ...(opts.runAs ? { runAs: opts.runAs } : {}),
-  };
-  if (JSON.stringify(wanted) !== JSON.stringify(config)) {
-    await writeFileAtomic(configFile, '# dispatcherd configuration of a local cluster (written by `dispatch local`)\n' + YAML.stringify(wanted), 0o600);
-  }
-  const users = await dispatcherd(['user', 'list', '--data-dir', dataDir]);
-  if (!/^operator\t/m.test(users)) await dispatcherd(['user', 'add', 'operator', '--data-dir', dataDir, '--password-file', passwordFile]);
-  return { id, endpoint: `https://127.0.0.1:${port}`, fingerprint, dataDir };
-}
-
-async function startDaemon(dataDir: string): Promise<number> {
-  const existing = runningDaemon(dataDir);
-  if (existing) return existing;
-  const log = await open(join(dataDir, 'dispatcherd.out'), 'a', 0o600);
-  const child = spawn(process.execPath, [DISPATCHERD, 'start', '--data-dir', dataDir], {
-    detached: true,
-    stdio: ['ignore', log.fd, log.fd],
-  });
-  child.unref();
-  await log.close();
-  await writeFile(join(dataDir, 'dispatcherd.pid'), `${child.pid}\n`, { mode: 0o600 });
-  return child.pid!;
-}
-
-async function waitHealthy(client: DispatcherClient, dataDir: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      await client.get('/v1/health', { timeoutMs: 2000 });
-      return;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    if (!runningDaemon(dataDir)) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  let tail = '';
-  try {
-    tail = (await readFile(join(dataDir, 'dispatcherd.out'), 'utf8')).split('\n').slice(-15).join('\n');
-  } catch {}
-  throw new DispatcherError('peer_unreachable', `dispatcher in ${dataDir} did not come up (${last}); its output:\n${tail}`);
-}
-
-async function stopDaemon(dataDir: string): Promise<void> {
-  const pid = runningDaemon(dataDir);
-  if (!pid) return;
-  process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100 && pidAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-  if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
-  await rm(join(dataDir, 'dispatcherd.pid'), { force: true });
-}
-
-/** A libpq password file for the superuser, so the printed psql line needs no password on screen. */
-async function writePgpass(opts: LocalOptions, view: ClusterView): Promise<string | undefined> {
-  try {
-    const secrets = JSON.parse(await readFile(join(dataDirOf(opts.dir, 0), 'cluster', 'secrets.json'), 'utf8')).secrets as Record<string, string>;
-    const password = secrets['superuser-password'];
-    if (!password) return undefined;
-    const file = join(opts.dir, 'pgpass');
-    const lines = view.coordinators.flatMap((c) => [c.port, c.readOnlyPort].filter(Boolean).map((p) => `${c.host}:${p}:*:postgres:${password}`));
-    await writeFileAtomic(file, lines.join('\n') + '\n', 0o600);
-    return file;
-  } catch {
-    return undefined;
-  }
+/** Where `dispatch local` keeps the cluster CA certificate (0644: a certificate, no secret). */
+export function caFileOf(opts: Pick<LocalOptions, 'dir'>): string {
+  return join(opts.dir, 'ca.crt');
 }
 
 /**
- * The cluster CA next to the pgpass (0644: a certificate, no secret), so clients can verify the DB server
- * with sslmode=verify-full (docs/SECURITY.md, "Cluster-internal TLS").
+ * The cluster CA next to the pgpass, from the API (GET /v1/cluster/connection), so clients can verify the
+ * DB server with sslmode=verify-full (docs/SECURITY.md, "Cluster-internal TLS").
  */
-async function writeCaFile(opts: LocalOptions): Promise<string | undefined> {
-  try {
-    const ca = await readFile(join(dataDirOf(opts.dir, 0), 'cluster', 'ca.crt'), 'utf8');
-    const file = join(opts.dir, 'ca.crt');
-    await writeFileAtomic(file, ca, 0o644);
-    return file;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The superuser's URL through a coordinator, verifying the server against the cluster CA when there is one. */
-function localUrl(host: string, port: number, caFile: string | undefined): string {
-  return caFile ? verifyFullUrl(host, port, 'postgres', 'postgres', caFile) : `postgresql://postgres@${host.includes(':') ? `[${host}]` : host}:${port}/postgres`;
+async function writeCaFile(opts: LocalOptions, client: DispatcherClient): Promise<void> {
+  const conn = await client.get<ClusterConnectionView>('/v1/cluster/connection');
+  await writeFileAtomic(caFileOf(opts), conn.caCertificate, 0o644);
 }
 
 export async function localUp(opts: LocalOptions): Promise<ClusterView> {
@@ -224,7 +104,7 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
   };
 
   say(`local cluster directory: ${opts.dir}`);
-  const dispatchers: Awaited<ReturnType<typeof initDispatcher>>[] = [];
+  const dispatchers: LocalDispatcher[] = [];
   for (let i = 0; i < DISPATCHERS.length; i++) dispatchers.push(await initDispatcher(opts, i, passwordFile));
   for (const d of dispatchers) {
     const pid = await startDaemon(d.dataDir);
@@ -261,6 +141,7 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
     } else {
       say('cluster local is already running');
     }
+    await writeCaFile(opts, client);
     return view;
   } finally {
     for (const c of clients) c.close();
@@ -270,7 +151,7 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
 export async function localDown(opts: LocalOptions & { purge: boolean }): Promise<void> {
   const passwordFile = join(opts.dir, 'operator.password');
   if (!existsSync(opts.dir)) {
-    if (opts.purge) await removeContext('local').catch(() => {});
+    if (opts.purge) await removeContext('local');
     return;
   }
   const say = (s: string) => {
@@ -302,66 +183,8 @@ export async function localDown(opts: LocalOptions & { purge: boolean }): Promis
   say('dispatchers stopped');
   if (opts.purge) {
     await rm(opts.dir, { recursive: true, force: true });
-    await removeContext('local').catch(() => {});
+    await removeContext('local');
     say(`removed ${opts.dir}`);
   }
 }
 
-export function registerLocalCommand(program: Command): void {
-  program
-    .command('local')
-    .description('run a pg-ha cluster on this machine: three dispatchers on loopback, launched through the first; the CLI is left pointing at it')
-    .addOption(new Option('--dbservers <n>', 'PostgreSQL/Patroni DB servers').default('3'))
-    .addOption(new Option('--coordinators <n>', 'HAProxy coordinators').default('1'))
-    .option('--dir <dir>', 'directory holding the local dispatchers (default: $DISPATCH_LOCAL_DIR, else /var/lib/cluster-dispatcher/local for root, ~/.local/share/cluster-dispatcher/local for others)')
-    .addOption(new Option('--base-port <port>', 'HTTPS port of the first dispatcher (the others follow)').default('18528'))
-    .option('--run-as <user>', `unprivileged user for the database processes (default when root: ${DEFAULT_RUN_AS})`)
-    .addOption(new Option('--engine-port-offset <n>', 'add N to every pg-ha default port (etcd 2381/2382, postgres 5433, patroni 8008, haproxy 5000/5001/7000)').default('0'))
-    .addOption(new Option('--ready-timeout <seconds>', 'how long each process may take to become ready').default('120'))
-    .option('--down', 'shut the local cluster and its dispatchers down (data stays)')
-    .option('--purge', 'with --down: also delete the cluster, its data and the dispatchers')
-    .addHelpText('after', '\nFirst run on a fresh Debian machine: `sudo bash deploy/install-deps.sh` (packages and the unprivileged user).')
-    .action(async (o, cmd) => {
-      const g = cmd.optsWithGlobals();
-      const num = (v: string, what: string, min: number) => {
-        if (!/^\d+$/.test(v) || Number(v) < min) throw new DispatcherError('bad_request', `--${what} must be a whole number ≥ ${min}, got ${v}`);
-        return Number(v);
-      };
-      const opts: LocalOptions = {
-        dir: o.dir ?? defaultLocalDir(),
-        dbservers: num(o.dbservers, 'dbservers', 1),
-        coordinators: num(o.coordinators, 'coordinators', 1),
-        basePort: num(o.basePort, 'base-port', 1),
-        runAs: o.runAs ?? (process.getuid?.() === 0 ? DEFAULT_RUN_AS : undefined),
-        json: !!g.json,
-        readyTimeoutMs: num(o.readyTimeout, 'ready-timeout', 1) * 1000,
-        enginePortOffset: num(o.enginePortOffset, 'engine-port-offset', 0),
-      };
-      if (o.purge && !o.down) throw new DispatcherError('bad_request', '--purge goes with --down');
-      if (o.down) return localDown({ ...opts, purge: !!o.purge });
-      const view = await localUp(opts);
-      const pgpass = await writePgpass(opts, view);
-      const caFile = await writeCaFile(opts);
-      const c = view.coordinators[0];
-      if (g.json) {
-        process.stdout.write(
-          JSON.stringify({
-            cluster: view.name,
-            state: view.state,
-            coordinators: view.coordinators,
-            ...(c ? { url: localUrl(c.host, c.port, caFile), ...(c.readOnlyPort ? { readOnlyUrl: localUrl(c.host, c.readOnlyPort, caFile) } : {}) } : {}),
-            ...(pgpass ? { pgpassFile: pgpass } : {}),
-            ...(caFile ? { caFile } : {}),
-          }) + '\n',
-        );
-        return;
-      }
-      process.stdout.write(`\ncluster ${view.name} is ${view.state}.\n`);
-      if (c) {
-        process.stdout.write(`coordinator (read-write): ${c.host}:${c.port}${c.readOnlyPort ? `   read-only: ${c.host}:${c.readOnlyPort}` : ''}\n`);
-        process.stdout.write(`connect:  PGPASSFILE=${pgpass ?? '<pgpass>'} psql '${localUrl(c.host, c.port, caFile)}'\n`);
-        if (caFile) process.stdout.write(`CA file:  ${caFile} (the cluster CA; sslmode=verify-full checks the server against it)\n`);
-      }
-      process.stdout.write(`then:     dispatch status · dispatch restart · dispatch shell · dispatch local --down [--purge]\n`);
-    });
-}

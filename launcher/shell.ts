@@ -15,7 +15,8 @@ import { Kickstarter, type KickstarterOptions } from './kickstarter.js';
 import { resolveConnection } from './connect.js';
 import { configDir } from './context.js';
 import { formatEvent } from './progress.js';
-import type { DispatcherClient } from './client.js';
+import type { DispatcherClient } from '../client/dispatcher-client.js';
+import { DispatcherError } from '../api/errors.js';
 
 const HELP = `cluster-dispatcher shell — JavaScript with top-level await.
 
@@ -48,7 +49,7 @@ function describe(obj: unknown): string {
 
 export function shellContext(client: DispatcherClient | undefined, print: (s: string) => void) {
   const need = () => {
-    if (!client) throw new Error('not connected: start the shell with --endpoint/--fingerprint/--password-file, or run `dispatch local` first');
+    if (!client) throw new DispatcherError('bad_request', 'not connected: start the shell with --endpoint/--fingerprint/--password-file, or run `dispatch local` first');
     return client;
   };
   const onEvent = (e: Parameters<NonNullable<KickstarterOptions['onEvent']>>[0]) => print(formatEvent(e));

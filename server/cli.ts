@@ -12,9 +12,12 @@ import { CONFIG_FILE_NAME, ENV_KEYS, defaultId, loadConfig, parseConfig, type Di
 import { ensureCertificate, fingerprint256 } from './tls.js';
 import { addUser, changePassword, listUsers, removeUser } from './users.js';
 import { closeLogger, createLogger } from './log.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 import { packageVersion, startDaemon } from './daemon.js';
-import { clusterDaemonOptions } from './cluster/setup.js';
+import { clusterDaemonOptions } from './cluster-daemon.js';
+import { ClusterStore } from './cluster/store.js';
+import { pgpassText } from './engines/pg-ha/pgpass.js';
+import { coordinatorsOf } from '../api/rest.js';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -183,6 +186,21 @@ export function buildCli(): Command {
       const config = configFrom(o);
       if (!existsSync(config.cert)) throw new DispatcherError('not_found', `no certificate at ${config.cert}; run \`dispatcherd init\` first`);
       process.stdout.write(fingerprint256(readFileSync(config.cert, 'utf8')) + '\n');
+    });
+
+  program
+    .command('pgpass')
+    .description("write a 0600 libpq password file for the pg-ha cluster's superuser (for psql through the coordinators); the password is never printed")
+    .requiredOption('--output <file>', 'the file to write (atomically, mode 0600)')
+    .option('--data-dir <dir>', 'data dir (uses its config.yaml)')
+    .option('--config <file>', 'config file')
+    .action(async (o: { output: string; dataDir?: string; config?: string }) => {
+      const snapshot = await new ClusterStore(configFrom(o).dataDir).load();
+      if (!snapshot) throw new DispatcherError('not_found', 'this dispatcher has no cluster; launch one first');
+      const password = snapshot.secrets['superuser-password'];
+      if (snapshot.plan.engine !== 'pg-ha' || !password) throw new DispatcherError('bad_request', `cluster ${snapshot.plan.name} (engine ${snapshot.plan.engine}) has no PostgreSQL superuser password`);
+      await writeFileAtomic(resolve(o.output), pgpassText(coordinatorsOf(snapshot.plan), password), 0o600);
+      process.stdout.write(`${resolve(o.output)}\n`);
     });
   return program;
 }

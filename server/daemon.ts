@@ -149,7 +149,7 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
     if (!opts.supervisor) await supervisor.recover({ restartGone: config.relaunchOnBoot && guarded?.restartGone !== false });
 
     const advertised = config.listen === '0.0.0.0' || config.listen === '::' ? hostname() : config.listen;
-    // Cast: fields added to AppContext by declaration merging (e.g. `cluster`) are filled by extendContext.
+    // Cast: `cluster` is filled by extendContext (server/cluster-daemon.ts) before any route is served.
     const ctx = {
       config,
       logger,

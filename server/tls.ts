@@ -10,7 +10,7 @@ import { isIP } from 'node:net';
 import { generate } from 'selfsigned';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import { DispatcherError } from '../api/errors.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 
 /**
  * TLS 1.2 suites: forward-secret AEAD only. The Crossbar seed lists ECDHE-RSA/DHE-RSA GCM suites; our

@@ -9,7 +9,7 @@ import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } 
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DispatcherError, type Problem } from '../api/errors.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 
 export const MIN_PASSWORD_LENGTH = 12;
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;

@@ -4,6 +4,8 @@
 # test at all fails: a green run on zero tests would hide a broken build or a renamed folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The full run (no file arguments) checks the dependency rules first (docs/DESIGN.md, "Dependency rules").
+if [ "$#" -eq 0 ]; then bash test/check-deps.sh; fi
 npx tsc -p tsconfig.json
 shopt -s nullglob
 files=(dist/test/*/*.test.js)

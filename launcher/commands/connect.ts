@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { ClusterConnectionView } from '../../api/rest.js';
-import { writeFileAtomic } from '../../server/atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { globals, withClient } from '../command-kit.js';
 import { configDir } from '../context.js';
 
 export interface ConnectFiles {
@@ -49,19 +50,16 @@ export async function writeConnectFiles(view: ClusterConnectionView, dir: string
   };
 }
 
-export function registerConnectCommand(
-  program: Command,
-  deps: { withClient<T>(cmd: Command, fn: (client: { get<R>(path: string): Promise<R> }) => Promise<T>): Promise<T>; json(cmd: Command): boolean },
-): void {
+export function registerConnectCommand(program: Command): void {
   program
     .command('connect')
     .description('write the cluster CA and a 0600 pgpass, and print a verify-full connection string (no password on screen)')
     .option('--dir <dir>', 'where to write the files (default: <config dir>/clusters)')
     .action(async (opts, cmd) => {
-      await deps.withClient(cmd, async (client) => {
+      await withClient(cmd, async (client) => {
         const view = await client.get<ClusterConnectionView>('/v1/cluster/connection');
         const files = await writeConnectFiles(view, opts.dir ?? join(configDir(), 'clusters'));
-        if (deps.json(cmd)) {
+        if (globals(cmd).json) {
           process.stdout.write(JSON.stringify({ cluster: view.cluster, coordinators: view.coordinators, user: view.user, database: view.database, ...files }) + '\n');
           return;
         }

@@ -6,12 +6,14 @@
  *            this vantage point (client, operator or cluster) should reach; exit 1 when a port is open that
  *            must not be;
  *   show   — each dispatcher's guard state (backend, in sync, drift repairs, warnings) from the API.
- * Exit codes: 0 fine, 1 a check failed (or the daemon could not be asked), 2 usage (bad options or plan).
+ * Exit codes: 0 fine, 1 a check failed, 2 usage (bad options or plan), 3 the daemon could not be reached
+ * (launcher/exit-codes.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { formatTable } from '../table.js';
 import type { Command } from 'commander';
-import { DispatcherError, formatProblems, isDispatcherError } from '../../api/errors.js';
+import { DispatcherError } from '../../api/errors.js';
+import { reportError } from '../exit-codes.js';
 import { PlanSchema, zodProblems, type Exposure, type Plan } from '../../api/plan.js';
 import type { GuardStatusView } from '../../api/rest.js';
 import { guardPolicyFromPlan } from '../../server/core/firewall-policy.js';
@@ -95,12 +97,7 @@ export function verifyTargets(plan: Plan): ScanTarget[] {
 const tableWithNewline = (header: string[], rows: string[][]) => formatTable(header, rows) + '\n';
 
 function fail(e: unknown, cmd: string, err: (t: string) => void): number {
-  if (isDispatcherError(e)) {
-    err(`dispatch firewall ${cmd}: ${e.message}\n${e.problems.length ? formatProblems(e.problems) + '\n' : ''}`);
-    return e.code === 'bad_request' || e.code === 'validation_failed' ? 2 : 1;
-  }
-  err(`dispatch firewall ${cmd}: ${(e as Error).message}\n`);
-  return 1;
+  return reportError(e, { prefix: `dispatch firewall ${cmd}`, err });
 }
 
 export function registerFirewallCommands(program: Command, deps: FirewallCommandDeps = {}): Command {
@@ -132,13 +129,14 @@ export function registerFirewallCommands(program: Command, deps: FirewallCommand
     .requiredOption('--plan <file>', 'plan JSON')
     .option('--from-role <role>', 'client|operator|cluster: what this machine is to the cluster', 'client')
     .option('--json', 'print the rows as JSON')
-    .action(async (opts: { plan: string; fromRole: string; json?: boolean }) => {
+    .action(async (opts: { plan: string; fromRole: string; json?: boolean }, cmd: Command) => {
+      const json = !!(opts.json || cmd.optsWithGlobals().json);
       try {
         if (!['client', 'operator', 'cluster'].includes(opts.fromRole)) throw new DispatcherError('bad_request', '--from-role must be client, operator or cluster');
         const plan = await loadPlanFile(opts.plan);
         const scan = deps.scan ?? ((t: readonly ScanTarget[]) => tcpConnectScan(t));
         const rows = verifyRows(plan, opts.fromRole as VantageRole, await scan(verifyTargets(plan)));
-        if (opts.json) out(JSON.stringify(rows, null, 2) + '\n');
+        if (json) out(JSON.stringify(rows, null, 2) + '\n');
         else
           out(
             tableWithNewline(
@@ -157,11 +155,12 @@ export function registerFirewallCommands(program: Command, deps: FirewallCommand
   fw.command('show')
     .description('each dispatcher\'s guard: backend, in sync, drift repairs, warnings (from the daemon API)')
     .option('--json', 'print as JSON')
-    .action(async (opts: Record<string, unknown>) => {
+    .action(async (opts: Record<string, unknown>, cmd: Command) => {
+      const json = !!(opts.json || cmd.optsWithGlobals().json);
       try {
         if (!deps.fetchGuardStatus) throw new DispatcherError('config_invalid', 'firewall show needs a connection to a dispatcher, which this build of the CLI does not provide');
         const rows = await deps.fetchGuardStatus(opts);
-        if (opts.json) out(JSON.stringify(rows, null, 2) + '\n');
+        if (json) out(JSON.stringify(rows, null, 2) + '\n');
         else {
           out(
             tableWithNewline(

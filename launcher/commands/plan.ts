@@ -1,6 +1,6 @@
 /**
- * `dispatch plan --spec FILE [-o plan.json] [--json]`: the Planner from the command line; and the pure
- * handler behind `POST /v1/plans` (the Planner over REST, as 2.x's /_admin/clusterPlanner).
+ * `dispatch plan --spec FILE [-o plan.json] [--json]`: the Planner from the command line (the same pure
+ * Planner serves `POST /v1/plans`, server/core/planner.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
@@ -8,9 +8,10 @@ import { DispatcherError, formatProblems, isDispatcherError } from '../../api/er
 import type { Plan } from '../../api/plan.js';
 import { parseSpecText, planFromSpec } from '../planner.js';
 import { planSummary } from '../summary.js';
+import { EXIT } from '../exit-codes.js';
 
 /** Exit code for an invalid spec (usage/data error), distinct from 1 (operation failed). */
-export const EXIT_INVALID = 2;
+export const EXIT_INVALID = EXIT.usage;
 
 export interface PlanCommandIO {
   readFile(path: string): string;
@@ -30,15 +31,6 @@ export const defaultPlanIO: PlanCommandIO = {
   },
 };
 
-/** POST /v1/plans: the body is a spec (JSON object), or YAML/JSON text. Throws DispatcherError. */
-export function planRequestHandler(body: unknown): Plan {
-  if (typeof body === 'string') return planFromSpec(parseSpecText(body, 'body'));
-  if (body === undefined || body === null) {
-    throw new DispatcherError('validation_failed', 'the request body must be a spec', { problems: [{ path: '', message: 'expected a spec object' }] });
-  }
-  return planFromSpec(body);
-}
-
 export function registerPlanCommand(program: Command, io: PlanCommandIO = defaultPlanIO): Command {
   return program
     .command('plan')
@@ -46,7 +38,9 @@ export function registerPlanCommand(program: Command, io: PlanCommandIO = defaul
     .requiredOption('--spec <file>', 'spec file (YAML or JSON)')
     .option('-o, --output <file>', 'write the plan (JSON) to this file')
     .option('--json', 'print the plan as JSON instead of the table')
-    .action((opts: { spec: string; output?: string; json?: boolean }) => {
+    .action((opts: { spec: string; output?: string; json?: boolean }, cmd: Command) => {
+      // --json is also a global option of `dispatch`; either place asks for JSON.
+      const json = !!(opts.json || cmd.optsWithGlobals().json);
       let plan: Plan;
       try {
         let text: string;
@@ -66,9 +60,9 @@ export function registerPlanCommand(program: Command, io: PlanCommandIO = defaul
         }
         throw err;
       }
-      const json = JSON.stringify(plan, null, 2) + '\n';
-      if (opts.output) io.writeFile(opts.output, json);
-      if (opts.json) io.out(json);
+      const text = JSON.stringify(plan, null, 2) + '\n';
+      if (opts.output) io.writeFile(opts.output, text);
+      if (json) io.out(text);
       else io.out(planSummary(plan) + (opts.output ? `plan written to ${opts.output}\n` : ''));
     });
 }

@@ -21,14 +21,14 @@ async function trustEverywhere(nodes: Map<string, NodeApi>, bundle: string): Pro
   if (failed.length) throw new DispatcherError('operation_failed', `CA rotation: not every dispatcher took the CA bundle:\n  ${failed.join('\n  ')}`);
 }
 
-function tlsOf(store: ClusterStore) {
+function tlsOf(store: Pick<ClusterStore, 'get' | 'save'>) {
   const snap = store.get();
   if (!snap?.tls?.caKey || !snap.tls.ca) throw new DispatcherError('conflict', 'the CA key of this cluster is not on this dispatcher: run the CA rotation on the dispatcher that launched the cluster');
   return { snap, tls: snap.tls };
 }
 
 /** Carries out the next phase on every dispatcher (not the rolling restart) and returns which it was. */
-export async function nextCaRotationPhase(store: ClusterStore, plan: Plan, nodes: Map<string, NodeApi>, succeeded: (operation: string) => boolean): Promise<CaRotationPhase> {
+export async function nextCaRotationPhase(store: Pick<ClusterStore, 'get' | 'save'>, plan: Plan, nodes: Map<string, NodeApi>, succeeded: (operation: string) => boolean): Promise<CaRotationPhase> {
   const { tls } = tlsOf(store);
   const r = tls.rotation;
   const done = !!r?.operation && succeeded(r.operation);
@@ -55,7 +55,7 @@ export async function nextCaRotationPhase(store: ClusterStore, plan: Plan, nodes
 }
 
 /** Remembers the rolling restart that follows a phase (the next phase waits for it to succeed). */
-export async function recordCaRotationOperation(store: ClusterStore, operation: string): Promise<void> {
+export async function recordCaRotationOperation(store: Pick<ClusterStore, 'get' | 'save'>, operation: string): Promise<void> {
   const { snap, tls } = tlsOf(store);
   if (tls.rotation) await store.save({ ...snap, tls: { ...tls, rotation: { ...tls.rotation, operation } } });
 }

@@ -11,7 +11,7 @@ import type { ClusterStore } from './store.js';
 import type { NodeApi } from './node.js';
 
 /** The cluster CA of this dispatcher's store, made (and saved, key 0600) when `create` and there is none. */
-export async function clusterCa(store: ClusterStore, opts: { create: boolean; renew?: boolean }): Promise<PemPair> {
+export async function clusterCa(store: Pick<ClusterStore, 'get' | 'save'>, opts: { create: boolean; renew?: boolean }): Promise<PemPair> {
   const snap = store.get();
   if (!snap) throw new DispatcherError('not_found', 'this dispatcher has no cluster plan');
   const tls = snap.tls ?? { keys: {}, certs: {} };

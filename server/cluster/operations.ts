@@ -8,9 +8,10 @@ import { EventEmitter } from 'node:events';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { DispatcherError, isDispatcherError } from '../../api/errors.js';
+import { DispatcherError, isDispatcherError, toDispatcherError } from '../../api/errors.js';
 import type { OperationEvent, OperationKind, OperationView } from '../../api/rest.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 export interface OperationHandle {
   readonly id: string;
@@ -26,9 +27,11 @@ export class OperationStore {
   /** Persist writes per operation are serialized so an older view never lands after a newer one. */
   private readonly writes = new Map<string, Promise<void>>();
 
+  /** `clock` stamps operations and events (the system clock by default; docs/DESIGN.md, "Time and waiting"). */
   constructor(
     dataDir: string,
     private readonly retention: { maxAgeMs: number; maxCount: number } = { maxAgeMs: 30 * 86_400_000, maxCount: 200 },
+    private readonly clock: Clock = systemClock,
   ) {
     this.dir = join(dataDir, 'operations');
     this.emitter.setMaxListeners(0);
@@ -37,7 +40,7 @@ export class OperationStore {
   private pruning: Promise<unknown> = Promise.resolve();
 
   /** Drops finished records older than maxAgeMs, then the oldest beyond maxCount (memory and files). */
-  prune(now = Date.now()): Promise<string[]> {
+  prune(now = this.clock.now()): Promise<string[]> {
     const next = this.pruning.catch(() => {}).then(() => this.pruneNow(now));
     this.pruning = next;
     return next;
@@ -74,6 +77,10 @@ export class OperationStore {
     return interrupted;
   }
 
+  private isoNow(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+
   list(): OperationView[] {
     return [...this.ops.values()].sort((a, b) => a.startedAt.localeCompare(b.startedAt));
   }
@@ -104,14 +111,14 @@ export class OperationStore {
         details: { operation: active.id, kind: active.kind, cluster: active.cluster },
       });
     }
-    const view: OperationView = opts.resumeOf ?? { id: randomUUID(), kind, cluster, state: 'running', startedAt: new Date().toISOString(), events: [] };
+    const view: OperationView = opts.resumeOf ?? { id: randomUUID(), kind, cluster, state: 'running', startedAt: this.isoNow(), events: [] };
     view.state = 'running';
     this.ops.set(view.id, view);
     const handle: OperationHandle = {
       id: view.id,
       view,
       event: (e) => {
-        const full: OperationEvent = { seq: view.events.length + 1, at: new Date().toISOString(), ...e };
+        const full: OperationEvent = { seq: view.events.length + 1, at: this.isoNow(), ...e };
         view.events.push(full);
         this.emitter.emit(view.id, full);
         void this.persist(view);
@@ -130,7 +137,7 @@ export class OperationStore {
         handle.event({ level: 'info', step: 'done', message: `${kind} of ${cluster} succeeded` });
       } catch (e) {
         view.state = 'failed';
-        const err = isDispatcherError(e) ? e : new DispatcherError('internal', (e as Error)?.message ?? String(e));
+        const err = toDispatcherError(e);
         view.error = {
           code: err.code,
           message: err.message,
@@ -140,7 +147,7 @@ export class OperationStore {
         };
         handle.event({ level: 'error', step: 'failed', message: err.message });
       } finally {
-        view.endedAt = new Date().toISOString();
+        view.endedAt = this.isoNow();
         await this.persist(view);
         this.emitter.emit(view.id, null);
         await this.prune().catch(() => {});
@@ -162,7 +169,7 @@ export class OperationStore {
 
   private async end(view: OperationView, state: 'failed' | 'aborted', level: 'warn' | 'error', message: string): Promise<void> {
     view.state = state;
-    view.endedAt = new Date().toISOString();
+    view.endedAt = this.isoNow();
     view.events.push({ seq: view.events.length + 1, at: view.endedAt, level, step: state, message });
     this.ops.set(view.id, view);
     await this.persist(view);

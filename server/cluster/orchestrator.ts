@@ -5,27 +5,29 @@
  * after preflight stops what it started in reverse order, keeping every data dir.
  */
 import { randomBytes } from 'node:crypto';
-import { DispatcherError, isDispatcherError, type Problem } from '../../api/errors.js';
+import { DispatcherError, type Problem } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
-import { launchGroups, shutdownGroups } from '../core/order.js';
+import { launchGroups } from '../core/order.js';
+import { stopInOrder } from './stop-order.js';
+import type { ClusterHealth } from './cluster-health.js';
 import type { ClusterStore } from './store.js';
-import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
+import type { NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle } from './operations.js';
 import { clusterCa, issueCertificates } from './issue-certificates.js';
 import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
+import { clusterViewOf } from './cluster-view.js';
+import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
+import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 
-/** Cluster-level health of a role (beyond each process's own readiness probe). */
-export interface ClusterHealth {
-  check(plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>): Promise<{ ok: boolean; detail: string }>;
-  /** The agency's current leader (process id), so that it can be stopped last. */
-  agencyLeader?(plan: Plan): Promise<string | undefined>;
-}
+export type { ClusterHealth } from './cluster-health.js';
 
+/** What the Orchestrator needs, narrowed to what it uses (fakes of these drive test/unit/orchestrator.test.ts). */
 export interface OrchestratorDeps {
-  self: LocalNode;
-  store: ClusterStore;
-  renderer: ProcessRenderer;
+  /** This dispatcher (LocalNode in production). */
+  self: NodeApi;
+  store: Pick<ClusterStore, 'get' | 'save'>;
+  renderer: Pick<ProcessRenderer, 'generateSecrets'>;
   health: ClusterHealth;
   /**
    * A client for a peer (RemoteNode in production: mutual TLS with this dispatcher's certificate).
@@ -35,6 +37,8 @@ export interface OrchestratorDeps {
   validate(plan: Plan): Problem[];
   /** How often cluster health gates poll (ms). */
   pollMs?: number;
+  /** Time for health gates and preflight (default: the system clock). */
+  clock?: Clock;
 }
 
 export interface LaunchInput {
@@ -45,10 +49,12 @@ export interface LaunchInput {
   operatorCredential?: Credential;
 }
 
-type Nodes = Map<string, NodeApi & { close?(): void }>;
-
 export class Orchestrator {
-  constructor(private readonly deps: OrchestratorDeps) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly deps: OrchestratorDeps) {
+    this.clock = deps.clock ?? systemClock;
+  }
 
   private nodesWith(plan: Plan, firstContact: (d: PlanDispatcher) => Credential | undefined = () => undefined): Nodes {
     const nodes: Nodes = new Map();
@@ -94,15 +100,15 @@ export class Orchestrator {
     // this dispatcher's certificate, which the adopted plan pins (docs/SECURITY.identity.md).
     const nodes = this.nodesWith(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential);
     let bringingUp = false;
+    /** Where the plan was adopted: only those are asked to forget it again. */
+    let adoptedOn: Nodes = new Map();
     try {
       // 1. Propagate: every dispatcher stores the plan (its pins are who may call its node routes).
       op.event({ level: 'info', step: 'propagate', message: `handing plan ${plan.name} to ${nodes.size} dispatcher(s)` });
       const payload: NodeAdoptPlan = { plan, secrets };
       const adopted = await settleAll(nodes, (n) => n.adoptPlan(payload));
-      if (adopted.failed.length) {
-        await settleAll(subset(nodes, adopted.ok), (n) => n.discardPlan(plan.name));
-        throw combined('peer_unreachable', 'propagation failed', adopted.failed);
-      }
+      adoptedOn = subset(nodes, adopted.ok);
+      if (adopted.failed.length) throw combined('peer_unreachable', 'propagation failed', adopted.failed);
       for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted' });
 
       // 2. Preflight everywhere; any problem and nothing starts.
@@ -117,7 +123,7 @@ export class Orchestrator {
     } catch (e) {
       // Whatever failed before anything started — a peer's error, a malformed answer, a bug — no
       // dispatcher may stay `launching`: forget the plan everywhere it was adopted.
-      if (!bringingUp) await this.abandon(op, plan, nodes);
+      if (!bringingUp) await this.abandon(op, plan, adoptedOn);
       throw e;
     } finally {
       this.close(nodes);
@@ -141,7 +147,7 @@ export class Orchestrator {
 
   private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes, discardOnFailure: boolean) {
     op.event({ level: 'info', step: 'preflight', message: 'checking binaries, ports, data dirs, clocks and firewall on every dispatcher' });
-    const now = Date.now();
+    const now = this.clock.now();
     const res = await settleAll(nodes, (n) => n.preflight(now));
     const problems: Problem[] = [];
     for (const [id, list] of res.values) for (const p of list) problems.push({ path: id, message: `${p.check}: ${p.message}` });
@@ -195,71 +201,34 @@ export class Orchestrator {
   }
 
   private async waitHealthy(op: OperationHandle, plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>, timeoutMs: number) {
-    const deadline = Date.now() + timeoutMs;
     let last = '';
-    for (;;) {
-      let res: { ok: boolean; detail: string };
-      try {
-        res = await this.deps.health.check(plan, role, processes, secrets);
-      } catch (e) {
-        res = { ok: false, detail: (e as Error).message };
-      }
-      if (res.ok) {
-        op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}` });
-        return;
-      }
-      if (res.detail !== last) op.event({ level: 'info', step: 'waiting', message: `waiting for ${role}s: ${res.detail}` });
-      last = res.detail;
-      if (Date.now() > deadline) {
-        throw new DispatcherError('operation_failed', `${role}s not healthy within ${Math.round(timeoutMs / 1000)} s: ${res.detail}`, {
+    const res = await pollUntil(() => settledCheck(() => this.deps.health.check(plan, role, processes, secrets)), (r) => r.ok, {
+      timeoutMs,
+      intervalMs: this.deps.pollMs ?? 500,
+      clock: this.clock,
+      onPending: (r) => {
+        if (r.detail !== last) op.event({ level: 'info', step: 'waiting', message: `waiting for ${role}s: ${r.detail}` });
+        last = r.detail;
+      },
+      onTimeout: (r) =>
+        new DispatcherError('operation_failed', `${role}s not healthy within ${Math.round(timeoutMs / 1000)} s: ${r.detail}`, {
           details: { process: processes.map((p) => p.id).join(','), host: [...new Set(processes.map((p) => p.dispatcher))].join(',') },
-        });
-      }
-      await sleep(this.deps.pollMs ?? 500);
-    }
+        }),
+    });
+    op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}` });
   }
 
   private async rollback(op: OperationHandle, plan: Plan, nodes: Nodes, started: PlanProcess[]) {
     if (started.length) op.event({ level: 'warn', step: 'rollback', message: `stopping the ${started.length} process(es) this launch started, in reverse order; data dirs are kept` });
     const startedIds = new Set(started.map((p) => p.id));
-    await this.stopInOrder(op, plan, nodes, (p) => startedIds.has(p.id), 'rollback');
+    await stopInOrder(this.deps.health, op, plan, nodes, (p) => startedIds.has(p.id), 'rollback');
     await settleAll(nodes, (n) => n.setClusterState('failed'));
-  }
-
-  /**
-   * Stops processes in shutdown order (coordinators, DB servers, agency), each role's processes together —
-   * except the agency: followers first, the leader last (stopping every etcd member at once makes the last
-   * one wait ~7 s for its peers; DESIGN §8). Returns what could not be stopped.
-   */
-  private async stopInOrder(op: OperationHandle, plan: Plan, nodes: Nodes, include: (p: PlanProcess) => boolean, step: string): Promise<string[]> {
-    const failures: string[] = [];
-    for (const group of shutdownGroups(plan)) {
-      const procs = group.processes.filter(include);
-      if (!procs.length) continue;
-      op.event({ level: 'info', step, message: `stopping ${procs.length} ${group.role}(s)` });
-      const leader = group.role === 'agent' ? await this.deps.health.agencyLeader?.(plan).catch(() => undefined) : undefined;
-      const waves = leader ? [procs.filter((p) => p.id !== leader), procs.filter((p) => p.id === leader)] : [procs];
-      for (const wave of waves) {
-        await Promise.all(
-          wave.map(async (p) => {
-            try {
-              await nodes.get(p.dispatcher)!.stopProcess(p.id);
-              op.event({ level: 'info', step, host: p.dispatcher, process: p.id, message: `${p.id} stopped` });
-            } catch (e) {
-              failures.push(`${p.id} on ${p.dispatcher}: ${(e as Error).message}`);
-              op.event({ level: 'error', step, host: p.dispatcher, process: p.id, message: `could not stop ${p.id}: ${(e as Error).message}` });
-            }
-          }),
-        );
-      }
-    }
-    return failures;
   }
 
   async shutdown(op: OperationHandle): Promise<Record<string, unknown>> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      const failures = await this.stopInOrder(op, plan, nodes, () => true, 'stop');
+      const failures = await stopInOrder(this.deps.health, op, plan, nodes, () => true, 'stop');
       const states = await settleAll(nodes, (n) => n.setClusterState('shutdown'));
       for (const f of states.failed) failures.push(`${f.host}: ${f.error.message}`);
       if (failures.length) throw new DispatcherError('operation_failed', `shutdown incomplete:\n  ${failures.join('\n  ')}`);
@@ -382,81 +351,9 @@ export class Orchestrator {
     const { plan, nodes } = this.clusterNodes();
     try {
       const res = await settleAll(nodes, (n) => n.status());
-      const byId = new Map([...res.values].flatMap(([, s]) => s.processes.map((p) => [p.id, p] as const)));
-      return {
-        name: plan.name,
-        engine: plan.engine,
-        state: snap.state,
-        dispatchers: plan.dispatchers.map((d) => {
-          const st = res.values.get(d.id);
-          const f = res.failed.find((x) => x.host === d.id);
-          return { id: d.id, endpoint: d.endpoint, reachable: !!st, ...(f ? { error: f.error.message } : {}), ...(st?.guard ? { guard: st.guard } : {}) };
-        }),
-        processes: plan.processes.map((p) => {
-          const s = byId.get(p.id);
-          const reachable = res.values.has(p.dispatcher);
-          return {
-            id: p.id,
-            role: p.role,
-            host: p.dispatcher,
-            address: p.address,
-            ports: p.ports,
-            state: s?.state ?? (reachable ? 'not started' : 'unknown (dispatcher unreachable)'),
-            ...(s?.pid ? { pid: s.pid } : {}),
-            ...(s?.readySince ? { readySince: s.readySince } : {}),
-            restarts: s?.restarts ?? 0,
-          };
-        }),
-        coordinators: coordinatorsOf(plan),
-        certificates: [...res.values.values()].flatMap((st) => st.certificates ?? []),
-      };
+      return clusterViewOf(plan, snap.state, res);
     } finally {
       this.close(nodes);
     }
   }
-}
-
-function describeGuard(g: GuardStatusView): string {
-  return `${g.backend}${g.inSync === false ? ' (NOT in sync)' : ''}${g.note ? ` — ${g.note}` : ''}${g.warnings.length ? ` — warnings: ${g.warnings.join('; ')}` : ''}`;
-}
-
-interface Settled<T> {
-  values: Map<string, T>;
-  ok: string[];
-  failed: { host: string; error: DispatcherError }[];
-}
-
-/** Runs fn on every node concurrently and collects results and failures by dispatcher id. */
-async function settleAll<T>(nodes: Nodes, fn: (n: NodeApi) => Promise<T>): Promise<Settled<T>> {
-  const entries = [...nodes.entries()];
-  const results = await Promise.allSettled(entries.map(([, n]) => fn(n)));
-  const out: Settled<T> = { values: new Map(), ok: [], failed: [] };
-  results.forEach((r, i) => {
-    const id = entries[i][0];
-    if (r.status === 'fulfilled') {
-      out.values.set(id, r.value);
-      out.ok.push(id);
-    } else {
-      const e = r.reason;
-      out.failed.push({ host: id, error: isDispatcherError(e) ? e : new DispatcherError('internal', (e as Error)?.message ?? String(e)) });
-    }
-  });
-  return out;
-}
-
-function subset(nodes: Nodes, ids: string[]): Nodes {
-  return new Map([...nodes].filter(([id]) => ids.includes(id)));
-}
-
-function combined(code: 'peer_unreachable' | 'operation_failed', what: string, failed: { host: string; error: DispatcherError }[]): DispatcherError {
-  // Keep the most specific code of the first failure (e.g. peer_untrusted, conflict).
-  const first = failed[0].error;
-  return new DispatcherError(first.code === 'internal' ? code : first.code, `${what}:\n${failed.map((f) => `  ${f.host}: ${f.error.message}`).join('\n')}`, {
-    problems: failed.map((f) => ({ path: f.host, message: f.error.message })),
-    details: { host: failed[0].host, ...first.details },
-  });
-}
-
-function sleep(ms: number) {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -9,7 +9,7 @@ import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import { zodProblems } from '../../api/plan.js';
 import type { PlanDispatcher } from '../../api/plan.js';
 import type { Credential } from '../../api/rest.js';
-import { DispatcherClient } from '../../launcher/client.js';
+import { DispatcherClient } from '../../client/dispatcher-client.js';
 
 /** This dispatcher's own key and certificate (the ones its HTTPS server uses). */
 export interface PeerIdentity {

@@ -1,6 +1,7 @@
 /**
  * The cluster side of a dispatcher, as the HTTP routes see it: its LocalNode (what peers ask of it), the
- * Orchestrator (what an operator asks of it), and the operations it runs. Built once by the daemon.
+ * Orchestrator (what an operator asks of it), the rolling restarts, and the operations it runs. Built once
+ * by the daemon (server/cluster/setup.ts).
  */
 import { coordinatorsOf, type ClusterConnectionView, type Credential } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
@@ -8,6 +9,7 @@ import type { LocalNode } from './node.js';
 import type { Orchestrator, LaunchInput } from './orchestrator.js';
 import type { OperationStore } from './operations.js';
 import type { ClusterStore } from './store.js';
+import type { RestartService } from './restart.js';
 
 export class ClusterService {
   constructor(
@@ -15,6 +17,7 @@ export class ClusterService {
     readonly orchestrator: Orchestrator,
     readonly operations: OperationStore,
     readonly store: ClusterStore,
+    readonly restarts: RestartService,
   ) {}
 
   async launch(input: LaunchInput) {

@@ -1,7 +1,7 @@
 /**
  * Wires the cluster side of a dispatcher from its configuration: the real engine renderer, firewall guard
  * and health checks behind the small interfaces LocalNode and the Orchestrator use. The daemon calls
- * createClusterService once at start (see clusterDaemonOptions).
+ * createClusterRuntime once at start (server/cluster-daemon.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,16 +12,16 @@ import type { GuardStatusView } from '../../api/rest.js';
 import type { DispatcherConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
-import type { AppContext, RouteModule } from '../http/app.js';
 import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
 import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
 import type { ClusterClientTls } from '../engines/cluster-https.js';
 import { DISPATCHER_CERT } from '../core/cert-names.js';
 import { validatePlan } from '../core/validate-plan.js';
+import { defaultEngineCatalog } from '../engines/loader.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
 import { Guard } from '../firewall/guard.js';
 import { detectBackend, createBackend } from '../firewall/detect.js';
-import { pidAlive } from '../supervisor/procfs.js';
+import { pidAlive } from '../../shared/procfs.js';
 import { ClusterStore } from './store.js';
 import { OperationStore } from './operations.js';
 import { LocalNode, resolveUser, type NodeGuard, type ProcessRenderer } from './node.js';
@@ -29,10 +29,10 @@ import { RemoteNode } from './remote-node.js';
 import type { PeerIdentity } from './peer-client.js';
 import { Orchestrator, type ClusterHealth } from './orchestrator.js';
 import { ClusterService } from './service.js';
-import { clusterModule } from '../http/routes/cluster.js';
-import { plansModule } from '../http/routes/plans.js';
-import { restartModule } from '../http/routes/restart.js';
-import { RestartService, registerRestartService, localUpgradeNode, remoteUpgradeNode, pgHaActions } from './restart.js';
+import { RestartService } from './restart.js';
+import { localUpgradeNode, remoteUpgradeNode } from './restart-upgrade.js';
+import { pgHaActions } from '../engines/pg-ha/restart-actions.js';
+import { stopWithGrace } from '../../shared/stop-with-grace.js';
 
 /** Engines are data read from templates/; read each once. */
 function engineCache() {
@@ -58,7 +58,7 @@ export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { le
       const b = binaries(plan.engine);
       return [r.program, ...r.requires].map((prog) => {
         const path = b[prog];
-        if (!path) throw new Error(`${role}: program "${prog}" of engine ${plan.engine} has no binary configured (config: engines.${plan.engine}.binaries.${prog})`);
+        if (!path) throw new DispatcherError('preflight_failed', `${role}: program "${prog}" of engine ${plan.engine} has no binary configured (config: engines.${plan.engine}.binaries.${prog})`);
         return path;
       });
     },
@@ -69,7 +69,7 @@ export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { le
         const tls = { ca: 'x', cert: 'x', key: 'x' };
         return renderProcess(engine(plan.engine), plan, id, { dispatcherDataDir: dataDir, binaries: binaries(plan.engine), secrets: new Proxy({}, { get: () => 'x' }), tls }).leftoverPidFile;
       } catch {
-        return undefined;
+        return undefined; // a plan this engine cannot render has no leftover to look for
       }
     },
   };
@@ -187,23 +187,20 @@ export interface ClusterRuntime {
   close(): void;
 }
 
-/** Stops a postmaster that outlived Patroni (postgres is not Patroni's child; DESIGN §8). */
+/** Stops a postmaster that outlived Patroni (postgres is not Patroni's child; docs/DESIGN.md, "Processes"). */
 async function stopLeftover(pidFile: string | undefined, logger: Logger): Promise<void> {
   if (!pidFile) return;
   let pid: number;
   try {
     pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
   } catch {
-    return;
+    return; // no pid file: postgres stopped cleanly (or never started)
   }
-  const alive = () => pidAlive(pid);
-  if (!pid || !alive()) return;
+  if (!pid || !pidAlive(pid)) return;
   const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   if (!cmd.includes('postgres')) return;
   logger.warn('stopping a postmaster left running after its Patroni stopped', { pid, pidFile });
-  process.kill(pid, 'SIGINT'); // PostgreSQL's "fast" shutdown
-  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
-  if (alive()) process.kill(pid, 'SIGKILL');
+  await stopWithGrace(pid, { signal: 'SIGINT', graceMs: 10_000 }); // SIGINT: PostgreSQL's "fast" shutdown
 }
 
 /**
@@ -224,7 +221,14 @@ export async function guardBeforeProcesses(guard: NodeGuard, config: DispatcherC
   }
 }
 
-export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard & { close(): void }): Promise<ClusterRuntime> {
+/** What the cluster runtime needs of the daemon (the HTTP AppContext has these and more). */
+export interface ClusterRuntimeContext {
+  config: DispatcherConfig;
+  logger: Logger;
+  supervisor: Supervisor;
+}
+
+export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?: NodeGuard & { close(): void }): Promise<ClusterRuntime> {
   const { config, logger, supervisor } = ctx;
   const store = new ClusterStore(config.dataDir);
   const snapshot = await store.load();
@@ -257,7 +261,7 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
     renderer,
     health: engineHealth(config, clientTls),
     peer: (d, firstContact) => new RemoteNode(d, identity, firstContact),
-    validate: (plan) => validatePlan(plan),
+    validate: (plan) => validatePlan(plan, defaultEngineCatalog()),
   });
   const engines = engineCache();
   const restarts = new RestartService({
@@ -271,7 +275,6 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
     peerUpgrade: (d) => remoteUpgradeNode(d, identity),
     actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql, tls: clientTls }),
   });
-  registerRestartService(operations, restarts);
   for (const op of interrupted) {
     // A rolling restart resumes from its persisted progress (server/cluster/restart.ts); others are reported.
     if (op.kind === 'restart') await restarts.resume(op).catch((e) => operations.markInterrupted(op, `could not resume: ${(e as Error).message}`));
@@ -280,40 +283,7 @@ export async function createClusterRuntime(ctx: AppContext, preGuard?: NodeGuard
   // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too):
   // with startDaemon's beforeProcesses it went in before any process was adopted; without (tests), now.
   if (!preGuard && snapshot && snapshot.state !== 'cleaned') await guardBeforeProcesses(guard, config, logger);
-  return { service: new ClusterService(node, orchestrator, operations, store), close: () => guard.close() };
-}
-
-/** What startDaemon needs to serve the cluster API. */
-export function clusterDaemonOptions(): {
-  modules: RouteModule[];
-  beforeProcesses: (config: DispatcherConfig, logger: Logger) => Promise<{ restartGone: boolean }>;
-  extendContext: (ctx: AppContext) => Promise<void>;
-  runtime: () => ClusterRuntime | undefined;
-} {
-  let runtime: ClusterRuntime | undefined;
-  let guard: (NodeGuard & { close(): void }) | undefined;
-  return {
-    modules: [plansModule, clusterModule, restartModule],
-    beforeProcesses: async (config, logger) => {
-      guard = nodeGuard(config.id, config, logger);
-      return { restartGone: await guardBeforeProcesses(guard, config, logger) };
-    },
-    extendContext: async (ctx) => {
-      runtime = await createClusterRuntime(ctx, guard);
-      ctx.cluster = runtime.service;
-      const store = runtime.service.store;
-      // Who may call the node routes: the dispatchers the active plan pins, never this one, and nobody
-      // once the plan is gone (discard, cleanup) or replaced (a new launch).
-      ctx.peerTrust = {
-        activePins: () => {
-          const snap = store.get();
-          if (!snap || snap.state === 'cleaned') return [];
-          return snap.plan.dispatchers.filter((d) => d.id !== ctx.config.id).map((d) => ({ id: d.id, fingerprint: d.fingerprint }));
-        },
-      };
-    },
-    runtime: () => runtime,
-  };
+  return { service: new ClusterService(node, orchestrator, operations, store, restarts), close: () => guard.close() };
 }
 
 export type { PlanProcess, Supervisor };

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { PlanSchema, type Plan } from '../../api/plan.js';
 import { CredentialSchema, type ClusterState } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 
 const ClusterRecordSchema = z
   .object({

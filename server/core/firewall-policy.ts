@@ -2,7 +2,7 @@
  * The guard policy: what one dispatcher's host firewall must let in, derived from the plan alone.
  * Pure (no I/O): the renderers (firewall-render.ts) and the backends (server/firewall/) consume it.
  *
- * Exposure semantics (DESIGN section 6):
+ * Exposure semantics (docs/FIREWALL.md):
  *   public   — client sources + the cluster's own hosts
  *   operator — operator sources + the cluster's own hosts (the dispatchers' own port)
  *   cluster  — only the cluster's own hosts (agency, DB servers, internal APIs)

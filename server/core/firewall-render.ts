@@ -3,7 +3,7 @@
  * backends feed this text to `nft -f -` / `iptables-restore --noflush` / `ipset restore` on stdin.
  * Exports for other tools (ufw, firewalld, cloud firewalls) live in firewall-export.ts.
  *
- * Facts that shape the text (DESIGN section 6, measured on nft 1.0.6):
+ * Facts that shape the text (docs/FIREWALL.md, measured on nft 1.0.6):
  * - the whole table is replaced in ONE transaction (`table X {}` + `delete table X` + definition): a
  *   delete-then-create in two steps let 2,723 of 3,907 flood connections through, one transaction let 0;
  * - `elements = { }` is a syntax error, so empty sets are declared without an elements line;

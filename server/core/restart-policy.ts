@@ -12,7 +12,27 @@
  *   Starter's issue #111 exited 0 there, so scripts thought the cluster was fine);
  * - with restarts disabled, a clean exit (code 0) is `stopped` and any other exit is `failed`.
  */
-import type { RestartPolicyConfig } from '../supervisor/types.js';
+
+export interface RestartPolicyConfig {
+  /** Restart when the process exits on its own (default true). */
+  enabled: boolean;
+  /** First backoff delay (ms). */
+  initialDelayMs: number;
+  /** Cap of the exponential backoff (ms). */
+  maxDelayMs: number;
+  /** An exit within this long after a start counts as a quick failure (ms). */
+  quickFailureWindowMs: number;
+  /** Give up (state `failed`) after this many quick failures in a row. */
+  maxQuickFailures: number;
+}
+
+export const DEFAULT_RESTART_POLICY: RestartPolicyConfig = {
+  enabled: true,
+  initialDelayMs: 500,
+  maxDelayMs: 30_000,
+  quickFailureWindowMs: 10_000,
+  maxQuickFailures: 5,
+};
 
 /** What the tracker remembers between exits (persisted with the process). */
 export interface RestartHistory {

@@ -1,16 +1,15 @@
 /**
  * Validation of a plan: its shape (api/plan.ts) and its meaning. Pure: the engines' port names, exposures
- * and forbidden options come in as data (EngineDefaults); by default the installed engine profiles are used.
+ * and forbidden options come in as data (EngineCatalog, api/engine-catalog.ts): this module never reads the disk.
  * It lists EVERY problem with its path, never only the first, so an operator fixes a plan in one round.
  */
 import { isIP } from 'node:net';
 import { posix } from 'node:path';
 import { DispatcherError, formatProblems, type Problem } from '../../api/errors.js';
 import { PlanSchema, ROLES, zodProblems, type Plan, type Role } from '../../api/plan.js';
-import { defaultEngineCatalog } from '../engines/loader.js';
-import type { EngineDefaults } from '../engines/types.js';
+import type { EngineCatalog } from '../../api/engine-catalog.js';
 
-export type EngineCatalog = Record<string, EngineDefaults>;
+export type { EngineCatalog };
 
 const ALLOW_FLAG: Record<Role, 'allowAgents' | 'allowDBservers' | 'allowCoordinators'> = {
   agent: 'allowAgents',
@@ -75,14 +74,14 @@ function endpointHostPort(endpoint: string): { host: string; port: number } | un
 }
 
 /** Every problem of a plan, each with its path; [] when the plan is valid. */
-export function validatePlan(input: unknown, engines?: EngineCatalog): Problem[] {
+export function validatePlan(input: unknown, engines: EngineCatalog): Problem[] {
   const parsed = PlanSchema.safeParse(input);
   if (!parsed.success) return zodProblems(parsed.error);
   const plan: Plan = parsed.data;
   const problems: Problem[] = [];
   const add = (path: string, message: string) => problems.push({ path, message });
 
-  const catalog = engines ?? defaultEngineCatalog();
+  const catalog = engines;
   const engine = catalog[plan.engine];
   if (!engine) add('engine', `unknown engine "${plan.engine}"; known: ${Object.keys(catalog).sort().join(', ')}`);
 
@@ -170,7 +169,7 @@ export function validatePlan(input: unknown, engines?: EngineCatalog): Problem[]
 }
 
 /** Throws DispatcherError('validation_failed') listing every problem; returns the parsed plan otherwise. */
-export function assertValidPlan(input: unknown, engines?: EngineCatalog): Plan {
+export function assertValidPlan(input: unknown, engines: EngineCatalog): Plan {
   const problems = validatePlan(input, engines);
   if (problems.length > 0) {
     throw new DispatcherError('validation_failed', `the plan has ${problems.length} problem(s):\n${formatProblems(problems)}`, { problems });

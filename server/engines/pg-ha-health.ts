@@ -137,7 +137,7 @@ function psqlStreaming(psql: string, p: PlanProcess, password: string, timeoutMs
 
 /**
  * A DB server's state from Patroni's REST API, plus — with `psql` and the superuser password — whether its
- * own WAL receiver streams (a replica is ready only then; see DESIGN §8).
+ * own WAL receiver streams (a replica is ready only then; docs/DESIGN.md, "Processes").
  */
 export async function dbserverState(
   plan: Plan,

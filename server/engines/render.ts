@@ -193,7 +193,7 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
   const role = engine.manifest.roles[proc.role];
   const what = `${engine.name}/${proc.role}/${proc.id}`;
 
-  // Only binaries this machine's config allows may run (DESIGN §7): a plan cannot name an arbitrary executable.
+  // Only binaries this machine's config allows may run (docs/SECURITY.md): a plan cannot name an arbitrary executable.
   const allowed = new Set(Object.values(ctx.binaries));
   for (const prog of [role.program, ...role.requires]) {
     const p = ctx.binaries[prog];

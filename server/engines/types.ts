@@ -145,8 +145,5 @@ export interface Engine {
 }
 
 /** What the Planner and the validator need from an engine (no templates). */
-export interface EngineDefaults {
-  name: string;
-  portOffsetStep: number;
-  roles: Record<(typeof ROLES)[number], { ports: { name: string; default: number; exposure: z.infer<typeof ExposureSchema> }[]; forbiddenOptions: string[] }>;
-}
+/** Defined in api/ so the pure Planner and validator can take it without importing server code. */
+export type { EngineDefaults } from '../../api/engine-catalog.js';

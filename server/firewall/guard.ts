@@ -22,7 +22,7 @@ import type { GuardPolicy } from '../core/firewall-policy.js';
 import type { FirewallBackend } from './backend.js';
 import { PendingChangeFile, type PendingChange } from './pending-change.js';
 import { spawnRollbackWatchdog } from './rollback-watchdog.js';
-import { pidAlive } from '../supervisor/procfs.js';
+import { pidAlive } from '../../shared/procfs.js';
 
 export interface GuardLogger {
   info(msg: string, meta?: Record<string, unknown>): void;

@@ -10,7 +10,7 @@ import { link, mkdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FirewallPolicy } from '../../api/plan.js';
 import type { GuardPolicy } from '../core/firewall-policy.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 
 export interface PendingChange {
   token: string;

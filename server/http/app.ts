@@ -11,6 +11,7 @@ import { zodProblems } from '../../api/plan.js';
 import type { DispatcherConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
+import type { ClusterService } from '../cluster/service.js';
 import { authUser, sourceAddress, type Authenticator, type PeerPin, type PeerTrust } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 
@@ -26,15 +27,16 @@ export interface Identity {
 export type AuditOutcome = 'success' | 'failure' | 'denied';
 
 /**
- * Everything route handlers may use. An interface so that later modules can add fields by declaration
- * merging (`declare module '.../server/http/app.js' { interface AppContext { plans: PlanStore } }`) and
- * pass them to startDaemon's `extendContext`.
+ * Everything route handlers may use. Fields filled at start by startDaemon's `extendContext` (the
+ * cluster service, server/cluster-daemon.ts) are declared here too, so a route finds what it needs by type.
  */
 export interface AppContext {
   config: DispatcherConfig;
   logger: Logger;
   supervisor: Supervisor;
   identity: Identity;
+  /** The cluster side (server/cluster/service.ts), set by extendContext before any route is served. */
+  cluster: ClusterService;
   /** Writes an audit entry (user, source address, action, outcome) for a change requested by `req`. */
   audit(req: Request, action: string, outcome: AuditOutcome, extra?: Record<string, unknown>): void;
   /** The peers the active plan pins (set by the cluster runtime; without it no peer is accepted). */

@@ -38,8 +38,11 @@ export interface ProblemBody {
   details?: Record<string, unknown>;
 }
 
-/** Converts anything thrown into a DispatcherError (the only shape the handler answers with). */
-export function toDispatcherError(err: unknown): DispatcherError {
+/**
+ * What a request failure looks like to the client (the only shape the handler answers with). Unlike
+ * api/errors.ts toDispatcherError it hides an unknown error's message (internals stay in the log).
+ */
+export function httpProblemOf(err: unknown): DispatcherError {
   if (err instanceof DispatcherError) return err;
   if (err instanceof ZodError) return new DispatcherError('validation_failed', 'request is invalid', { problems: zodProblems(err) });
   const e = err as { type?: string; status?: number; statusCode?: number; expose?: boolean; message?: string };
@@ -79,7 +82,7 @@ export const notFoundHandler: RequestHandler = (req, _res, next) => {
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, req, res, next) => {
     if (res.headersSent) return next(err);
-    const de = toDispatcherError(err);
+    const de = httpProblemOf(err);
     if (de.status >= 500) logger.error('request failed', { err: de.code === 'internal' && de.cause ? de.cause : de, method: req.method, path: req.path });
     sendProblem(res, de, req);
   };

@@ -1,5 +1,6 @@
 /** The OpenAPI 3.1 document, assembled from every RouteModule's `paths`. */
 import type { Identity, RouteModule } from './app.js';
+import { DispatcherError } from '../../api/errors.js';
 
 export const problemSchema = {
   type: 'object',
@@ -34,7 +35,7 @@ export function buildOpenApi(identity: Pick<Identity, 'version' | 'endpoint'>, m
     for (const [p, ops] of Object.entries(m.openapi)) {
       const existing = paths[p] ?? {};
       for (const method of Object.keys(ops as object)) {
-        if (method in existing) throw new Error(`OpenAPI: ${method.toUpperCase()} ${p} documented twice (module ${m.name})`);
+        if (method in existing) throw new DispatcherError('internal', `OpenAPI: ${method.toUpperCase()} ${p} documented twice (module ${m.name})`);
       }
       paths[p] = { ...existing, ...(ops as object) };
     }

@@ -9,7 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 
 export const AuditEntrySchema = z
   .object({

@@ -12,8 +12,8 @@ import { mkdir, chmod, chown, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { DispatcherError } from '../../api/errors.js';
-import { writeFileAtomic } from '../atomic-file.js';
-import { readStat } from './procfs.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { readStat } from '../../shared/procfs.js';
 import type { ProcessSpec } from './types.js';
 
 export type SpawnFn = (command: string, args: readonly string[], options: SpawnOptions) => ChildProcess;

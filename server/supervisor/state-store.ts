@@ -1,6 +1,6 @@
 /**
  * The supervisor's persistent state: `state.json` in the state dir, always replaced atomically (temp file,
- * fsync, rename, fsync dir — server/atomic-file.ts), so a crash at any instant leaves the old or the new
+ * fsync, rename, fsync dir — shared/atomic-file.ts), so a crash at any instant leaves the old or the new
  * state. A file that does not parse or fails the schema is never loaded silently and never overwritten:
  * start-up stops with `state_damaged` naming the file, and the file stays for inspection.
  */
@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { DispatcherError } from '../../api/errors.js';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { ProcessSpec, ProcessState } from './types.js';
 
 export const STATE_FILE = 'state.json';

@@ -20,7 +20,7 @@ import { DispatcherError } from '../../api/errors.js';
 import { decideRestart, describeExit } from '../core/restart-policy.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from './types.js';
 import { defaultSpawn, ensurePrivateDir, spawnProcess, STDERR_LOG, STDOUT_LOG, type SpawnFn } from './spawner.js';
-import { groupMembers, isSameProcess, readStartTime } from './procfs.js';
+import { groupMembers, isSameProcess, readStartTime } from '../../shared/procfs.js';
 import { runProbe, type ProbeFn } from './probes.js';
 import { createStateStore, type ProcessRecord, type StateStore, type SupervisorState } from './state-store.js';
 

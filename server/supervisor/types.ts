@@ -23,26 +23,9 @@ export type ProbeSpec =
     }
   | { kind: 'command'; argv: string[]; timeoutMs?: number };
 
-export interface RestartPolicyConfig {
-  /** Restart when the process exits on its own (default true). */
-  enabled: boolean;
-  /** First backoff delay (ms). */
-  initialDelayMs: number;
-  /** Cap of the exponential backoff (ms). */
-  maxDelayMs: number;
-  /** An exit within this long after a start counts as a quick failure (ms). */
-  quickFailureWindowMs: number;
-  /** Give up (state `failed`) after this many quick failures in a row. */
-  maxQuickFailures: number;
-}
-
-export const DEFAULT_RESTART_POLICY: RestartPolicyConfig = {
-  enabled: true,
-  initialDelayMs: 500,
-  maxDelayMs: 30_000,
-  quickFailureWindowMs: 10_000,
-  maxQuickFailures: 5,
-};
+// The restart policy's settings belong to the pure policy (server/core may import only api/).
+export { DEFAULT_RESTART_POLICY, type RestartPolicyConfig } from '../core/restart-policy.js';
+import type { RestartPolicyConfig } from '../core/restart-policy.js';
 
 /** A fully resolved process: nothing left to template. Never run through a shell. */
 export interface ProcessSpec {
@@ -68,32 +51,9 @@ export interface ProcessSpec {
   restart: RestartPolicyConfig;
 }
 
-export type ProcessState = 'starting' | 'running' | 'ready' | 'backoff' | 'stopping' | 'stopped' | 'failed';
-
-export interface ProcessFailure {
-  reason: string;
-  exitCode: number | null;
-  signal: string | null;
-  logTail: string[];
-}
-
-export interface ProcessStatus {
-  id: string;
-  role: string;
-  cluster?: string;
-  state: ProcessState;
-  pid?: number;
-  /** ISO time the current incarnation started. */
-  startedAt?: string;
-  /** ISO time it was last seen becoming ready. */
-  readySince?: string;
-  restarts: number;
-  /** true when this dispatcher adopted the process after its own restart. */
-  adopted?: boolean;
-  lastExit?: { code: number | null; signal: string | null; at: string };
-  failure?: ProcessFailure;
-  command: string[];
-}
+// The REST-facing status types live in api/ (the API may not import server code, docs/DESIGN.md).
+export type { ProcessFailure, ProcessState, ProcessStatus } from '../../api/process-status.js';
+import type { ProcessStatus } from '../../api/process-status.js';
 
 export interface Supervisor {
   list(): ProcessStatus[];

@@ -15,7 +15,7 @@ import { addUser } from '../../server/users.js';
 import { registeredRoutes, toOpenApiPath } from '../../server/http/app.js';
 import type { Supervisor } from '../../server/supervisor/types.js';
 import { createSupervisor } from '../../server/supervisor/supervisor.js';
-import { clusterDaemonOptions } from '../../server/cluster/setup.js';
+import { clusterDaemonOptions } from '../../server/cluster-daemon.js';
 import { fixtureSpec } from '../process/fixture-spec.js';
 
 const PASSWORD = 'very-secret-pass-42';

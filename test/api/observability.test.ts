@@ -15,7 +15,7 @@ import { startDaemon, type DaemonHandle } from '../../server/daemon.js';
 import { addUser } from '../../server/users.js';
 import type { Supervisor } from '../../server/supervisor/types.js';
 import { createSupervisor } from '../../server/supervisor/supervisor.js';
-import { clusterDaemonOptions } from '../../server/cluster/setup.js';
+import { clusterDaemonOptions } from '../../server/cluster-daemon.js';
 import { fixtureSpec } from '../process/fixture-spec.js';
 
 const PASSWORD = 'observability-pass-42';

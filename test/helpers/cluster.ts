@@ -8,13 +8,13 @@
  *
  * Needs root, the pg-ha Debian packages and the `cluster-dispatcher` user (deploy/install-deps.sh).
  */
-import { pidAlive } from '../../server/supervisor/procfs.js';
+import { pidAlive } from '../../shared/procfs.js';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import type { Plan, SpecInput } from '../../api/plan.js';
 import type { ClusterView, OperationView } from '../../api/rest.js';
-import { DispatcherClient } from '../../launcher/client.js';
+import { DispatcherClient } from '../../client/dispatcher-client.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES, DEFAULT_RUN_AS } from '../../launcher/local.js';
 import { portBusy } from '../../server/cluster/listening-sockets.js';

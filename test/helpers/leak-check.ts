@@ -7,7 +7,7 @@
 import type { SpawnFn } from '../../server/supervisor/spawner.js';
 import { defaultSpawn } from '../../server/supervisor/spawner.js';
 import { readFileSync } from 'node:fs';
-import { groupMembers, readStartTime, readStat } from '../../server/supervisor/procfs.js';
+import { groupMembers, readStartTime, readStat } from '../../shared/procfs.js';
 
 export interface LeakCheck {
   /** A spawn function that records every pid. Pass it to createSupervisor. */

@@ -7,7 +7,7 @@
  * The root namespace blackholes the test subnets, so the test process reaches a dispatcher in two ways:
  *  - its control socket (a Unix socket is not namespaced): `socketClient(d)`, for status and inspection;
  *  - a client program run INSIDE a namespace (the operator's machine, e.g. the outside host) over pinned
- *    HTTPS with a password: `clientIn(...)` / `spawnClientIn(...)`, which run launcher/client.ts and
+ *    HTTPS with a password: `clientIn(...)` / `spawnClientIn(...)`, which run client/dispatcher-client.ts and
  *    launcher/kickstarter.ts from dist/.
  *
  * Data dirs live under /var/lib/cluster-dispatcher-test/<random>, made 0711 so the database user can walk
@@ -19,7 +19,7 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import { DispatcherClient } from '../../launcher/client.js';
+import { DispatcherClient } from '../../client/dispatcher-client.js';
 import { PG_HA_DEBIAN_BINARIES, DEFAULT_RUN_AS } from '../../launcher/local.js';
 import { DISPATCHERD_BIN, REPO_ROOT, addUser, cleanEnv, runDispatcherd } from './daemon.js';
 import type { ExecResult, TestHost, TestNet } from './netns.js';
@@ -217,7 +217,7 @@ export async function createNsCluster(net: TestNet, opts: NsClusterOptions = {})
 }
 
 /**
- * A client program for a namespace: pinned HTTPS + basic credential through launcher/client.ts. argv:
+ * A client program for a namespace: pinned HTTPS + basic credential through client/dispatcher-client.ts. argv:
  * <endpoint> <fingerprint> <user> then a command:
  *   get <path>                → prints the JSON answer
  *   run <path> <bodyFile>     → POSTs the body, follows the operation's events (one NDJSON line each,
@@ -255,7 +255,7 @@ try {
 
 function clientArgv(d: { endpoint: string; fingerprint: string }, user: string, cmd: string[]): string[] {
   const url = (p: string) => new URL(`file://${join(REPO_ROOT, 'dist', p)}`).href;
-  return [process.execPath, '--input-type=module', '-e', CLIENT_SCRIPT, url('launcher/client.js'), url('launcher/kickstarter.js'), d.endpoint, d.fingerprint, user, ...cmd];
+  return [process.execPath, '--input-type=module', '-e', CLIENT_SCRIPT, url('client/dispatcher-client.js'), url('launcher/kickstarter.js'), d.endpoint, d.fingerprint, user, ...cmd];
 }
 
 /** Runs a client command inside namespace `ns` and waits for it. */

@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DispatcherClient } from '../../launcher/client.js';
+import { DispatcherClient } from '../../client/dispatcher-client.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../launcher/local.js';
 import type { Plan } from '../../api/plan.js';

@@ -2,7 +2,7 @@
  * A real OpenSSH server for the SSH test tier, started inside a test network namespace (needs root and
  * the openssh-server package).
  *
- * Measured pitfalls (DESIGN.md section 8): sshd needs /run/sshd (privilege separation dir); StrictModes
+ * Measured pitfalls (docs/DESIGN.md, "Facts about the toolchain here"): sshd needs /run/sshd (privilege separation dir); StrictModes
  * refuses keys whose directory or any parent is group/world-writable — the system temp dir is — so
  * keys and config live in a private 0700 directory under /run (root-owned, not world-writable).
  */

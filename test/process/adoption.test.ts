@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
 import { createSupervisor } from '../../server/supervisor/supervisor.js';
-import { readStartTime } from '../../server/supervisor/procfs.js';
+import { readStartTime } from '../../shared/procfs.js';
 import { withLeakCheck } from '../helpers/leak-check.js';
 import { SUPERVISOR_HOST, fixtureSpec, tempDir, waitFor } from './fixture-spec.js';
 

@@ -2,7 +2,7 @@
  * Shared helpers of the process tier: ProcessSpecs for the fixture program, free ports, temp dirs,
  * waiting for a condition.
  */
-import { pidAlive } from '../../server/supervisor/procfs.js';
+import { pidAlive } from '../../shared/procfs.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';

@@ -8,7 +8,7 @@ import { copyFileSync, chmodSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSupervisor } from '../../server/supervisor/supervisor.js';
 import { withLeakCheck, type LeakCheck } from '../helpers/leak-check.js';
-import { readStartTime, readUid, readStat } from '../../server/supervisor/procfs.js';
+import { readStartTime, readUid, readStat } from '../../shared/procfs.js';
 import { isDispatcherError } from '../../api/errors.js';
 import type { ProcessStatus, Supervisor } from '../../server/supervisor/types.js';
 import { FIXTURE, fixtureSpec, freePort, tempDir, waitFor } from './fixture-spec.js';

@@ -1,7 +1,7 @@
 /** Remote command quoting and the fixed remote command set (deploy/quote.ts, deploy/remote.ts). */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { shJoin, shQuote } from '../../deploy/quote.js';
 import { remote } from '../../deploy/remote.js';
 import { decideHostKey, knownHostsLine, sshFingerprint } from '../../deploy/hostkeys.js';
@@ -42,15 +42,20 @@ describe('remote commands', () => {
     assert.deepEqual(shellArgs(remote.removePaths(['/opt/x'], true)), ['sudo', '-n', '--', 'rm', '-rf', '--', '/opt/x']);
     assert.deepEqual(shellArgs(remote.removePaths(['/opt/x'], false)), ['rm', '-rf', '--', '/opt/x']);
   });
-  test('the pid-file stop script ignores a pid file naming a process that is not dispatcherd', () => {
-    // Our own pid: alive, but its cmdline has no "dispatcherd": the script must not signal it.
+  test('the pid-file stop script ignores a pid file naming a process that is not dispatcherd', async () => {
+    // A live process whose cmdline has no "dispatcherd": the script must not signal it.
+    const bystander = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const exited = new Promise<string>((resolve) => bystander.once('exit', (code, signal) => resolve(`exited (${signal ?? code})`)));
     const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
     try {
-      execFileSync('sh', ['-c', `echo ${process.pid} > ${dir}/p`]);
+      execFileSync('sh', ['-c', `echo ${bystander.pid} > ${dir}/p`]);
       execFileSync('sh', ['-c', remote.directStop(`${dir}/p`, false)]);
-      assert.ok(true, 'still alive');
+      // A signal sent by the script would have ended `sleep` well within this window.
+      const outcome = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('alive'), 300))]);
+      assert.equal(outcome, 'alive', 'the stop script signalled a process that is not dispatcherd');
       assert.equal(execFileSync('sh', ['-c', remote.directStatus(`${dir}/p`, false)], { encoding: 'utf8' }).trim(), 'stopped');
     } finally {
+      bystander.kill('SIGKILL');
       execFileSync('rm', ['-rf', dir]);
     }
   });

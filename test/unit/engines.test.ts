@@ -2,7 +2,7 @@
 import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DispatcherError } from '../../api/errors.js';
@@ -10,6 +10,7 @@ import { planFromSpecText } from '../../launcher/planner.js';
 import { planSchemaText } from '../../launcher/export-schema.js';
 import { engineSecrets, generateSecrets, listEngines, loadEngine, renderProcess, type RenderContext } from '../../server/engines/index.js';
 import { agencyVerdict, parseHaproxyCsv, parsePatroniStatus } from '../../server/engines/pg-ha-health.js';
+import { expectGolden } from '../helpers/golden.js';
 
 const ROOT = (() => {
   let d = dirname(fileURLToPath(import.meta.url));
@@ -17,11 +18,7 @@ const ROOT = (() => {
   return d;
 })();
 const example = (n: string) => planFromSpecText(readFileSync(join(ROOT, 'examples', `${n}.yaml`), 'utf8'));
-function golden(name: string, actual: string): void {
-  const file = join(ROOT, 'test', 'golden', name);
-  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(file, actual);
-  assert.equal(actual, readFileSync(file, 'utf8'), `${name} differs (UPDATE_GOLDEN=1 rewrites it after review)`);
-}
+const golden = expectGolden;
 
 const BIN: Record<string, string> = { ...PG_HA_DEBIAN_BINARIES, arangod: '/usr/sbin/arangod' };
 const ctxFor = (engine: string): RenderContext => ({

@@ -1,22 +1,16 @@
 /**
  * Golden tests for every firewall rendering, from the fixed plans in test/golden/firewall/plan.ts.
- * Regenerate after an intended change with UPDATE_GOLDEN=1 and review the diff.
+ * After an intended change, `npm run golden:update` shows the diff and updates the goldens.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { guardPolicyFromPlan } from '../../server/core/firewall-policy.js';
 import { renderIpset, renderIptables, renderNft, renderNftRemove } from '../../server/core/firewall-render.js';
 import { EXPORT_FORMATS, exportPolicy } from '../../server/core/firewall-export.js';
 import { denyPlan, guardPlan } from '../golden/firewall/plan.js';
+import { expectGolden } from '../helpers/golden.js';
 
-const dir = new URL('../../../test/golden/firewall/', import.meta.url);
-
-function golden(name: string, actual: string): void {
-  const file = new URL(name, dir);
-  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(file, actual);
-  assert.equal(actual, readFileSync(file, 'utf8'), `golden ${name} differs (UPDATE_GOLDEN=1 to regenerate after review)`);
-}
+const golden = (name: string, actual: string) => expectGolden(`firewall/${name}`, actual);
 
 describe('firewall renderers (golden)', () => {
   const g1 = guardPolicyFromPlan(guardPlan, 'd1');

@@ -1,16 +1,20 @@
 /** The Planner: golden plans, placement, ports and offsets, exposures, spec problems, the `plan` command. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan } from '../../api/plan.js';
-import { parseSpecText, planFromSpec, planFromSpecText } from '../../launcher/planner.js';
+import { planFromRequestBody } from '../../server/core/planner.js';
+import { installedEngines, parseSpecText, planFromSpec, planFromSpecText } from '../../launcher/planner.js';
 import { planSummary } from '../../launcher/summary.js';
-import { EXIT_INVALID, planRequestHandler, registerPlanCommand, type PlanCommandIO } from '../../launcher/commands/plan.js';
+import { EXIT_INVALID, registerPlanCommand, type PlanCommandIO } from '../../launcher/commands/plan.js';
 import { validatePlan } from '../../server/core/validate-plan.js';
+import { expectGolden } from '../helpers/golden.js';
+
+const ENGINES = installedEngines();
 
 const ROOT = (() => {
   let d = dirname(fileURLToPath(import.meta.url));
@@ -20,11 +24,7 @@ const ROOT = (() => {
 const FP = Array(32).fill('AB').join(':');
 const example = (n: string) => readFileSync(join(ROOT, 'examples', `${n}.yaml`), 'utf8');
 
-function golden(name: string, actual: string): void {
-  const file = join(ROOT, 'test', 'golden', name);
-  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(file, actual);
-  assert.equal(actual, readFileSync(file, 'utf8'), `${name} differs (UPDATE_GOLDEN=1 rewrites it after review)`);
-}
+const golden = expectGolden;
 
 function problemsOf(fn: () => unknown): { path: string; message: string }[] {
   try {
@@ -44,7 +44,7 @@ describe('planFromSpec: golden plans of the examples', () => {
   for (const name of ['local', 'three-hosts', 'arangodb']) {
     test(name, () => {
       const plan = planFromSpecText(example(name), `${name}.yaml`);
-      assert.deepEqual(validatePlan(plan), []);
+      assert.deepEqual(validatePlan(plan, ENGINES), []);
       golden(`${name}.plan.json`, JSON.stringify(plan, null, 2) + '\n');
       golden(`${name}.summary.txt`, planSummary(plan));
     });
@@ -78,7 +78,7 @@ describe('placement and ports', () => {
     assert.deepEqual(where('dbserver'), ['a1', 'b', 'c', 'a2']);
     // a1 and a2 share 10.0.0.1: a2's ports are offset; nothing collides.
     assert.deepEqual(plan.processes.find((p) => p.id === 'agent-3')!.ports.map((p) => p.port), [2391, 2392]);
-    assert.deepEqual(validatePlan(plan), []);
+    assert.deepEqual(validatePlan(plan, ENGINES), []);
   });
 
   test('several processes of one role on one dispatcher get distinct ports; the dispatcher port is avoided', () => {
@@ -188,10 +188,10 @@ describe('dispatch plan command and POST /v1/plans handler', () => {
     assert.equal(run(['--spec', 'missing.yaml'], {}).code, EXIT_INVALID);
   });
 
-  test('planRequestHandler takes a spec object or text', () => {
-    assert.deepEqual(planRequestHandler(parseSpecText(example('local'))), planFromSpecText(example('local')));
-    assert.equal(planRequestHandler(example('arangodb')).engine, 'arangodb');
-    problemsOf(() => planRequestHandler(undefined));
-    problemsOf(() => planRequestHandler({ name: 'x' }));
+  test('planFromRequestBody takes a spec object or text', () => {
+    assert.deepEqual(planFromRequestBody(parseSpecText(example('local')), ENGINES), planFromSpecText(example('local')));
+    assert.equal(planFromRequestBody(example('arangodb'), ENGINES).engine, 'arangodb');
+    problemsOf(() => planFromRequestBody(undefined, ENGINES));
+    problemsOf(() => planFromRequestBody({ name: 'x' }, ENGINES));
   });
 });

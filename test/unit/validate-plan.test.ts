@@ -3,8 +3,10 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan } from '../../api/plan.js';
-import { planFromSpec } from '../../launcher/planner.js';
+import { installedEngines, planFromSpec } from '../../launcher/planner.js';
 import { assertValidPlan, isAddressOrCidr, optionName, validatePlan } from '../../server/core/validate-plan.js';
+
+const ENGINES = installedEngines();
 
 const FP = Array(32).fill('AB').join(':');
 const base = (): Plan =>
@@ -19,7 +21,7 @@ const base = (): Plan =>
 function expectProblem(mutate: (p: Plan) => void, path: string, message: RegExp): void {
   const plan = structuredClone(base());
   mutate(plan);
-  const problems = validatePlan(plan);
+  const problems = validatePlan(plan, ENGINES);
   assert.ok(
     problems.some((p) => p.path === path && message.test(p.message)),
     `expected ${path} ~ ${message}, got ${JSON.stringify(problems)}`,
@@ -28,8 +30,8 @@ function expectProblem(mutate: (p: Plan) => void, path: string, message: RegExp)
 
 describe('validatePlan', () => {
   test('a planned cluster is valid', () => {
-    assert.deepEqual(validatePlan(base()), []);
-    assert.equal(assertValidPlan(base()).name, 'v');
+    assert.deepEqual(validatePlan(base(), ENGINES), []);
+    assert.equal(assertValidPlan(base(), ENGINES).name, 'v');
   });
 
   test('even agency size', () => expectProblem((p) => (p.processes = p.processes.filter((x) => x.id !== 'agent-3')), 'processes', /even/));
@@ -58,7 +60,7 @@ describe('validatePlan', () => {
   test('duplicate process id', () => expectProblem((p) => (p.processes[1].id = 'agent-1'), 'processes[1].id', /used twice/));
   test('binary override must be an absolute path of a role', () => expectProblem((p) => (p.binaries = { agent: 'etcd' }), 'binaries.agent', /absolute/));
   test('schema problems carry paths', () => {
-    const paths = validatePlan({ apiVersion: 'dispatcher/v1', name: 'x' }).map((p) => p.path);
+    const paths = validatePlan({ apiVersion: 'dispatcher/v1', name: 'x' }, ENGINES).map((p) => p.path);
     assert.ok(paths.includes('dispatchers') && paths.includes('processes'), JSON.stringify(paths));
   });
 
@@ -67,8 +69,8 @@ describe('validatePlan', () => {
     plan.processes[0].ports[0].exposure = 'public';
     plan.processes[1].dispatcher = 'nowhere';
     plan.dispatchers[2].addresses = ['x.example.com'];
-    assert.equal(validatePlan(plan).length >= 3, true);
-    assert.throws(() => assertValidPlan(plan), (e: unknown) => e instanceof DispatcherError && e.code === 'validation_failed' && e.problems.length >= 3);
+    assert.equal(validatePlan(plan, ENGINES).length >= 3, true);
+    assert.throws(() => assertValidPlan(plan, ENGINES), (e: unknown) => e instanceof DispatcherError && e.code === 'validation_failed' && e.problems.length >= 3);
   });
 
   test('helpers', () => {

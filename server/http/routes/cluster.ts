@@ -15,12 +15,6 @@ import { LogQuerySchema } from './processes.js';
 import type { ClusterService } from '../../cluster/service.js';
 import { parseBasicCredential } from '../auth/basic-credential.js';
 
-declare module '../app.js' {
-  interface AppContext {
-    cluster: ClusterService;
-  }
-}
-
 const RelaunchSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000) }).strict();
 const PreflightSchema = z.object({ callerTime: z.number() }).strict();
 const StartSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000) }).strict();

@@ -1,13 +1,14 @@
 /** POST /v1/plans: the Planner over REST (as ArangoDB 2.x's /_admin/clusterPlanner). Pure: nothing is stored. */
 import type { RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { planRequestHandler } from '../../../launcher/commands/plan.js';
+import { planFromRequestBody } from '../../core/planner.js';
+import { defaultEngineCatalog } from '../../engines/loader.js';
 
 export const plansModule: RouteModule = {
   name: 'plans',
   register(router) {
     router.post('/v1/plans', (req, res) => {
-      res.json(planRequestHandler(req.body));
+      res.json(planFromRequestBody(req.body, defaultEngineCatalog()));
     });
   },
   openapi: {

@@ -9,7 +9,6 @@ import type { Response } from 'express';
 import { PlanSchema } from '../../../api/plan.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { restartServiceOf } from '../../cluster/restart.js';
 import { recordCaRotationOperation } from '../../cluster/ca-rotation.js';
 
 const NodePlanSchema = z.object({ plan: PlanSchema }).strict();
@@ -36,7 +35,7 @@ const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'strin
 export const restartModule: RouteModule = {
   name: 'restart',
   register(router, ctx) {
-    const svc = () => restartServiceOf(ctx.cluster.operations);
+    const svc = () => ctx.cluster.restarts;
     router.post('/v1/cluster/restart', async (req, res) => {
       const op = await svc().start(req.body ?? {});
       accepted(res, op);
@@ -75,7 +74,7 @@ export const restartModule: RouteModule = {
   },
   // Dispatcher-to-dispatcher (upgrade), under /v1/node: peers of the active plan only.
   registerPeer(router, ctx) {
-    const svc = () => restartServiceOf(ctx.cluster.operations);
+    const svc = () => ctx.cluster.restarts;
     router.post('/restart/preflight', async (req, res) => {
       const { plan } = validate(NodePlanSchema, req.body);
       res.json({ problems: await svc().localUpgrade.preflightPlan(plan) });

@@ -1,8 +1,9 @@
 /** `dispatch restart`: a rolling (or all-at-once) restart, optionally onto new binaries (an upgrade). */
-import type { Command } from 'commander';
-import { DispatcherError } from '../api/errors.js';
-import type { RestartRequest } from '../api/rest.js';
-import { runOperation } from './cli.js';
+import { Option, type Command } from 'commander';
+import { DispatcherError } from '../../api/errors.js';
+import type { RestartRequest } from '../../api/rest.js';
+import { wholeNumber } from '../args.js';
+import { runOperation } from '../command-kit.js';
 
 function collect(v: string, prev: string[]) {
   return [...prev, v];
@@ -18,7 +19,7 @@ export function registerRestartCommand(program: Command): void {
     .option('--all-at-once', 'restart everything at once (downtime!) instead of rolling')
     .option('--upgrade <program=path>', 'upgrade: run this program from a new binary path (must be allowed on every machine); repeatable', collect, [])
     .option('--force', 'start even when the cluster is not healthy')
-    .option('--ready-timeout <seconds>', 'how long each process may take to become ready again', '120')
+    .addOption(new Option('--ready-timeout <seconds>', 'how long each process may take to become ready again').default(120).argParser(wholeNumber(1)))
     .action(async (o, cmd) => {
       const upgrade: Record<string, string> = {};
       for (const u of o.upgrade as string[]) {
@@ -35,7 +36,7 @@ export function registerRestartCommand(program: Command): void {
         mode: o.allAtOnce ? 'all-at-once' : 'rolling',
         ...(Object.keys(upgrade).length ? { upgrade } : {}),
         force: !!o.force,
-        readyTimeoutMs: Number(o.readyTimeout) * 1000,
+        readyTimeoutMs: (o.readyTimeout as number) * 1000,
       };
       await runOperation(cmd, 'rolling restart', [], (k) => k.rollingRestart(req));
     });

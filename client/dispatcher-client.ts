@@ -170,17 +170,23 @@ export class DispatcherClient {
     const res = await this.raw(method, path, body, opts);
     const text = await readAll(res);
     const status = res.statusCode ?? 0;
+    const where = this.opts.socketPath ? 'local dispatcher' : this.endpoint.host;
     let json: any;
+    let notJson: unknown;
     try {
       json = text ? JSON.parse(text) : undefined;
-    } catch {
-      json = undefined;
+    } catch (e) {
+      notJson = e;
     }
-    if (status >= 200 && status < 300) return json as T;
+    if (status >= 200 && status < 300) {
+      // A success whose body cannot be read is a broken answer, not an empty one (and not "unreachable").
+      if (notJson) throw new DispatcherError('internal', `${where}: answered ${status} with a body that is not JSON`, { cause: notJson, details: { status } });
+      return json as T;
+    }
     const code: ErrorCode = json && KNOWN_CODES.has(json.code) ? json.code : status === 401 ? 'unauthorized' : status === 404 ? 'not_found' : 'internal';
     const problems: Problem[] = Array.isArray(json?.problems) ? json.problems : [];
     const message = json?.detail ?? json?.title ?? `HTTP ${status}`;
-    throw new DispatcherError(code, `${this.opts.socketPath ? 'local dispatcher' : this.endpoint.host}: ${message}`, {
+    throw new DispatcherError(code, `${where}: ${message}`, {
       problems,
       details: { status, ...(json?.details ?? {}) },
     });
@@ -208,7 +214,14 @@ export class DispatcherClient {
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl).trim();
         buf = buf.slice(nl + 1);
-        if (line) onLine(JSON.parse(line));
+        if (!line) continue;
+        let event: unknown;
+        try {
+          event = JSON.parse(line);
+        } catch (e) {
+          throw new DispatcherError('internal', `${this.endpoint.host}: stream ${path} sent a line that is not JSON`, { cause: e });
+        }
+        onLine(event);
       }
     }
   }

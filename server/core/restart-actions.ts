@@ -1,0 +1,16 @@
+/**
+ * The engine-specific facts and actions a rolling restart needs, as a contract: pg-ha implements it
+ * (server/engines/pg-ha/restart-actions.ts), fast tests fake it. Only the interface lives here (server/core
+ * imports only api/).
+ */
+import type { Plan } from '../../api/plan.js';
+
+/** Engine-specific facts and actions a rolling restart needs (pg-ha's in production; fakes in tests). */
+export interface RestartActions {
+  agencyLeader(plan: Plan): Promise<string | undefined>;
+  dbLeader(plan: Plan, secrets: Record<string, string>): Promise<string | undefined>;
+  /** Moves DB leadership from `leader` to a healthy, caught-up replica (preferring `prefer`); returns the new leader. */
+  switchover(plan: Plan, secrets: Record<string, string>, leader: string, prefer: string[], timeoutMs: number): Promise<string>;
+  /** Actions this engine implements (others make the operation refuse before anything restarts). */
+  supports(action: string): boolean;
+}
