@@ -165,7 +165,7 @@ export function printStatus(view: ClusterView) {
     ) + '\n',
   );
   if (view.certificates?.length) {
-    // Every certificate of the cluster PKI with its expiry (`dispatch rotate-certs` is not there yet: renew by relaunching).
+    // Every certificate of the cluster PKI with its expiry (`dispatch rotate-certs` renews them).
     const days = (iso: string) => (iso ? Math.floor((Date.parse(iso) - Date.now()) / 86_400_000) : NaN);
     process.stdout.write(
       '\n' +
