@@ -20,6 +20,8 @@ import { agencyHasLeader, agencyStatus, coordinatorRouting, dbserverState } from
 import type { Plan } from '../../api/plan.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
 import { issuePlanPki, type PlanPki } from '../../server/pki/issue-plan.js';
+import { runProbe } from '../../server/supervisor/probes.js';
+import { request as httpsRequest } from 'node:https';
 
 const USER = 'cdtest';
 const ADDR = '127.0.0.2';
@@ -157,8 +159,30 @@ describe('pg-ha programs accept the rendered argv and configs', { timeout: 120_0
   test('etcd starts with the rendered argv and elects itself leader', async () => {
     start('agent-1');
     const url = rendered['agent-1'].spec.readiness.kind === 'http' ? rendered['agent-1'].spec.readiness.url : '';
-    assert.equal(url, `http://${ADDR}:23811/health`);
-    await waitFor('etcd /health', async () => /"health":\s*"true"/.test(await (await fetch(url)).text()), 20_000, logsOf('agent-1'));
+    assert.equal(url, `https://${ADDR}:23811/health`);
+    // The rendered probe (the cluster CA and the process's own certificate) passes once etcd is up...
+    await waitFor('etcd /health', async () => (await runProbe(rendered['agent-1'].spec.readiness)).ok, 20_000, logsOf('agent-1'));
+    // ...and without a client certificate etcd refuses even /health.
+    // (It trusts the cluster CA, so only the missing client certificate can make it fail.)
+    const noCert = () =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpsRequest(url, { ca: pki.ca.certPem, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    await assert.rejects(noCert(), 'etcd answered a client without a certificate');
+    const withCert = await new Promise<number>((resolve, reject) => {
+      const req = httpsRequest(url, { ca: pki.ca.certPem, cert: pki.client.cert, key: pki.client.key, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(withCert, 200, 'the same request with the dispatcher certificate');
     const st = await agencyStatus(plan, { tls: pki.client });
     assert.equal(st.hasLeader, true, JSON.stringify(st));
     assert.equal(st.leaderId, 'agent-1');
