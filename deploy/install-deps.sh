@@ -3,8 +3,8 @@
 #  - the pg-ha engine's programs (etcd, PostgreSQL 15, Patroni, HAProxy) — none of them is started here;
 #  - the firewall tools (nftables, iptables, ipset) and what the test tiers use (iproute2 for network
 #    namespaces, nmap for scans, OpenSSH server for the deploy tests, tmux for the shell test,
-#    systemd for `systemd-analyze verify`, strace for the launch stress test's syscall watch, ufw to
-#    apply its export inside test namespaces — installed, never enabled on the machine itself);
+#    systemd for `systemd-analyze verify`, strace for the launch stress test's syscall watch, ufw and
+#    firewalld to apply their exports inside test namespaces — see below: never active on the machine);
 #  - the unprivileged user database processes run as (PostgreSQL refuses to run as root).
 # Idempotent: running it again changes nothing.
 set -euo pipefail
@@ -16,7 +16,13 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
-  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates strace ufw >/dev/null
+  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates strace ufw firewalld >/dev/null
+# ufw and firewalld are here only for the network-tier tests, which run them inside namespaces with
+# private copies of their config. Installing them must not put a firewall on this machine: firewalld's
+# package enables and starts its service, so stop and disable it again (ufw installs with ENABLED=no).
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl disable --now firewalld >/dev/null 2>&1 || true
+fi
 # Debian's packages may start their services on hosts with a real init; our processes need the ports.
 for svc in etcd postgresql patroni haproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
