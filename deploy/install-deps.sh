@@ -16,10 +16,21 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
-  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates strace ufw firewalld >/dev/null
+  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates strace ufw >/dev/null
 # ufw and firewalld are here only for the network-tier tests, which run them inside namespaces with
-# private copies of their config. Installing them must not put a firewall on this machine: firewalld's
-# package enables and starts its service, so stop and disable it again (ufw installs with ENABLED=no).
+# private copies of their config. Neither may become this machine's firewall: ufw installs with
+# ENABLED=no; firewalld's package would start its service, so it is installed with service starts denied
+# (policy-rc.d, Debian's mechanism for that) and its service disabled.
+if ! dpkg -s firewalld >/dev/null 2>&1; then
+  prc=/usr/sbin/policy-rc.d
+  ours=no
+  if [ ! -e "$prc" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$prc" && chmod 0755 "$prc" && ours=yes
+    trap 'rm -f "$prc"' EXIT
+  fi
+  apt-get install -y -qq --no-install-recommends firewalld >/dev/null
+  if [ "$ours" = yes ]; then rm -f "$prc"; trap - EXIT; fi
+fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl disable --now firewalld >/dev/null 2>&1 || true
 fi
