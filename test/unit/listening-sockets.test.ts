@@ -55,6 +55,7 @@ describe('listening sockets from /proc/net/tcp{,6}', () => {
     assert.match(portProblem(l, ['10.0.0.11'], '10.0.0.11', 2382)!, /in use \(a socket listens on 10\.0\.0\.11:2382\)/);
     assert.equal(portProblem(l, ['10.0.0.11'], '10.0.0.11', 2383), undefined);
     assert.match(portProblem(l, [], 'db1.example', 1)!, /not an IP address/);
+    assert.equal(portProblem(l, ['127.0.0.1'], '127.0.0.2', 2382), undefined, 'all of 127/8 is local');
   });
 
   test('the reader sees a socket this test listens on, and portBusy says so without binding', async () => {
