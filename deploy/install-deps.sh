@@ -4,8 +4,8 @@
 #  - the firewall tools (nftables, iptables, ipset) and what the test tiers use (iproute2 for network
 #    namespaces, nmap for scans, tcpdump for the packet captures of the TLS test, OpenSSH server for
 #    the deploy tests, tmux for the shell test, systemd for `systemd-analyze verify`, strace for the
-#    launch stress test's syscall watch, ufw to apply its export inside test namespaces — installed,
-#    never enabled on the machine itself —, chromium for the web console's browser test);
+#    launch stress test's syscall watch, ufw and firewalld to apply their exports inside test namespaces
+#    — see below: never active on the machine —, chromium for the web console's browser test);
 #  - the unprivileged user database processes run as (PostgreSQL refuses to run as root).
 # Idempotent: running it again changes nothing.
 set -euo pipefail
@@ -17,7 +17,24 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
-  nftables iptables ipset iproute2 nmap tcpdump openssh-server openssh-client tmux procps systemd curl ca-certificates strace ufw chromium >/dev/null
+  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates tcpdump strace ufw chromium >/dev/null
+# ufw and firewalld are here only for the network-tier tests, which run them inside namespaces with
+# private copies of their config. Neither may become this machine's firewall: ufw installs with
+# ENABLED=no; firewalld's package would start its service, so it is installed with service starts denied
+# (policy-rc.d, Debian's mechanism for that) and its service disabled.
+if ! dpkg -s firewalld >/dev/null 2>&1; then
+  prc=/usr/sbin/policy-rc.d
+  ours=no
+  if [ ! -e "$prc" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$prc" && chmod 0755 "$prc" && ours=yes
+    trap 'rm -f "$prc"' EXIT
+  fi
+  apt-get install -y -qq --no-install-recommends firewalld >/dev/null
+  if [ "$ours" = yes ]; then rm -f "$prc"; trap - EXIT; fi
+fi
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl disable --now firewalld >/dev/null 2>&1 || true
+fi
 # Debian's packages may start their services on hosts with a real init; our processes need the ports.
 for svc in etcd postgresql patroni haproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then

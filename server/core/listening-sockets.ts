@@ -105,7 +105,9 @@ export function isWildcard(address: string): boolean {
 export function portProblem(listeners: readonly ListeningSocket[], local: readonly string[], address: string, port: number): string | undefined {
   const want = canonicalAddress(address);
   if (!want) return `${address} is not an IP address`;
-  if (!isWildcard(address) && !local.some((a) => canonicalAddress(a)?.address === want.address)) {
+  // All of 127.0.0.0/8 is this machine's (the lo route), though interfaces list only 127.0.0.1.
+  const loopback = (want.family === 4 && want.address.startsWith('127.')) || want.address === '::1';
+  if (!isWildcard(address) && !loopback && !local.some((a) => canonicalAddress(a)?.address === want.address)) {
     return `${want.address} is not an address of this machine`;
   }
   const l = conflictingListener(listeners, address, port);

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { conflictingListener, parseProcNetTcp, portProblem } from '../../server/core/listening-sockets.js';
 import { listeningSockets, localAddresses, portBusy } from '../../server/cluster/listening-sockets.js';
+import { hostAddresses } from '../../server/core/listen-addresses.js';
 
 const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 621 1 0000000000000000 100 0 0 10 0
@@ -54,6 +55,7 @@ describe('listening sockets from /proc/net/tcp{,6}', () => {
     assert.match(portProblem(l, ['10.0.0.11'], '10.0.0.11', 2382)!, /in use \(a socket listens on 10\.0\.0\.11:2382\)/);
     assert.equal(portProblem(l, ['10.0.0.11'], '10.0.0.11', 2383), undefined);
     assert.match(portProblem(l, [], 'db1.example', 1)!, /not an IP address/);
+    assert.equal(portProblem(l, ['127.0.0.1'], '127.0.0.2', 2382), undefined, 'all of 127/8 is local');
   });
 
   test('the reader sees a socket this test listens on, and portBusy says so without binding', async () => {
@@ -68,5 +70,20 @@ describe('listening sockets from /proc/net/tcp{,6}', () => {
       await new Promise((r) => srv.close(r));
     }
     assert.equal(await portBusy('127.0.0.1', port), undefined, 'free once closed');
+  });
+});
+
+describe('hostAddresses: every plan address a process listens on', () => {
+  const plan = (addresses: string[], address: string) =>
+    ({ dispatchers: [{ id: 'd1', addresses }], processes: [] }) as unknown as Parameters<typeof hostAddresses>[0];
+  const proc = (address: string) => ({ id: 'p', dispatcher: 'd1', address }) as unknown as Parameters<typeof hostAddresses>[1];
+
+  test('the process address first, then the host\'s other plan addresses (both families)', () => {
+    assert.deepEqual(hostAddresses(plan(['10.0.0.11', 'fd00::11'], '10.0.0.11'), proc('10.0.0.11')), ['10.0.0.11', 'fd00::11']);
+    assert.deepEqual(hostAddresses(plan(['fd00::11', '10.0.0.11'], '10.0.0.11'), proc('10.0.0.11')), ['10.0.0.11', 'fd00::11']);
+  });
+  test('loopback stays loopback and a real address never adds loopback', () => {
+    assert.deepEqual(hostAddresses(plan(['127.0.0.1', '10.0.0.11'], '127.0.0.1'), proc('127.0.0.1')), ['127.0.0.1']);
+    assert.deepEqual(hostAddresses(plan(['10.0.0.11', '::1'], '10.0.0.11'), proc('10.0.0.11')), ['10.0.0.11']);
   });
 });
