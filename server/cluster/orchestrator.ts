@@ -100,19 +100,18 @@ export class Orchestrator {
     // this dispatcher's certificate, which the adopted plan pins (docs/SECURITY.identity.md).
     const nodes = this.nodesWith(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential);
     let bringingUp = false;
-    /** Where the plan was adopted: only those are asked to forget it again. */
-    let adoptedOn: Nodes = new Map();
+    let adoptedBy: string[] = [];
     try {
       // 1. Propagate: every dispatcher stores the plan (its pins are who may call its node routes).
       op.event({ level: 'info', step: 'propagate', message: `handing plan ${plan.name} to ${nodes.size} dispatcher(s)` });
       const payload: NodeAdoptPlan = { plan, secrets };
       const adopted = await settleAll(nodes, (n) => n.adoptPlan(payload));
-      adoptedOn = subset(nodes, adopted.ok);
+      adoptedBy = adopted.ok;
       if (adopted.failed.length) throw combined('peer_unreachable', 'propagation failed', adopted.failed);
       for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted' });
 
       // 2. Preflight everywhere; any problem and nothing starts.
-      await this.preflightAll(op, plan, nodes, true);
+      await this.preflightAll(op, plan, nodes);
 
       // 3. The cluster CA signs every dispatcher's process certificates (keys stay where they were made).
       await this.certificatesAll(op, plan, nodes);
@@ -123,14 +122,14 @@ export class Orchestrator {
     } catch (e) {
       // Whatever failed before anything started — a peer's error, a malformed answer, a bug — no
       // dispatcher may stay `launching`: forget the plan everywhere it was adopted.
-      if (!bringingUp) await this.abandon(op, plan, adoptedOn);
+      if (!bringingUp) await this.abandon(op, plan, subset(nodes, adoptedBy));
       throw e;
     } finally {
       this.close(nodes);
     }
   }
 
-  /** Forgets a plan that never started on every dispatcher (best effort per peer; always locally). */
+  /** Forgets a plan that never started on the dispatchers that adopted it (best effort per peer; always locally). */
   private async abandon(op: OperationHandle, plan: Plan, nodes: Nodes) {
     const res = await settleAll(nodes, (n) => n.discardPlan(plan.name));
     for (const f of res.failed) op.event({ level: 'warn', step: 'rollback', host: f.host, message: `could not discard the plan: ${f.error.message}` });
@@ -145,7 +144,7 @@ export class Orchestrator {
     for (const r of await issueCertificates(plan, nodes, ca)) op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed` });
   }
 
-  private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes, discardOnFailure: boolean) {
+  private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes) {
     op.event({ level: 'info', step: 'preflight', message: 'checking binaries, ports, data dirs, clocks and firewall on every dispatcher' });
     const now = this.clock.now();
     const res = await settleAll(nodes, (n) => n.preflight(now));
@@ -154,7 +153,6 @@ export class Orchestrator {
     for (const f of res.failed) problems.push({ path: f.host, message: f.error.message });
     for (const p of problems) op.event({ level: 'error', step: 'preflight', host: p.path, message: p.message });
     if (problems.length) {
-      if (discardOnFailure) await settleAll(nodes, (n) => n.discardPlan(plan.name));
       throw new DispatcherError('preflight_failed', `preflight failed on ${new Set(problems.map((p) => p.path)).size} dispatcher(s); nothing was started:\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`, { problems });
     }
     for (const id of nodes.keys()) op.event({ level: 'info', step: 'preflight', host: id, message: 'ok' });
@@ -248,7 +246,14 @@ export class Orchestrator {
       const statuses = await settleAll(nodes, (n) => n.status());
       const running = new Set([...statuses.values.values()].flatMap((s) => s.processes.filter((p) => p.state === 'ready' || p.state === 'running').map((p) => p.id)));
       await settleAll(nodes, (n) => n.setClusterState('launching'));
-      await this.preflightAll(op, plan, nodes, false);
+      try {
+        await this.preflightAll(op, plan, nodes);
+      } catch (e) {
+        // Nothing was started: every dispatcher goes back to the state it had, none stays `launching`.
+        const previous = snap.state;
+        await settleAll(nodes, (n) => n.setClusterState(previous === 'none' || previous === 'cleaned' ? 'failed' : previous));
+        throw e;
+      }
       return await this.bringUp(op, plan, nodes, secrets, readyTimeoutMs, running);
     } finally {
       this.close(nodes);

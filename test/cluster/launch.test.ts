@@ -10,6 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Plan } from '../../api/plan.js';
 import type { ClusterView } from '../../api/rest.js';
@@ -166,6 +167,21 @@ test('shutdown from a third dispatcher stops every process; cleanup needs the na
     const d = tc.dispatchers.find((x) => x.id === p.dispatcher)!;
     assert.ok(existsSync(join(d.dataDir, p.dataDir)), `${p.id} data dir kept`);
   }
+});
+
+test('a relaunch refused at preflight leaves every dispatcher in its previous state, not launching', async () => {
+  const blocker = createServer();
+  const taken = port(plan, 'agent-1', 'client');
+  await new Promise<void>((r) => blocker.listen(taken, '127.0.0.1', r));
+  try {
+    const op = await tc.run(1, '/v1/cluster/relaunch', { readyTimeoutMs: 60_000 });
+    assert.equal(op.state, 'failed');
+    assert.equal(op.error?.code, 'preflight_failed', JSON.stringify(op.error));
+  } finally {
+    await new Promise((r) => blocker.close(r));
+  }
+  for (const i of [0, 1, 2]) assert.equal((await tc.status(i)).state, 'shutdown');
+  assert.deepEqual(tc.enginePids(), []);
 });
 
 test('relaunch keeps the data', async () => {
