@@ -90,7 +90,7 @@ async function main() {
   const scrapes = Number(arg('scrapes', '50'));
   console.log(`node ${process.version}`);
 
-  if (baseline) {
+  if (baseline && rounds > 0) {
     const base: number[] = [];
     const now: number[] = [];
     for (let i = 0; i < rounds; i++) {
