@@ -10,7 +10,7 @@
  * Needs root and deploy/install-deps.sh for part 2.
  *
  *   git archive BASE | tar -x -C /tmp/base && ln -s $PWD/node_modules /tmp/base/ && (cd /tmp/base && npx tsc -p .)
- *   npx tsc -p . && node dist/bench/observability.js --baseline /tmp/base [--rounds 5] [--scrapes 50] [--no-cluster]
+ *   npx tsc -p . && node dist/bench/observability.js --baseline /tmp/base [--rounds 5] [--scrapes 50] [--cluster-rounds 2] [--idle-seconds 15] [--no-cluster] [--no-scrape]
  */
 import { execFile, spawn } from 'node:child_process';
 import { Agent, request } from 'node:https';
@@ -90,7 +90,7 @@ async function main() {
   const scrapes = Number(arg('scrapes', '50'));
   console.log(`node ${process.version}`);
 
-  if (baseline) {
+  if (baseline && rounds > 0) {
     const base: number[] = [];
     const now: number[] = [];
     for (let i = 0; i < rounds; i++) {
@@ -106,18 +106,23 @@ async function main() {
   const clusterRss = async (tree: string) => {
     const c = await startLocalCluster({ tree });
     try {
-      await new Promise((r) => setTimeout(r, 5000));
+      await new Promise((r) => setTimeout(r, Number(arg('idle-seconds', '15')) * 1000));
       return [1, 2, 3].map((i) => rssMiB(Number(readFileSync(join(c.localDir, `local-${i}`, 'dispatcherd.pid'), 'utf8'))));
     } finally {
       await c.destroy();
     }
   };
   if (baseline) {
-    const base = await clusterRss(baseline);
-    const now = await clusterRss(REPO_ROOT);
+    const base: number[] = [];
+    const now: number[] = [];
+    for (let i = 0; i < Number(arg('cluster-rounds', '2')); i++) {
+      base.push(...(await clusterRss(baseline)));
+      now.push(...(await clusterRss(REPO_ROOT)));
+    }
     console.log(`idle RSS of a running local cluster's dispatchers: baseline median ${median(base).toFixed(1)} MiB (${spread(base)}), with metrics+console median ${median(now).toFixed(1)} MiB (${spread(now)}), ratio ${(median(now) / median(base)).toFixed(3)}`);
   }
 
+  if (process.argv.includes('--no-scrape')) return;
   const c = await startLocalCluster();
   try {
     const auth = `operator:${c.password}`;

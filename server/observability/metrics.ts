@@ -10,7 +10,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { GuardStatusView, OperationKind, OperationView } from '../../api/rest.js';
 import type { ProcessState, ProcessStatus } from '../supervisor/types.js';
 import type { EngineHealthView } from './engine-health.js';
@@ -41,10 +41,48 @@ const OPERATION_KINDS: OperationKind[] = ['launch', 'shutdown', 'relaunch', 'cle
 const PROCESS_STATES: ProcessState[] = ['starting', 'running', 'ready', 'backoff', 'stopping', 'stopped', 'failed'];
 const seconds = (iso: string | undefined | null) => (iso ? Date.parse(iso) / 1000 : 0);
 
-export function createMetrics(src: MetricSources, opts: { defaultMetrics?: boolean } = {}): Metrics {
+/**
+ * The dispatcher's own memory and CPU, read when scraped. Not prom-client's collectDefaultMetrics: that
+ * one keeps an event-loop delay monitor and a GC observer running between scrapes, which an idle daemon
+ * should not pay for (docs/BENCHMARKS.md, metrics and console).
+ */
+function addSelfMetrics(registry: Registry): void {
+  const registers = [registry];
+  const n = (s: string) => METRIC_PREFIX + s;
+  new Gauge({
+    name: n('process_resident_memory_bytes'),
+    help: 'Resident memory of the dispatcher process',
+    registers,
+    collect() {
+      this.set(process.memoryUsage.rss());
+    },
+  });
+  new Gauge({
+    name: n('process_heap_used_bytes'),
+    help: 'V8 heap in use by the dispatcher process',
+    registers,
+    collect() {
+      this.set(process.memoryUsage().heapUsed);
+    },
+  });
+  new Counter({
+    name: n('process_cpu_seconds_total'),
+    help: 'CPU time (user + system) of the dispatcher process',
+    registers,
+    collect() {
+      const u = process.cpuUsage();
+      this.reset();
+      this.inc((u.user + u.system) / 1e6);
+    },
+  });
+  const started = Date.now() / 1000 - process.uptime();
+  new Gauge({ name: n('process_start_time_seconds'), help: 'Unix time the dispatcher process started', registers }).set(started);
+}
+
+export function createMetrics(src: MetricSources, opts: { selfMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
   registry.setDefaultLabels({ dispatcher: src.dispatcher });
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+  if (opts.selfMetrics !== false) addSelfMetrics(registry);
   const n = (s: string) => METRIC_PREFIX + s;
   const registers = [registry];
 

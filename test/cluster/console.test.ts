@@ -48,7 +48,9 @@ function spkiPin(pem: string): string {
 /** An authenticated request to the first dispatcher (certificate verified against its own PEM). */
 function call(c: LocalCluster, method: string, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest(`${c.endpoint}${path}`, { method, ca: c.cert, auth: `operator:${c.password}`, timeout: 20_000 }, (res) => {
+    // The path goes as given (a URL string would be percent-encoded), so a test can plant raw markup.
+    const { hostname, port } = new URL(c.endpoint);
+    const req = httpsRequest({ host: hostname, port: Number(port), path, method, ca: c.cert, auth: `operator:${c.password}`, timeout: 20_000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (body += d));

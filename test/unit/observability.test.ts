@@ -85,7 +85,7 @@ test('metrics over plain sources: one-hot process state, operations counted once
     engineHealth: async () => health,
     certificate: () => undefined,
   };
-  const m = createMetrics(src, { defaultMetrics: false });
+  const m = createMetrics(src, { selfMetrics: false });
   const first = (await m.scrape()).body;
   const second = (await m.scrape()).body;
   for (const text of [first, second]) {
