@@ -10,6 +10,8 @@
  * where it is registered, not from a path comparison.
  */
 import type { Request, RequestHandler, Response } from 'express';
+import { Passport } from 'passport';
+import { BasicStrategy } from 'passport-http';
 import { DispatcherError } from '../../api/errors.js';
 import type { UserDirectory } from '../users.js';
 import type { Logger } from '../log.js';
@@ -83,17 +85,12 @@ export function createAuthenticator(users: UserDirectory, opts: AuthOptions, log
 
   const challenge = (res: Response) => res.setHeader('WWW-Authenticate', `Basic realm="${REALM}"`);
 
-  /** Verifies the Basic credential of `req`: the account, undefined when none was presented, or throws 401/429. */
-  async function verifyOperator(req: Request, res: Response): Promise<AuthUser | undefined> {
-    let cred: BasicCredential | undefined;
-    try {
-      cred = parseBasicCredential(req.headers.authorization);
-    } catch (e) {
-      challenge(res);
-      throw e;
-    }
-    if (!cred) return undefined;
-    const { user, password } = cred;
+  /**
+   * The account behind a user name and password, or false; throws 429 while the account or the source is
+   * throttled. Identical checks in flight share one scrypt check and one throttle reservation.
+   */
+  async function checkCredential(req: Request, user: string, password: string): Promise<AuthUser | false> {
+    const res = req.res!;
     const account = async (): Promise<AuthUser> => ({ name: user, via: 'basic', admin: await users.isAdmin(user) });
     const source = sourceAddress(req);
     const refuse = (r: { retryAfterSeconds: number; limitedBy: 'source' | 'account' }) => {
@@ -133,7 +130,37 @@ export function createAuthenticator(users: UserDirectory, opts: AuthOptions, log
       inFlight.set(digest, check);
       void check.finally(() => inFlight.delete(digest)).catch(() => {});
     }
-    if (await check) return account();
+    return (await check) ? account() : false;
+  }
+
+  // passport-http's BasicStrategy reads the header and hands the pair to checkCredential, on a Passport
+  // instance of our own (no global state, no session). It splits at the first ':' and drops what follows a
+  // second one, so parseBasicCredential refuses such headers before it runs (docs/SECURITY.md, identities).
+  const basic = new Passport();
+  basic.use(
+    'basic',
+    new BasicStrategy({ realm: REALM, passReqToCallback: true }, (req: Request, user: string, password: string, done: (err: unknown, user?: AuthUser | false) => void) => {
+      checkCredential(req, user, password).then((u) => done(null, u), (err) => done(err));
+    }),
+  );
+  const passportBasic = (req: Request, res: Response): Promise<AuthUser | false> =>
+    new Promise((resolve, reject) => {
+      const middleware = basic.authenticate('basic', { session: false }, (err: unknown, user: AuthUser | false) => (err ? reject(err) : resolve(user || false)));
+      middleware(req, res, reject);
+    });
+
+  /** Verifies the Basic credential of `req`: the account, undefined when none was presented, or throws 401/429. */
+  async function verifyOperator(req: Request, res: Response): Promise<AuthUser | undefined> {
+    let cred: BasicCredential | undefined;
+    try {
+      cred = parseBasicCredential(req.headers.authorization);
+    } catch (e) {
+      challenge(res);
+      throw e;
+    }
+    if (!cred) return undefined;
+    const user = await passportBasic(req, res);
+    if (user) return user;
     challenge(res);
     throw new DispatcherError('unauthorized', 'wrong user name or password');
   }
