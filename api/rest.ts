@@ -227,12 +227,15 @@ export const ProcessStatusSchema = z.object({
 
 export const ClusterStateSchema = z.enum(['none', 'launching', 'running', 'failed', 'shutdown', 'cleaned']);
 
+export const CertificateViewSchema = z.object({ name: z.string(), host: z.string(), subject: z.string(), notAfter: z.string(), ips: z.array(z.string()) });
+
 export const NodeStatusViewSchema = z.object({
   dispatcher: z.string(),
   cluster: z.string().optional(),
   clusterState: ClusterStateSchema.optional(),
   processes: z.array(ProcessStatusSchema),
   guard: GuardStatusViewSchema.optional(),
+  certificates: z.array(CertificateViewSchema).optional(),
 });
 
 export const PreflightProblemSchema = z.object({ host: z.string(), check: z.string(), message: z.string() });
