@@ -52,7 +52,8 @@ export interface LocalOptions {
 /** spec.ports overrides moving every port of an engine by `offset`. */
 function shiftedPorts(engine: string, offset: number): Record<string, number> | undefined {
   if (!offset) return undefined;
-  const e = defaultEngineCatalog()[engine];
+  const e = defaultEngineCatalog().get(engine);
+  if (!e) throw new DispatcherError('validation_failed', `unknown engine "${engine}"`);
   return Object.fromEntries(ROLE_ORDER.flatMap((role) => e.roles[role].ports.map((p) => [`${role}.${p.name}`, p.default + offset] as const)));
 }
 

@@ -26,6 +26,7 @@ import {
 import type { Engine } from '../engines/types.js';
 import { agencyStatus, dbserverState } from '../engines/pg-ha-health.js';
 import { hostPort } from '../engines/render.js';
+import { enginePrograms } from '../engines/loader.js';
 import type { ClusterStore } from './store.js';
 import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
 import type { OperationHandle, OperationStore } from './operations.js';
@@ -178,7 +179,7 @@ export class RestartService {
   private upgradedPlan(plan: Plan, upgrade: Record<string, string>): Plan {
     const engine = this.deps.engine(plan.engine);
     const programs = Object.fromEntries(ROLE_ORDER.map((r) => [r, engine.manifest.roles[r].program])) as Record<Role, string>;
-    return { ...plan, binaries: upgradeBinaries(programs, plan.binaries, upgrade) };
+    return { ...plan, binaries: upgradeBinaries(programs, plan.binaries, upgrade, enginePrograms(engine)) };
   }
 
   /** POST /v1/cluster/restart. */
@@ -287,6 +288,7 @@ export class RestartService {
       const secrets = snap.secrets;
       const timeout = req.readyTimeoutMs;
 
+      const programOf = (role: Role) => this.deps.engine(plan.engine).manifest.roles[role].program;
       const restartOne = async (p: PlanProcess) => {
         const node = nodes.get(p.dispatcher)!;
         progress.current = p.id;
@@ -295,7 +297,7 @@ export class RestartService {
         await node.stopProcess(p.id);
         if (!progress.stopped.includes(p.id)) progress.stopped.push(p.id);
         await save();
-        op.event({ level: 'info', step: 'start', host: p.dispatcher, process: p.id, message: `starting ${p.id}${plan.binaries[p.role] ? ` on ${plan.binaries[p.role]}` : ''}` });
+        op.event({ level: 'info', step: 'start', host: p.dispatcher, process: p.id, message: `starting ${p.id}${Object.hasOwn(plan.binaries, programOf(p.role)) ? ` on ${plan.binaries[programOf(p.role)]}` : ''}` });
         const st = await node.startProcess(p.id, timeout);
         progress.stopped = progress.stopped.filter((x) => x !== p.id);
         await save();

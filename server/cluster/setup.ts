@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
 import type { AppContext, RouteModule } from '../http/app.js';
 import { addUser } from '../users.js';
-import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
+import { allowedPaths, chosenBinaries, loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
 import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
 import { validatePlan } from '../core/validate-plan.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
@@ -30,6 +30,12 @@ import { plansModule } from '../http/routes/plans.js';
 import { restartModule } from '../http/routes/restart.js';
 import { RestartService, registerRestartService, localUpgradeNode, remoteUpgradeNode, pgHaActions } from './restart.js';
 
+/** The machine's default path of an engine program (the first it allows), if configured. */
+function defaultPath(config: DispatcherConfig, engine: string, program: string): string | undefined {
+  const e = Object.hasOwn(config.engines, engine) ? config.engines[engine] : undefined;
+  return e ? allowedPaths(e.binaries, program)[0] : undefined;
+}
+
 /** Engines are data read from templates/; read each once. */
 function engineCache() {
   const cache = new Map<string, Engine>();
@@ -43,20 +49,17 @@ function engineCache() {
 export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { leftoverPidFile(plan: Plan, id: string, dataDir: string): string | undefined } {
   const engine = engineCache();
   const binaries = (name: string) => {
-    const b = config.engines[name]?.binaries;
+    const b = Object.hasOwn(config.engines, name) ? config.engines[name].binaries : undefined;
     if (!b) throw new DispatcherError('preflight_failed', `engine ${name} is not allowed on this machine (config: engines.${name})`);
     return b;
   };
   return {
     render: (plan, processId, ctx) => renderProcess(engine(plan.engine), plan, processId, { ...ctx, binaries: binaries(plan.engine) }),
     binariesFor(plan, role) {
-      const r = engine(plan.engine).manifest.roles[role as Role];
-      const b = binaries(plan.engine);
-      return [r.program, ...r.requires].map((prog) => {
-        const path = b[prog];
-        if (!path) throw new Error(`${role}: program "${prog}" of engine ${plan.engine} has no binary configured (config: engines.${plan.engine}.binaries.${prog})`);
-        return path;
-      });
+      const e = engine(plan.engine);
+      const r = e.manifest.roles[role as Role];
+      const chosen = chosenBinaries(e, plan, { dispatcherDataDir: config.dataDir, binaries: binaries(plan.engine), secrets: {} }, role as Role);
+      return [r.program, ...r.requires].map((prog) => chosen[prog]);
     },
     generateSecrets: (name) => generateSecrets(engine(name)),
     leftoverPidFile(plan, id, dataDir) {
@@ -147,7 +150,7 @@ export function engineHealth(config: DispatcherConfig): ClusterHealth {
         return { ok: st.hasLeader && st.members.every((m) => m.reachable), detail: describeAgency(st) };
       }
       if (role === 'dbserver') {
-        const psql = config.engines['pg-ha']?.binaries.psql;
+        const psql = defaultPath(config, 'pg-ha', 'psql');
         const states = await Promise.all(processes.map((p) => dbserverState(plan, p.id, { psql, superuserPassword: secrets['superuser-password'] })));
         const leaders = states.filter((s) => s.role === 'leader' && s.running);
         const replicasOk = states.filter((s) => s.role === 'replica' && s.running && s.streaming !== false);
@@ -232,7 +235,7 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     peer: (d, credential) => new RemoteNode(d, credential),
     localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs }),
     peerUpgrade: remoteUpgradeNode,
-    actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql }),
+    actions: pgHaActions({ psql: defaultPath(config, 'pg-ha', 'psql') }),
   });
   registerRestartService(operations, restarts);
   for (const op of interrupted) {

@@ -104,10 +104,10 @@ describe('pg-ha rendering', () => {
       (e: unknown) => e instanceof DispatcherError && /"psql"/.test(e.message) && /pg-ha/.test(e.message),
     );
     assert.throws(
-      () => renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { agent: '/tmp/evil' } }, 'agent-1', ctxFor('pg-ha')),
+      () => renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { etcd: '/tmp/evil' } }, 'agent-1', ctxFor('pg-ha')),
       (e: unknown) => e instanceof DispatcherError && e.code === 'forbidden',
     );
-    assert.equal(renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { agent: '/usr/bin/etcd' } }, 'agent-1', ctxFor('pg-ha')).spec.argv[0], '/usr/bin/etcd');
+    assert.equal(renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { etcd: '/usr/bin/etcd' } }, 'agent-1', ctxFor('pg-ha')).spec.argv[0], '/usr/bin/etcd');
     assert.throws(() => renderProcess(loadEngine('pg-ha'), plan, 'agent-1', { ...ctxFor('pg-ha'), secrets: {} }), /secret/);
     assert.throws(() => renderProcess(loadEngine('pg-ha'), { ...plan, processes: plan.processes.map((p) => ({ ...p, dataDir: '../../etc' })) }, 'agent-1', ctxFor('pg-ha')), /escapes/);
   });
