@@ -51,11 +51,40 @@ export function toCidr(address: string): string {
   return isIP(address) === 6 ? `${address}/128` : `${address}/32`;
 }
 
+/**
+ * A word in haproxy.cfg. HAProxy splits on spaces and reads quotes, backslashes, `#` and `$`/`%`
+ * (environment and log-format expansion) itself; a word made only of plain path characters means the same
+ * in every context, anything else is refused rather than quoted (its quoting rules differ by keyword).
+ */
+export function haproxyWord(v: string): string {
+  // `@`, `,`, `=` and `+` mean something in address and socket arguments (haproxy -c refuses `a+b@c,d=e`).
+  if (!/^[A-Za-z0-9_./:[\]-]+$/.test(v)) {
+    throw new DispatcherError('config_invalid', `"${v.replace(/[^\x20-\x7e]/g, '?')}" cannot be written into haproxy.cfg: only letters, digits and "_./:[]-" are allowed there (choose a data dir without spaces or quotes)`);
+  }
+  return v;
+}
+
+/** A libpq connection-string value: single-quoted, backslash and quote escaped (libpq "Keyword/Value"). */
+export function conninfoValue(v: string): string {
+  return `'${v.replace(/[\\']/g, (c) => `\\${c}`)}'`;
+}
+
+/** A field of a libpq password file: `:` and `\` escaped with a backslash. */
+export function pgpassField(v: string): string {
+  return v.replace(/[\\:]/g, (c) => `\\${c}`);
+}
+
 const hb = Handlebars.create();
 hb.registerHelper('hostport', (a: unknown, p: unknown) => hostPort(String(a), Number(p)));
 hb.registerHelper('cidr', (a: unknown) => toCidr(String(a)));
 // JSON string literals are valid YAML scalars: safe quoting for passwords and paths in YAML configs.
 hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
+// Per-format escaping (docs/SECURITY.md, "Operator account"): every value a template puts into a config
+// file goes through the helper of that file's format. Plan strings cannot hold control characters
+// (api/plan.ts); these helpers make the rest (quotes, spaces, separators) impossible to misread.
+hb.registerHelper('haproxy', (v: unknown) => haproxyWord(String(v)));
+hb.registerHelper('conninfo', (v: unknown) => conninfoValue(String(v)));
+hb.registerHelper('pgpass', (v: unknown) => pgpassField(String(v)));
 hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
 hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
 
