@@ -12,6 +12,7 @@ import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
+import { assertValidPlan } from '../core/validate-plan.js';
 import type { ClusterStore } from './store.js';
 
 export interface NodeApi {
@@ -113,7 +114,8 @@ export class LocalNode implements NodeApi {
   }
 
   async adoptPlan(payload: NodeAdoptPlan): Promise<void> {
-    const { plan } = payload;
+    // The same validation as /v1/cluster/launch: a peer's plan is input like any other (400 listing every problem).
+    const plan = assertValidPlan(payload.plan);
     if (!plan.dispatchers.some((d) => d.id === this.id)) {
       throw new DispatcherError('bad_request', `the plan ${plan.name} does not name this dispatcher (${this.id})`, { details: { host: this.id } });
     }
@@ -212,7 +214,9 @@ export class LocalNode implements NodeApi {
   }
 
   async startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus> {
-    const { plan, secrets } = this.requirePlan();
+    const { plan: stored, secrets } = this.requirePlan();
+    // A plan stored by an older version passes today's rules before anything of it runs again.
+    const plan = assertValidPlan(stored);
     const p = this.myProcesses(plan).find((x) => x.id === processId);
     if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
     const dir = this.processDir(p);
@@ -246,7 +250,8 @@ export class LocalNode implements NodeApi {
 
   async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<GuardStatusView> {
     const { plan } = this.requirePlan();
-    const status = await this.deps.guard.applyWithDeadline({ ...plan, firewall }, confirmWithinSeconds);
+    const changed = assertValidPlan({ ...plan, firewall });
+    const status = await this.deps.guard.applyWithDeadline(changed, confirmWithinSeconds);
     this.pendingFirewall = firewall;
     return status;
   }

@@ -5,7 +5,7 @@
  * after preflight stops what it started in reverse order, keeping every data dir.
  */
 import { randomBytes } from 'node:crypto';
-import { DispatcherError, isDispatcherError, type Problem } from '../../api/errors.js';
+import { DispatcherError, formatProblems, isDispatcherError, type Problem } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
 import { launchGroups, shutdownGroups } from '../core/order.js';
@@ -246,6 +246,10 @@ export class Orchestrator {
     const { plan, nodes, secrets } = this.clusterNodes();
     try {
       const snap = this.deps.store.get()!;
+      const invalid = this.deps.validate(plan);
+      if (invalid.length) {
+        throw new DispatcherError('validation_failed', `the stored plan of cluster ${plan.name} is not valid any more; nothing was started:\n${formatProblems(invalid)}`, { problems: invalid });
+      }
       // A running cluster may be relaunched too: processes still running are kept (starting the same spec
       // is a no-op), those that are gone (e.g. after a reboot with relaunchOnBoot off) are started again.
       if (snap.state === 'launching') throw new DispatcherError('conflict', `cluster ${plan.name} is still launching`);

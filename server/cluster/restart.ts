@@ -26,6 +26,7 @@ import {
 import type { Engine } from '../engines/types.js';
 import { agencyStatus, dbserverState } from '../engines/pg-ha-health.js';
 import { hostPort } from '../engines/render.js';
+import { assertValidPlan, validatePlan } from '../core/validate-plan.js';
 import { enginePrograms } from '../engines/loader.js';
 import type { ClusterStore } from './store.js';
 import type { LocalNode, NodeApi, ProcessRenderer } from './node.js';
@@ -449,6 +450,8 @@ export function localUpgradeNode(deps: { id: string; dataDir: string; store: Clu
       const problems: PreflightProblem[] = [];
       const add = (check: string, message: string) => problems.push({ host: deps.id, check, message });
       if (!snap) return [{ host: deps.id, check: 'plan', message: 'no cluster plan on this dispatcher' }];
+      for (const p of validatePlan(plan)) add('plan', `${p.path}: ${p.message}`);
+      if (problems.length) return problems;
       if (snap.plan.name !== plan.name || !sameExceptBinaries(snap.plan, plan)) add('plan', 'an upgrade may change only the plan\'s binaries');
       for (const p of plan.processes.filter((x) => x.dispatcher === deps.id)) {
         try {
@@ -467,6 +470,7 @@ export function localUpgradeNode(deps: { id: string; dataDir: string; store: Clu
     async adoptPlan(plan) {
       const snap = deps.store.get();
       if (!snap) throw new DispatcherError('not_found', `dispatcher ${deps.id} has no cluster plan`);
+      assertValidPlan(plan);
       if (snap.plan.name !== plan.name || !sameExceptBinaries(snap.plan, plan)) {
         throw new DispatcherError('conflict', `dispatcher ${deps.id}: an upgrade may change only the binaries of cluster ${snap.plan.name}`);
       }
