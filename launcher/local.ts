@@ -113,7 +113,10 @@ async function initDispatcher(opts: LocalOptions, i: number, passwordFile: strin
   const dataDir = dataDirOf(opts.dir, i);
   const id = DISPATCHERS[i];
   const port = opts.basePort + i;
-  const out = await dispatcherd(['init', '--data-dir', dataDir, '--id', id, '--address', '127.0.0.1', '--port', String(port), '--listen', '127.0.0.1']);
+  const out = await dispatcherd([
+    'init', '--data-dir', dataDir, '--id', id, '--address', '127.0.0.1', '--port', String(port), '--listen', '127.0.0.1',
+    ...(opts.runAs ? ['--engine', 'pg-ha', '--run-as', opts.runAs] : []),
+  ]);
   const fingerprint = /fingerprint: (\S+)/.exec(out)?.[1];
   if (!fingerprint) throw new DispatcherError('internal', `dispatcherd init printed no fingerprint for ${id}`);
   const configFile = join(dataDir, 'config.yaml');

@@ -4,15 +4,18 @@
  * (HTTPS, pinned, authenticated), which calls the peer's /v1/node routes, which call the peer's LocalNode.
  * So the same code runs a process whichever dispatcher asked for it.
  */
-import { access, chmod, constants, mkdir, rm, stat, statfs, writeFile, chown, readFile } from 'node:fs/promises';
+import { access, chmod, constants, mkdir, rm, rmdir, stat, statfs, writeFile, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { dirname, join, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { execFile } from 'node:child_process';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { assertValidPlan } from '../core/validate-plan.js';
+import { ensureDir, writeFileForOwner, type Owner } from '../safe-files.js';
+import { withTraverse } from '../data-tree.js';
 import type { ClusterStore } from './store.js';
 
 export interface NodeApi {
@@ -221,18 +224,7 @@ export class LocalNode implements NodeApi {
     if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
     const dir = this.processDir(p);
     const { spec, files } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs });
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const owner = this.deps.runAs;
-    if (owner) {
-      await chown(dir, owner.uid, owner.gid);
-      await this.letRunAsTraverse(dir);
-    }
-    for (const f of files) {
-      await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
-      await writeFile(f.path, f.content, { mode: f.mode });
-      // Only what we write is chowned: walking an existing PostgreSQL data dir on every start would be slow.
-      if (owner) await chown(f.path, owner.uid, owner.gid);
-    }
+    await this.writeProcessFiles(dir, files);
     try {
       await this.deps.supervisor.start(spec);
       return await this.deps.supervisor.waitReady(processId, readyTimeoutMs);
@@ -243,6 +235,21 @@ export class LocalNode implements NodeApi {
         details: { host: this.id, process: processId, logTail },
         cause: e,
       });
+    }
+  }
+
+  /**
+   * The ONE way rendered files reach a process dir (docs/SECURITY.md, "Process user"): the dir is made and
+   * owned through a descriptor, each file is created new and renamed into place, owned by the process user
+   * through its descriptor — whatever the process user planted at those paths is replaced, never followed.
+   */
+  private async writeProcessFiles(dir: string, files: { path: string; content: string; mode: number }[]): Promise<void> {
+    const owner = this.deps.runAs;
+    await ensureDir(dir, 0o700, owner);
+    if (owner) await this.letRunAsTraverse(dir);
+    for (const f of files) {
+      if (dirname(f.path) !== dir) throw new DispatcherError('config_invalid', `engine file ${f.path} must sit directly in the process dir ${dir}`);
+      await writeFileForOwner(dir, basename(f.path), f.content, f.mode, owner);
     }
   }
 
@@ -280,7 +287,7 @@ export class LocalNode implements NodeApi {
     const root = resolve(this.deps.dataDir);
     for (let p = dirname(dir); p.startsWith(root); p = dirname(p)) {
       const st = await stat(p);
-      if ((st.mode & 0o001) === 0) await chmod(p, (st.mode & 0o7777) | 0o001);
+      if ((st.mode & 0o001) === 0) await chmod(p, withTraverse(st.mode));
       if (p === root) break;
     }
   }
@@ -317,11 +324,31 @@ export class LocalNode implements NodeApi {
     for (const p of this.myProcesses(plan).reverse()) {
       await this.stopProcess(p.id);
       if (this.deps.supervisor.get(p.id)) await this.deps.supervisor.remove(p.id);
-      await rm(this.processDir(p), { recursive: true, force: true });
+      await removeProcessDir(this.processDir(p), this.deps.runAs);
     }
     await this.deps.guard.remove();
     await this.deps.store.forget();
   }
+}
+
+/**
+ * Deletes a process dir. Its contents belong to the process user, who could swap a subdirectory for a link
+ * while root walks it; so the contents are deleted AS that user (find -delete, argv only, no shell): it can
+ * only delete what the user could delete anyway. Root then removes the empty dir from its own parent.
+ */
+export async function removeProcessDir(dir: string, owner?: Owner): Promise<void> {
+  if (owner) {
+    const st = await stat(dir).catch(() => undefined);
+    if (!st) return;
+    await new Promise<void>((resolveRm, reject) => {
+      execFile('/usr/bin/find', [dir, '-mindepth', '1', '-delete'], { uid: owner.uid, gid: owner.gid, env: { PATH: '/usr/bin:/bin' }, timeout: 600_000 }, (err, _o, stderr) =>
+        err ? reject(new DispatcherError('operation_failed', `could not delete ${dir} as the process user: ${String(stderr).trim().split('\n')[0] || err.message}`)) : resolveRm(),
+      );
+    });
+    await rmdir(dir);
+    return;
+  }
+  await rm(dir, { recursive: true, force: true });
 }
 
 /** Tries to bind address:port; returns why it cannot, or undefined when the port is free. */
@@ -333,12 +360,19 @@ export function portBindError(address: string, port: number): Promise<string | u
   });
 }
 
-/** Reads /etc/passwd to resolve a user name without a shell. */
+/**
+ * Reads /etc/passwd to resolve a user name without a shell. Refuses any account whose uid is 0 (root and
+ * its aliases such as `toor`): cluster processes never run as root (docs/SECURITY.md, "Process user").
+ */
 export async function resolveUser(name: string): Promise<{ uid: number; gid: number; user: string }> {
   const passwd = await readFile('/etc/passwd', 'utf8');
   for (const line of passwd.split('\n')) {
     const f = line.split(':');
-    if (f[0] === name) return { user: name, uid: Number(f[2]), gid: Number(f[3]) };
+    if (f[0] === name) {
+      const uid = Number(f[2]);
+      if (!Number.isInteger(uid) || uid === 0) throw new DispatcherError('config_invalid', `runAs: user ${name} has uid ${f[2]}: cluster processes must run as an unprivileged user, never as uid 0`);
+      return { user: name, uid, gid: Number(f[3]) };
+    }
   }
   throw new DispatcherError('config_invalid', `runAs: no user named ${name} on this machine (create it, e.g. useradd --system ${name})`);
 }

@@ -3,8 +3,8 @@
  * and health checks behind the small interfaces LocalNode and the Orchestrator use. The daemon calls
  * createClusterService once at start (see clusterDaemonOptions).
  */
-import { readFile } from 'node:fs/promises';
-import { DispatcherError } from '../../api/errors.js';
+import { DispatcherError, formatProblems } from '../../api/errors.js';
+import { checkDataTree } from '../data-tree.js';
 import type { FirewallBackendName, Plan, PlanProcess, Role } from '../../api/plan.js';
 import type { GuardStatusView } from '../../api/rest.js';
 import type { DispatcherConfig } from '../config.js';
@@ -18,7 +18,7 @@ import { validatePlan } from '../core/validate-plan.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
 import { Guard } from '../firewall/guard.js';
 import { detectBackend, createBackend } from '../firewall/detect.js';
-import { pidAlive } from '../supervisor/procfs.js';
+import { stopLeftover } from './leftover.js';
 import { ClusterStore } from './store.js';
 import { OperationStore } from './operations.js';
 import { LocalNode, resolveUser, type NodeGuard, type ProcessRenderer } from './node.js';
@@ -176,24 +176,6 @@ export interface ClusterRuntime {
 }
 
 /** Stops a postmaster that outlived Patroni (postgres is not Patroni's child; DESIGN §8). */
-async function stopLeftover(pidFile: string | undefined, logger: Logger): Promise<void> {
-  if (!pidFile) return;
-  let pid: number;
-  try {
-    pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
-  } catch {
-    return;
-  }
-  const alive = () => pidAlive(pid);
-  if (!pid || !alive()) return;
-  const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (!cmd.includes('postgres')) return;
-  logger.warn('stopping a postmaster left running after its Patroni stopped', { pid, pidFile });
-  process.kill(pid, 'SIGINT'); // PostgreSQL's "fast" shutdown
-  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
-  if (alive()) process.kill(pid, 'SIGKILL');
-}
-
 export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRuntime> {
   const { config, logger, supervisor } = ctx;
   const store = new ClusterStore(config.dataDir);
@@ -202,7 +184,14 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
   const interrupted = await operations.load();
   const renderer = engineRenderer(config);
   const guard = nodeGuard(config.id, config, logger);
+  const treeProblems = checkDataTree(config.dataDir, process.getuid?.() ?? 0);
+  if (treeProblems.length) {
+    throw new DispatcherError('config_invalid', `refusing to start: the data dir is not safe:\n${formatProblems(treeProblems)}`, { problems: treeProblems });
+  }
   const runAs = config.runAs ? await resolveUser(config.runAs) : undefined;
+  if (!runAs && process.getuid?.() === 0 && Object.keys(config.engines).length > 0) {
+    throw new DispatcherError('config_invalid', 'refusing to start: this dispatcher runs as root and allows engines, but no runAs user is configured, so cluster processes would run as root. Set runAs to an unprivileged user (dispatcherd init --run-as cluster-dispatcher, or DISPATCHER_RUN_AS).');
+  }
   const node = new LocalNode({
     id: config.id,
     dataDir: config.dataDir,
@@ -215,7 +204,7 @@ export async function createClusterRuntime(ctx: AppContext): Promise<ClusterRunt
     ensureClusterUser: async (user, password) => {
       await addUser(config.usersFile, user, password, { replace: true });
     },
-    afterStop: (plan, id) => stopLeftover(renderer.leftoverPidFile(plan, id, config.dataDir), logger),
+    afterStop: async (plan, id) => void (await stopLeftover(renderer.leftoverPidFile(plan, id, config.dataDir), runAs, logger)),
   });
   const orchestrator = new Orchestrator({
     self: node,

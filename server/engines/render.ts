@@ -245,6 +245,8 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
           kind: 'command',
           argv: [chosen[r.program], ...r.args.map((a) => render(a, data, `readiness of ${what}`))],
           ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}),
+          // As the process user: the probe reads that user's files (probe.pgpass) and nothing of root's.
+          ...(ctx.runAs ? { runAs: { uid: ctx.runAs.uid, gid: ctx.runAs.gid } } : {}),
         }
       : {
           kind: 'http',

@@ -23,7 +23,7 @@ const probeSchema = z.discriminatedUnion('kind', [
     bodyMatch: z.string().optional(),
     fingerprint: z.string().optional(),
   }),
-  z.object({ kind: z.literal('command'), argv: z.array(z.string()), timeoutMs: z.number().optional() }),
+  z.object({ kind: z.literal('command'), argv: z.array(z.string()), timeoutMs: z.number().optional(), runAs: z.object({ uid: z.number().int(), gid: z.number().int() }).optional() }),
 ]);
 
 const specSchema = z.object({

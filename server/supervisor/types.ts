@@ -19,7 +19,8 @@ export type ProbeSpec =
       /** For https URLs: the SHA-256 fingerprint to pin (verification stays on otherwise). */
       fingerprint?: string;
     }
-  | { kind: 'command'; argv: string[]; timeoutMs?: number };
+  /** runAs: the probe runs as the process's own user, so it reads only what that user may (e.g. its pgpass). */
+  | { kind: 'command'; argv: string[]; timeoutMs?: number; runAs?: { uid: number; gid: number } };
 
 export interface RestartPolicyConfig {
   /** Restart when the process exits on its own (default true). */

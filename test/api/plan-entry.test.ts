@@ -58,7 +58,7 @@ describe('one validation for every entry of a plan', () => {
   before(async () => {
     root = mkdtempSync(join(tmpdir(), 'dispatcherd-entry-'));
     dataDir = join(root, 'data');
-    const config = parseConfig({ id: 'entry-test', listen: '127.0.0.1', port: 0, dataDir, engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES } }, firewall: { backend: 'none' } }, {});
+    const config = parseConfig({ id: 'entry-test', listen: '127.0.0.1', port: 0, dataDir, engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES } }, runAs: 'nobody', firewall: { backend: 'none' } }, {});
     await addUser(config.usersFile, USER, PASSWORD);
     supervisor = await createSupervisor({ stateDir: join(root, 'supervisor') });
     const cluster = clusterDaemonOptions();
