@@ -3,7 +3,7 @@
  * Every failure is a DispatcherError printed as one clear message (plus its problems) and a non-zero exit.
  */
 import { Command } from 'commander';
-import { accessSync, constants, existsSync, mkdirSync, chmodSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, chmodSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { DispatcherError, formatProblems } from '../api/errors.js';
@@ -16,7 +16,7 @@ import { packageVersion, startDaemon } from './daemon.js';
 import { clusterDaemonOptions } from './cluster/setup.js';
 import { resolveUser } from './cluster/node.js';
 import { checkDataTree, dataDirMode } from './data-tree.js';
-import { PG_HA_DEBIAN_BINARIES } from './engines/debian.js';
+import { machineEngines } from './machine-engines.js';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -46,39 +46,6 @@ async function readPassword(passwordFile?: string): Promise<string> {
   }
   // One trailing newline belongs to the file/pipe, not to the password.
   return text.replace(/\r?\n$/, '');
-}
-
-/** Programs of each engine at their Debian paths (server/engines/debian.ts); refuses when one is missing. */
-const DEBIAN_BINARIES: ReadonlyMap<string, Readonly<Record<string, string>>> = new Map([
-  ['pg-ha', PG_HA_DEBIAN_BINARIES],
-  ['arangodb', { arangod: '/usr/sbin/arangod' }],
-]);
-
-export function machineEngines(names: readonly string[], executable: (path: string) => boolean = isExecutable): Record<string, { binaries: Record<string, string> }> {
-  const out: Record<string, { binaries: Record<string, string> }> = {};
-  const problems: { path: string; message: string }[] = [];
-  for (const name of names) {
-    const binaries = DEBIAN_BINARIES.get(name);
-    if (!binaries) {
-      problems.push({ path: `--engine ${name}`, message: `unknown engine; known: ${[...DEBIAN_BINARIES.keys()].join(', ')}` });
-      continue;
-    }
-    for (const [program, path] of Object.entries(binaries)) {
-      if (!executable(path)) problems.push({ path: `--engine ${name}`, message: `program ${program} is missing: ${path} is not an executable file (install the engine's Debian packages: deploy/install-deps.sh)` });
-    }
-    out[name] = { binaries: { ...binaries } };
-  }
-  if (problems.length) throw new DispatcherError('preflight_failed', `cannot allow the engine(s) on this machine:\n${formatProblems(problems)}`, { problems });
-  return out;
-}
-
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
 }
 
 export function buildCli(): Command {

@@ -364,8 +364,8 @@ export function portBindError(address: string, port: number): Promise<string | u
  * Reads /etc/passwd to resolve a user name without a shell. Refuses any account whose uid is 0 (root and
  * its aliases such as `toor`): cluster processes never run as root (docs/SECURITY.md, "Process user").
  */
-export async function resolveUser(name: string): Promise<{ uid: number; gid: number; user: string }> {
-  const passwd = await readFile('/etc/passwd', 'utf8');
+export async function resolveUser(name: string, passwdFile = '/etc/passwd'): Promise<{ uid: number; gid: number; user: string }> {
+  const passwd = await readFile(passwdFile, 'utf8');
   for (const line of passwd.split('\n')) {
     const f = line.split(':');
     if (f[0] === name) {
