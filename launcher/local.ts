@@ -242,11 +242,30 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
       });
       view = await client.get<ClusterView>('/v1/cluster');
     } else {
-      say('cluster local is already running');
+      say('cluster local is recorded as running; checking that every process is ready');
     }
-    return view;
+    // Success only when the cluster is healthy: after a reboot the daemons restart their processes
+    // themselves, and "running" in the record says nothing about whether they came up.
+    return await waitClusterReady(client, opts.readyTimeoutMs);
   } finally {
     for (const c of clients) c.close();
+  }
+}
+
+/** Polls /v1/cluster until every process is ready; refuses (operation_failed) naming those that are not. */
+async function waitClusterReady(client: DispatcherClient, timeoutMs: number): Promise<ClusterView> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const view = await client.get<ClusterView>('/v1/cluster');
+    const notReady = view.processes.filter((p) => p.state !== 'ready');
+    if (view.processes.length > 0 && notReady.length === 0) return view;
+    if (Date.now() > end) {
+      throw new DispatcherError(
+        'operation_failed',
+        `cluster ${view.name ?? 'local'} is not healthy: ${notReady.map((p) => `${p.id} on ${p.host} is ${p.state}`).join(', ') || 'no processes'} (see \`dispatch logs PROCESS\`)`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 500));
   }
 }
 

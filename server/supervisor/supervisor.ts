@@ -157,13 +157,19 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
     return { version: 1, processes };
   }
 
-  async function persist(): Promise<void> {
-    try {
-      await store.save(snapshot());
-    } catch (err) {
-      // Losing a state write is serious (adoption relies on it) but must not kill supervision.
-      log.error('supervisor: could not write the state file', { file: store.file, error: String(err) });
-    }
+  // Saves run one after another, each writing the state as it is when it runs: two overlapping saves
+  // could otherwise finish out of order and leave an older state in the file.
+  let saving: Promise<void> = Promise.resolve();
+  function persist(): Promise<void> {
+    saving = saving.then(async () => {
+      try {
+        await store.save(snapshot());
+      } catch (err) {
+        // Losing a state write is serious (adoption relies on it) but must not kill supervision.
+        log.error('supervisor: could not write the state file', { file: store.file, error: String(err) });
+      }
+    });
+    return saving;
   }
 
   function later(e: Entry, ms: number, fn: () => void): NodeJS.Timeout {

@@ -121,8 +121,8 @@ describe('supervisor (process tier)', () => {
       assert.deepEqual(failed.lastExit && { code: failed.lastExit.code, signal: failed.lastExit.signal }, { code: 3, signal: null });
 
       // failed is visible in the persisted state and makes waitReady reject at once
-      const state = JSON.parse(readFileSync(join(root, 'state', 'state.json'), 'utf8'));
-      assert.equal(state.processes.crash.state, 'failed');
+      // (the file is written right after the state changes in memory)
+      await waitFor('failed state persisted', async () => JSON.parse(readFileSync(join(root, 'state', 'state.json'), 'utf8')).processes.crash.state === 'failed', 2_000);
       await assert.rejects(sup.waitReady('crash', 1_000), (e: unknown) => isDispatcherError(e) && /crash/.test(e.message) && /disk on fire/.test(e.message));
       // nothing restarts it behind our back
       await new Promise((r) => setTimeout(r, 300));
