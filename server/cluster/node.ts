@@ -341,7 +341,7 @@ export async function removeProcessDir(dir: string, owner?: Owner): Promise<void
     const st = await stat(dir).catch(() => undefined);
     if (!st) return;
     await new Promise<void>((resolveRm, reject) => {
-      execFile('/usr/bin/find', [dir, '-mindepth', '1', '-delete'], { uid: owner.uid, gid: owner.gid, env: { PATH: '/usr/bin:/bin' }, timeout: 600_000 }, (err, _o, stderr) =>
+      execFile('/usr/bin/find', [dir, '-mindepth', '1', '-delete'], { uid: owner.uid, gid: owner.gid, cwd: '/', env: { PATH: '/usr/bin:/bin' }, timeout: 600_000 }, (err, _o, stderr) =>
         err ? reject(new DispatcherError('operation_failed', `could not delete ${dir} as the process user: ${String(stderr).trim().split('\n')[0] || err.message}`)) : resolveRm(),
       );
     });
