@@ -21,7 +21,31 @@ export const ExposureSchema = z.enum(EXPOSURES);
 export type Exposure = z.infer<typeof ExposureSchema>;
 
 export const ENGINES = ['pg-ha', 'arangodb'] as const;
-export const EngineNameSchema = z.string().min(1).describe('engine name, e.g. pg-ha or arangodb');
+
+/**
+ * Text that may reach an argv entry or a config file: no control characters (C0, DEL, C1) and no Unicode
+ * line or paragraph separators, so no plan string can start a new line in any rendered file
+ * (docs/SECURITY.md, "Operator account"). Fields with a tighter grammar use their own pattern.
+ */
+export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/u;
+export const SafeTextSchema = z
+  .string()
+  .max(4096)
+  .refine((s) => !CONTROL_CHARACTERS.test(s), 'must not contain control characters (newline, carriage return, NUL, tab, ...)');
+
+/** A relative path inside a dispatcher's data dir: plain segments only (letters, digits, `._-`, not starting with `.` or `-`). */
+export const RelativePathSchema = z
+  .string()
+  .max(200)
+  .regex(/^[A-Za-z0-9_][A-Za-z0-9._-]*(\/[A-Za-z0-9_][A-Za-z0-9._-]*)*$/, 'must be a relative path of plain segments (letters, digits, "._-", not starting with "." or "-") separated by "/"');
+
+/** An engine program's name (etcd, python3, psql, ...): the key of `binaries` in a plan and in a machine's config. */
+export const ProgramNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._+-]{0,62}$/, 'must be a program name (lowercase letters, digits, "._+-")');
+
+export const EngineNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be an engine name (lowercase letters, digits, dashes), e.g. pg-ha or arangodb')
+  .describe('engine name, e.g. pg-ha or arangodb');
 
 export const FIREWALL_BACKENDS = ['auto', 'nftables', 'iptables', 'none'] as const;
 export const FirewallBackendSchema = z.enum(FIREWALL_BACKENDS);
@@ -33,7 +57,7 @@ export const NameSchema = z
   .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit');
 
 /** An IPv4/IPv6 address or CIDR. Hostnames are refused: firewall rules need addresses (nft resolves names at load time). */
-export const CidrSchema = z.string().min(1).describe('an IPv4 or IPv6 address, optionally with /prefix');
+export const CidrSchema = SafeTextSchema.pipe(z.string().min(1).max(64)).describe('an IPv4 or IPv6 address, optionally with /prefix');
 
 export const PortSchema = z.number().int().min(1).max(65535);
 
@@ -56,9 +80,9 @@ export type FirewallPolicy = z.infer<typeof FirewallPolicySchema>;
 export const SpecDispatcherSchema = z
   .object({
     id: NameSchema,
-    endpoint: z.string().url().describe('https://ADDRESS:PORT of this dispatcher'),
+    endpoint: SafeTextSchema.pipe(z.string().url()).describe('https://ADDRESS:PORT of this dispatcher'),
     fingerprint: FingerprintSchema,
-    addresses: z.array(z.string().min(1)).min(1).describe('every address of the host (IPv4 and IPv6)'),
+    addresses: z.array(SafeTextSchema.pipe(z.string().min(1).max(64))).min(1).describe('every address of the host (IPv4 and IPv6)'),
     allowAgents: z.boolean().default(true),
     allowDBservers: z.boolean().default(true),
     allowCoordinators: z.boolean().default(true),
@@ -66,9 +90,15 @@ export const SpecDispatcherSchema = z
   .strict();
 export type SpecDispatcher = z.infer<typeof SpecDispatcherSchema>;
 
+/** Extra arguments of one process or role: checked against the engine's allow list (server/core/extra-args.ts). */
+export const ExtraArgsSchema = z.array(SafeTextSchema).max(64);
+
 export const RoleArgsSchema = z
-  .object({ agent: z.array(z.string()).default([]), dbserver: z.array(z.string()).default([]), coordinator: z.array(z.string()).default([]) })
+  .object({ agent: ExtraArgsSchema.default([]), dbserver: ExtraArgsSchema.default([]), coordinator: ExtraArgsSchema.default([]) })
   .strict();
+
+/** An engine port name (client, peer, postgres, ...). */
+export const PortNameSchema = z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be a port name (lowercase letters, digits, dashes)');
 
 /** What a person writes (YAML or JSON). */
 export const SpecSchema = z
@@ -80,8 +110,11 @@ export const SpecSchema = z
     agents: z.number().int().max(99).default(3).describe('agency size: odd (1, 3, 5)'),
     dbservers: z.number().int().min(0).max(999).default(3),
     coordinators: z.number().int().min(0).max(999).default(1),
-    ports: z.record(z.string(), PortSchema).optional().describe('override engine default ports by name, e.g. {"agent.client": 2379}'),
-    dataRoot: z.string().default('clusters').describe('relative to each dispatcher data dir'),
+    ports: z
+      .record(z.string().regex(/^[a-z]+\.[a-z][a-z0-9-]{0,62}$/, 'must be ROLE.PORTNAME, e.g. agent.client'), PortSchema)
+      .optional()
+      .describe('override engine default ports by name, e.g. {"agent.client": 2379}'),
+    dataRoot: RelativePathSchema.default('clusters').describe('relative to each dispatcher data dir'),
     extraArgs: RoleArgsSchema.optional(),
     firewall: FirewallPolicySchema.optional(),
   })
@@ -91,7 +124,7 @@ export type SpecInput = z.input<typeof SpecSchema>;
 
 export const PlanPortSchema = z
   .object({
-    name: z.string().min(1).describe('engine port name, e.g. client, peer, rest, postgres'),
+    name: PortNameSchema.describe('engine port name, e.g. client, peer, rest, postgres'),
     port: PortSchema,
     exposure: ExposureSchema,
   })
@@ -103,10 +136,10 @@ export const PlanProcessSchema = z
     id: NameSchema,
     role: RoleSchema,
     dispatcher: NameSchema,
-    address: z.string().min(1).describe('the host address this process binds and advertises'),
+    address: SafeTextSchema.pipe(z.string().min(1).max(64)).describe('the host address this process binds and advertises'),
     ports: z.array(PlanPortSchema).min(1),
-    dataDir: z.string().min(1).describe('relative to the dispatcher data dir; must stay inside it'),
-    args: z.array(z.string()).default([]),
+    dataDir: RelativePathSchema.describe('relative to the dispatcher data dir; must stay inside it'),
+    args: ExtraArgsSchema.default([]),
   })
   .strict();
 export type PlanProcess = z.infer<typeof PlanProcessSchema>;
@@ -119,9 +152,12 @@ export const PlanSchema = z
     apiVersion: z.literal('dispatcher/v1'),
     name: NameSchema,
     engine: EngineNameSchema,
-    /** Optional per-role binary override for upgrades: role -> path allowed on that machine. */
-    binaries: z.record(z.string(), z.string()).default({}),
-    dataRoot: z.string().min(1),
+    /**
+     * Optional choice of binary per PROGRAM (for upgrades): program name -> one of the paths that machine's
+     * config allows for that same program. A plan can never make a role run another program (DESIGN §7).
+     */
+    binaries: z.record(ProgramNameSchema, SafeTextSchema.pipe(z.string().min(1).max(1024))).default({}),
+    dataRoot: RelativePathSchema,
     dispatchers: z.array(PlanDispatcherSchema).min(1),
     processes: z.array(PlanProcessSchema).min(1),
     firewall: FirewallPolicySchema,
@@ -129,6 +165,19 @@ export const PlanSchema = z
   .strict();
 export type Plan = z.infer<typeof PlanSchema>;
 export type PlanInput = z.input<typeof PlanSchema>;
+
+/**
+ * Problems for every own `__proto__` key anywhere in a parsed JSON document. JSON.parse makes such keys own
+ * properties; the schema would silently drop them, and code copying objects by assignment would turn them
+ * into prototypes. Refused with their path instead, so bad input is a 400 naming it.
+ */
+export function prototypeKeyProblems(input: unknown, path: PropertyKey[] = [], depth = 0): { path: string; message: string }[] {
+  if (input === null || typeof input !== 'object' || depth > 64) return [];
+  const out: { path: string; message: string }[] = [];
+  if (Object.hasOwn(input, '__proto__')) out.push({ path: formatPath([...path, '__proto__']), message: 'the key "__proto__" is not allowed' });
+  for (const [k, v] of Object.entries(input)) out.push(...prototypeKeyProblems(v, [...path, Array.isArray(input) ? Number(k) : k], depth + 1));
+  return out;
+}
 
 /** Converts zod issues to the project's Problem list (every problem, each with its path). */
 export function zodProblems(error: z.ZodError): { path: string; message: string }[] {

@@ -1,5 +1,5 @@
 /**
- * Identities (docs/SECURITY.identity.md), on one real dispatcherd (child process, loopback):
+ * Identities (docs/SECURITY.md, "Identities"), on one real dispatcherd (child process, loopback):
  *  1. throughput with keep-alive: unauthenticated GET /v1/health (baseline) vs an operator's GET /v1/id
  *     (HTTP Basic, verified-credential cache) — the issue asks for authenticated >= 0.8x unauthenticated —
  *     and a peer's GET /v1/node/status (mutual TLS, pinned by the active plan) vs an operator's

@@ -74,7 +74,7 @@ export async function plainLaunch(
             await writeFile(f.path, f.content, { mode: f.mode });
             if (opts.runAs) await chown(f.path, opts.runAs.uid, opts.runAs.gid);
           }
-          const s = await spawnProcess(r.spec);
+          const s = await spawnProcess(r.spec, `${r.spec.dir}.run`);
           spawned.set(p.id, { s, leftover: r.leftoverPidFile });
           for (;;) {
             if ((await runProbe(r.spec.readiness)).ok) return;

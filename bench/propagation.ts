@@ -35,7 +35,6 @@ async function main() {
       const tc = await startTestCluster({
         n,
         label: `pr${n}`,
-        noRunAs: true,
         engines: { 'bench-sleep': { binaries: { sleep: '/bin/sleep', true: '/bin/true' } } },
         env: { DISPATCHER_TEMPLATES_DIR: templates },
       });

@@ -80,7 +80,10 @@ export async function initDispatcher(opts: { dir: string; basePort: number; runA
   const dataDir = dataDirOf(opts.dir, i);
   const id = DISPATCHERS[i];
   const port = opts.basePort + i;
-  const out = await dispatcherd(['init', '--data-dir', dataDir, '--id', id, '--address', '127.0.0.1', '--port', String(port), '--listen', '127.0.0.1']);
+  const out = await dispatcherd([
+    'init', '--data-dir', dataDir, '--id', id, '--address', '127.0.0.1', '--port', String(port), '--listen', '127.0.0.1',
+    ...(opts.runAs ? ['--engine', 'pg-ha', '--run-as', opts.runAs] : []),
+  ]);
   const fingerprint = /fingerprint: (\S+)/.exec(out)?.[1];
   if (!fingerprint) throw new DispatcherError('internal', `dispatcherd init printed no fingerprint for ${id}`);
   const configFile = join(dataDir, 'config.yaml');

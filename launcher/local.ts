@@ -13,6 +13,8 @@ import { randomBytes } from 'node:crypto';
 import YAML from 'yaml';
 import type { ClusterConnectionView, ClusterView, OperationView } from '../api/rest.js';
 import { ROLE_ORDER } from '../api/plan.js';
+import { DispatcherError } from '../api/errors.js';
+import { pollUntil } from '../shared/poll.js';
 import { DispatcherClient } from '../client/dispatcher-client.js';
 import { writeFileAtomic } from '../shared/atomic-file.js';
 import { PG_HA_DEBIAN_BINARIES } from '../server/engines/debian.js';
@@ -53,7 +55,8 @@ export interface LocalOptions {
 /** spec.ports overrides moving every port of an engine by `offset`. */
 function shiftedPorts(engine: string, offset: number): Record<string, number> | undefined {
   if (!offset) return undefined;
-  const e = installedEngines()[engine];
+  const e = installedEngines().get(engine);
+  if (!e) throw new DispatcherError('validation_failed', `unknown engine "${engine}"`);
   return Object.fromEntries(ROLE_ORDER.flatMap((role) => e.roles[role].ports.map((p) => [`${role}.${p.name}`, p.default + offset] as const)));
 }
 
@@ -88,6 +91,23 @@ export function caFileOf(opts: Pick<LocalOptions, 'dir'>): string {
 async function writeCaFile(opts: LocalOptions, client: DispatcherClient): Promise<void> {
   const conn = await client.get<ClusterConnectionView>('/v1/cluster/connection');
   await writeFileAtomic(caFileOf(opts), conn.caCertificate, 0o644);
+}
+
+/** Polls /v1/cluster until every process is ready; refuses (operation_failed) naming those that are not. */
+async function waitClusterReady(client: DispatcherClient, timeoutMs: number): Promise<ClusterView> {
+  return pollUntil(
+    () => client.get<ClusterView>('/v1/cluster'),
+    (view) => view.processes.length > 0 && view.processes.every((p) => p.state === 'ready'),
+    {
+      timeoutMs,
+      intervalMs: 500,
+      onTimeout: (view) =>
+        new DispatcherError(
+          'operation_failed',
+          `cluster ${view?.name ?? 'local'} is not healthy: ${view?.processes.filter((p) => p.state !== 'ready').map((p) => `${p.id} on ${p.host} is ${p.state}`).join(', ') || 'no processes'} (see \`dispatch logs PROCESS\`)`,
+        ),
+    },
+  );
 }
 
 export async function localUp(opts: LocalOptions): Promise<ClusterView> {
@@ -139,10 +159,13 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
       });
       view = await client.get<ClusterView>('/v1/cluster');
     } else {
-      say('cluster local is already running');
+      say('cluster local is recorded as running; checking that every process is ready');
     }
+    // Success only when the cluster is healthy: after a reboot the daemons restart their processes
+    // themselves, and "running" in the record says nothing about whether they came up.
+    const ready = await waitClusterReady(client, opts.readyTimeoutMs);
     await writeCaFile(opts, client);
-    return view;
+    return ready;
   } finally {
     for (const c of clients) c.close();
   }

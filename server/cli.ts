@@ -18,6 +18,9 @@ import { clusterDaemonOptions } from './cluster-daemon.js';
 import { ClusterStore } from './cluster/store.js';
 import { pgpassText } from './engines/pg-ha/pgpass.js';
 import { coordinatorsOf } from '../api/rest.js';
+import { resolveUser } from './cluster/node.js';
+import { checkDataTree, dataDirMode } from './data-tree.js';
+import { machineEngines } from './machine-engines.js';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -65,11 +68,21 @@ export function buildCli(): Command {
     .option('--key <file>', 'private key of --cert')
     .option('--port <port>', 'HTTPS port written to the config', String(8528))
     .option('--listen <addr>', 'listen address written to the config', '0.0.0.0')
-    .action(async (o: { dataDir: string; id?: string; address: string[]; cert?: string; key?: string; port: string; listen: string }) => {
+    .option('--engine <name>', 'allow this engine on the machine (repeatable); its programs are looked up at the Debian paths and must exist', collect, [])
+    .option('--run-as <user>', 'the unprivileged user cluster processes run as (never an account with uid 0)')
+    .action(async (o: { dataDir: string; id?: string; address: string[]; cert?: string; key?: string; port: string; listen: string; engine: string[]; runAs?: string }) => {
       if (Boolean(o.cert) !== Boolean(o.key)) throw new DispatcherError('bad_request', '--cert and --key go together');
+      if (o.engine.length > 0 && !o.runAs && process.getuid?.() === 0) {
+        throw new DispatcherError('bad_request', '--engine needs --run-as USER: cluster processes never run as root (e.g. --run-as cluster-dispatcher, created by deploy/install-deps.sh)');
+      }
+      if (o.runAs) await resolveUser(o.runAs);
+      const engines = machineEngines(o.engine);
       const dataDir = resolve(o.dataDir);
-      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-      chmodSync(dataDir, 0o700);
+      // A new data dir gets its mode from the data tree's one owner; an existing one is never changed.
+      if (!existsSync(dataDir)) {
+        mkdirSync(dataDir, { recursive: true, mode: dataDirMode(Boolean(o.runAs)) });
+        chmodSync(dataDir, dataDirMode(Boolean(o.runAs)));
+      }
       const configFile = join(dataDir, CONFIG_FILE_NAME);
       let id = o.id ?? defaultId();
       if (!NameSchema.safeParse(id).success) throw new DispatcherError('validation_failed', `invalid id ${JSON.stringify(id)}`, { problems: [{ path: 'id', message: 'must be 1-63 lowercase letters, digits or dashes' }] });
@@ -79,9 +92,12 @@ export function buildCli(): Command {
       if (existsSync(configFile)) {
         config = loadConfig(configFile, {});
         if (o.id && o.id !== config.id) process.stderr.write(`dispatcherd: keeping the existing id ${config.id} from ${configFile} (--id ${o.id} ignored)\n`);
+        if (o.engine.length || o.runAs) process.stderr.write(`dispatcherd: keeping the existing config ${configFile} (--engine/--run-as ignored; edit the file to change them)\n`);
         id = config.id;
       } else {
         const file: Record<string, unknown> = { id, listen: o.listen, port, dataDir };
+        if (Object.keys(engines).length) file.engines = engines;
+        if (o.runAs) file.runAs = o.runAs;
         if (o.cert && o.key) {
           file.cert = resolve(o.cert);
           file.key = resolve(o.key);
@@ -97,6 +113,7 @@ export function buildCli(): Command {
       } else {
         ({ fingerprint } = await ensureCertificate({ certFile: config.cert, keyFile: config.key, addresses: o.address, commonName: id }));
       }
+      for (const p of checkDataTree(dataDir, process.getuid?.() ?? 0)) process.stderr.write(`dispatcherd: warning: ${p.path} ${p.message}\n`);
       process.stdout.write(`id: ${id}\nfingerprint: ${fingerprint}\nconfig: ${configFile}\n`);
     });
 

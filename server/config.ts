@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DispatcherError, type Problem } from '../api/errors.js';
-import { FirewallBackendSchema, NameSchema, formatPath } from '../api/plan.js';
+import { EngineNameSchema, FirewallBackendSchema, NameSchema, ProgramNameSchema, formatPath } from '../api/plan.js';
 
 export const DEFAULT_PORT = 8528;
 
@@ -19,8 +19,12 @@ const Port = z.number().int().min(1).max(65535);
 /** The HTTPS port may be 0 (an ephemeral port, for tests); the real one is in the daemon handle. */
 const ListenPort = z.number().int().min(0).max(65535);
 
+/**
+ * program → the absolute path, or the paths, this machine allows for it (several for upgrades; the first is
+ * the default). A plan may only choose among the paths of the same program (server/engines/render.ts).
+ */
 export const EngineBinariesSchema = z
-  .object({ binaries: z.record(z.string().min(1), AbsPath).default({}) })
+  .object({ binaries: z.record(ProgramNameSchema, z.union([AbsPath, z.array(AbsPath).min(1)])).default({}) })
   .strict();
 
 export const ConfigFileSchema = z
@@ -34,7 +38,7 @@ export const ConfigFileSchema = z
     cert: AbsPath.optional(),
     key: AbsPath.optional(),
     usersFile: AbsPath.optional(),
-    engines: z.record(z.string().min(1), EngineBinariesSchema).default({}),
+    engines: z.record(EngineNameSchema, EngineBinariesSchema).default({}),
     runAs: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/, 'must be a user name').refine((u) => u !== 'root', 'must be an unprivileged user').optional(),
     log: z
       .object({

@@ -4,6 +4,7 @@
  * same directory (rename is only atomic within one file system), fsync it, rename
  * over the target, then fsync the directory so the rename itself is durable.
  */
+import { constants } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -12,15 +13,18 @@ export async function writeFileAtomic(
   path: string,
   data: string | Uint8Array,
   mode = 0o600,
+  /** Owner of the new file, set on its descriptor (never by path: see server/safe-files.ts). */
+  owner?: { uid: number; gid: number },
 ): Promise<void> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  // 'wx': never follow/clobber a pre-existing file at the temp name.
-  const fh = await open(tmp, 'wx', mode);
+  // O_EXCL: never follow or clobber a pre-existing file (or link) at the temp name.
+  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
     await fh.writeFile(data);
     // open()'s mode is filtered by the umask; chmod makes the requested mode exact.
     await fh.chmod(mode);
+    if (owner) await fh.chown(owner.uid, owner.gid);
     await fh.sync();
   } catch (err) {
     await fh.close().catch(() => {});

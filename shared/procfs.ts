@@ -4,7 +4,7 @@
  * clock ticks since boot) is. Zombies count as dead: a process whose parent died is reaped by pid 1,
  * and a pid 1 that does not reap (some container inits) would otherwise keep it "alive" forever.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 export interface ProcStat {
   pid: number;
@@ -83,5 +83,17 @@ export function pidAlive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The real uid and the working directory of a live process (from /proc), or undefined when it is gone. */
+export function processIdentity(pid: number): { uid: number; cwd: string } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /^Uid:\s+(\d+)/m.exec(status);
+    if (!m) return undefined;
+    return { uid: Number(m[1]), cwd: readlinkSync(`/proc/${pid}/cwd`) };
+  } catch {
+    return undefined;
   }
 }

@@ -4,8 +4,9 @@
  * (HTTPS, pinned, authenticated), which calls the peer's /v1/node routes, which call the peer's LocalNode.
  * So the same code runs a process whichever dispatcher asked for it.
  */
-import { access, chmod, constants, mkdir, rm, stat, statfs, writeFile, chown, readFile } from 'node:fs/promises';
-import { dirname, join, resolve, sep } from 'node:path';
+import { access, chmod, constants, mkdir, rm, rmdir, stat, statfs, writeFile, readFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { execFile } from 'node:child_process';
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
@@ -14,6 +15,10 @@ import { processesOn } from '../core/order.js';
 import { portProblem } from '../core/listening-sockets.js';
 import { hostAddresses } from '../core/listen-addresses.js';
 import { listeningSockets, localAddresses } from './listening-sockets.js';
+import { assertValidPlan } from '../core/validate-plan.js';
+import { defaultEngineCatalog } from '../engines/loader.js';
+import { ensureDir, writeFileForOwner, type Owner } from '../safe-files.js';
+import { withTraverse } from '../data-tree.js';
 import type { ClusterStore } from './store.js';
 import { NodeCertificates, type ProcessTls } from './node-certificates.js';
 
@@ -140,7 +145,8 @@ export class LocalNode implements NodeApi {
   }
 
   async adoptPlan(payload: NodeAdoptPlan): Promise<void> {
-    const { plan } = payload;
+    // The same validation as /v1/cluster/launch: a peer's plan is input like any other (400 listing every problem).
+    const plan = assertValidPlan(payload.plan, defaultEngineCatalog());
     if (!plan.dispatchers.some((d) => d.id === this.id)) {
       throw new DispatcherError('bad_request', `the plan ${plan.name} does not name this dispatcher (${this.id})`, { details: { host: this.id } });
     }
@@ -243,26 +249,15 @@ export class LocalNode implements NodeApi {
   }
 
   async startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus> {
-    const { plan, secrets } = this.requirePlan();
+    const { plan: stored, secrets } = this.requirePlan();
+    // A plan stored by an older version passes today's rules before anything of it runs again.
+    const plan = assertValidPlan(stored, defaultEngineCatalog());
     const p = this.myProcesses(plan).find((x) => x.id === processId);
     if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
     const dir = this.processDir(p);
     const tls = this.certificates.material(processId);
     const { spec, files } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, ...(tls ? { tls } : {}) });
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const owner = this.deps.runAs;
-    if (owner) {
-      await chown(dir, owner.uid, owner.gid);
-      await this.letRunAsTraverse(dir);
-    }
-    for (const f of files) {
-      await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
-      // A sub-directory (tls/) must be the process user's too, or it cannot reach its key.
-      if (owner && dirname(f.path) !== dir) await chown(dirname(f.path), owner.uid, owner.gid);
-      await writeFile(f.path, f.content, { mode: f.mode });
-      // Only what we write is chowned: walking an existing PostgreSQL data dir on every start would be slow.
-      if (owner) await chown(f.path, owner.uid, owner.gid);
-    }
+    await this.writeProcessFiles(dir, files);
     try {
       await this.deps.supervisor.start(spec);
       return await this.deps.supervisor.waitReady(processId, readyTimeoutMs);
@@ -276,9 +271,25 @@ export class LocalNode implements NodeApi {
     }
   }
 
+  /**
+   * The ONE way rendered files reach a process dir (docs/SECURITY.md, "Process user"): the dir is made and
+   * owned through a descriptor, each file is created new and renamed into place, owned by the process user
+   * through its descriptor — whatever the process user planted at those paths is replaced, never followed.
+   */
+  private async writeProcessFiles(dir: string, files: { path: string; content: string; mode: number }[]): Promise<void> {
+    const owner = this.deps.runAs;
+    await ensureDir(dir, 0o700, owner);
+    if (owner) await this.letRunAsTraverse(dir);
+    for (const f of files) {
+      if (dirname(f.path) !== dir) throw new DispatcherError('config_invalid', `engine file ${f.path} must sit directly in the process dir ${dir}`);
+      await writeFileForOwner(dir, basename(f.path), f.content, f.mode, owner);
+    }
+  }
+
   async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView> {
     const { plan } = this.requirePlan();
-    return this.deps.guard.applyWithDeadline({ ...plan, firewall }, confirmWithinSeconds, token);
+    const changed = assertValidPlan({ ...plan, firewall }, defaultEngineCatalog());
+    return this.deps.guard.applyWithDeadline(changed, confirmWithinSeconds, token);
   }
 
   async confirmFirewall(token: string): Promise<GuardStatusView> {
@@ -317,7 +328,7 @@ export class LocalNode implements NodeApi {
     const root = resolve(this.deps.dataDir);
     for (let p = dirname(dir); p.startsWith(root); p = dirname(p)) {
       const st = await stat(p);
-      if ((st.mode & 0o001) === 0) await chmod(p, (st.mode & 0o7777) | 0o001);
+      if ((st.mode & 0o001) === 0) await chmod(p, withTraverse(st.mode));
       if (p === root) break;
     }
   }
@@ -355,19 +366,46 @@ export class LocalNode implements NodeApi {
     for (const p of this.myProcesses(plan).reverse()) {
       await this.stopProcess(p.id);
       if (this.deps.supervisor.get(p.id)) await this.deps.supervisor.remove(p.id);
-      await rm(this.processDir(p), { recursive: true, force: true });
+      await removeProcessDir(this.processDir(p), this.deps.runAs);
     }
     await this.deps.guard.remove();
     await this.deps.store.forget();
   }
 }
 
-/** Reads /etc/passwd to resolve a user name without a shell. */
-export async function resolveUser(name: string): Promise<{ uid: number; gid: number; user: string }> {
-  const passwd = await readFile('/etc/passwd', 'utf8');
+/**
+ * Deletes a process dir. Its contents belong to the process user, who could swap a subdirectory for a link
+ * while root walks it; so the contents are deleted AS that user (find -delete, argv only, no shell): it can
+ * only delete what the user could delete anyway. Root then removes the empty dir from its own parent.
+ */
+export async function removeProcessDir(dir: string, owner?: Owner): Promise<void> {
+  if (owner) {
+    const st = await stat(dir).catch(() => undefined);
+    if (!st) return;
+    await new Promise<void>((resolveRm, reject) => {
+      execFile('/usr/bin/find', [dir, '-mindepth', '1', '-delete'], { uid: owner.uid, gid: owner.gid, cwd: '/', env: { PATH: '/usr/bin:/bin' }, timeout: 600_000 }, (err, _o, stderr) =>
+        err ? reject(new DispatcherError('operation_failed', `could not delete ${dir} as the process user: ${String(stderr).trim().split('\n')[0] || err.message}`)) : resolveRm(),
+      );
+    });
+    await rmdir(dir);
+    return;
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Reads /etc/passwd to resolve a user name without a shell. Refuses any account whose uid is 0 (root and
+ * its aliases such as `toor`): cluster processes never run as root (docs/SECURITY.md, "Process user").
+ */
+export async function resolveUser(name: string, passwdFile = '/etc/passwd'): Promise<{ uid: number; gid: number; user: string }> {
+  const passwd = await readFile(passwdFile, 'utf8');
   for (const line of passwd.split('\n')) {
     const f = line.split(':');
-    if (f[0] === name) return { user: name, uid: Number(f[2]), gid: Number(f[3]) };
+    if (f[0] === name) {
+      const uid = Number(f[2]);
+      if (!Number.isInteger(uid) || uid === 0) throw new DispatcherError('config_invalid', `runAs: user ${name} has uid ${f[2]}: cluster processes must run as an unprivileged user, never as uid 0`);
+      return { user: name, uid, gid: Number(f[3]) };
+    }
   }
   throw new DispatcherError('config_invalid', `runAs: no user named ${name} on this machine (create it, e.g. useradd --system ${name})`);
 }

@@ -5,7 +5,7 @@
  * after preflight stops what it started in reverse order, keeping every data dir.
  */
 import { randomBytes } from 'node:crypto';
-import { DispatcherError, type Problem } from '../../api/errors.js';
+import { DispatcherError, formatProblems, isDispatcherError, type Problem } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
 import { launchGroups } from '../core/order.js';
@@ -97,7 +97,7 @@ export class Orchestrator {
     this.precheckLaunch(input);
     const secrets = this.deps.renderer.generateSecrets(plan.engine);
     // The operator credential goes to each peer once, to adopt the plan; every later call is trusted by
-    // this dispatcher's certificate, which the adopted plan pins (docs/SECURITY.identity.md).
+    // this dispatcher's certificate, which the adopted plan pins (docs/SECURITY.md, "Identities").
     const nodes = this.nodesWith(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential);
     let bringingUp = false;
     let adoptedBy: string[] = [];
@@ -240,6 +240,10 @@ export class Orchestrator {
     const { plan, nodes, secrets } = this.clusterNodes();
     try {
       const snap = this.deps.store.get()!;
+      const invalid = this.deps.validate(plan);
+      if (invalid.length) {
+        throw new DispatcherError('validation_failed', `the stored plan of cluster ${plan.name} is not valid any more; nothing was started:\n${formatProblems(invalid)}`, { problems: invalid });
+      }
       // A running cluster may be relaunched too: processes still running are kept (starting the same spec
       // is a no-op), those that are gone (e.g. after a reboot with relaunchOnBoot off) are started again.
       if (snap.state === 'launching') throw new DispatcherError('conflict', `cluster ${plan.name} is still launching`);

@@ -1,6 +1,6 @@
 /**
  * Calls one peer dispatcher's node routes: pinned HTTPS with this dispatcher's own certificate as the
- * client certificate (mutual TLS; docs/SECURITY.identity.md), every answer checked against its REST schema.
+ * client certificate (mutual TLS; docs/SECURITY.md, "Identities"), every answer checked against its REST schema.
  * A failure or a malformed answer becomes a DispatcherError naming the peer (`details.host`), so the
  * operation that made the call fails cleanly and rolls back instead of tripping over bad data later.
  */

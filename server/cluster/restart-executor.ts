@@ -10,6 +10,7 @@ import { ROLE_ORDER, type Plan, type PlanProcess, type Role } from '../../api/pl
 import { allAtOncePlan, describeRestartPlan, rollingRestartPlan, upgradeBinaries, type PlanStep, type RestartEntry } from '../core/restart-plan.js';
 import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 import type { OperationHandle } from './operations.js';
+import { enginePrograms } from '../engines/loader.js';
 import {
   GATE_ACTIONS,
   abortedError,
@@ -84,7 +85,7 @@ export class RestartExecutor {
   upgradedPlan(plan: Plan, upgrade: Record<string, string>): Plan {
     const engine = this.deps.engine(plan.engine);
     const programs = Object.fromEntries(ROLE_ORDER.map((r) => [r, engine.manifest.roles[r].program])) as Record<Role, string>;
-    return { ...plan, binaries: upgradeBinaries(programs, plan.binaries, upgrade) };
+    return { ...plan, binaries: upgradeBinaries(programs, plan.binaries, upgrade, enginePrograms(engine)) };
   }
 
   /** The operation's work: upgrade (preflight + adopt everywhere), then rolling or all-at-once. */
@@ -111,6 +112,7 @@ export class RestartExecutor {
       const secrets = snap.secrets;
       const timeout = req.readyTimeoutMs;
 
+      const programOf = (role: Role) => this.deps.engine(plan.engine).manifest.roles[role].program;
       const restartOne = async (p: PlanProcess) => {
         const node = nodes.get(p.dispatcher)!;
         progress.current = p.id;
@@ -119,7 +121,7 @@ export class RestartExecutor {
         await node.stopProcess(p.id);
         if (!progress.stopped.includes(p.id)) progress.stopped.push(p.id);
         await save();
-        op.event({ level: 'info', step: 'start', host: p.dispatcher, process: p.id, message: `starting ${p.id}${plan.binaries[p.role] ? ` on ${plan.binaries[p.role]}` : ''}` });
+        op.event({ level: 'info', step: 'start', host: p.dispatcher, process: p.id, message: `starting ${p.id}${Object.hasOwn(plan.binaries, programOf(p.role)) ? ` on ${plan.binaries[programOf(p.role)]}` : ''}` });
         const st = await node.startProcess(p.id, timeout);
         progress.stopped = progress.stopped.filter((x) => x !== p.id);
         await save();

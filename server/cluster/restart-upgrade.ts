@@ -9,6 +9,8 @@ import type { PlanDispatcher } from '../../api/plan.js';
 import { NoContentSchema, PreflightAnswerSchema, type PreflightProblem } from '../../api/rest.js';
 import { PeerClient, type PeerIdentity } from './peer-client.js';
 import { sameExceptBinaries } from '../core/restart-plan.js';
+import { assertValidPlan, validatePlan } from '../core/validate-plan.js';
+import { defaultEngineCatalog } from '../engines/loader.js';
 import type { ClusterStore } from './store.js';
 import type { ProcessRenderer } from './node.js';
 import type { UpgradeNode } from './restart-context.js';
@@ -29,6 +31,8 @@ export function localUpgradeNode(deps: {
       const problems: PreflightProblem[] = [];
       const add = (check: string, message: string) => problems.push({ host: deps.id, check, message });
       if (!snap) return [{ host: deps.id, check: 'plan', message: 'no cluster plan on this dispatcher' }];
+      for (const p of validatePlan(plan, defaultEngineCatalog())) add('plan', `${p.path}: ${p.message}`);
+      if (problems.length) return problems;
       if (snap.plan.name !== plan.name || !sameExceptBinaries(snap.plan, plan)) add('plan', 'an upgrade may change only the plan\'s binaries');
       for (const p of plan.processes.filter((x) => x.dispatcher === deps.id)) {
         try {
@@ -48,6 +52,7 @@ export function localUpgradeNode(deps: {
     async adoptPlan(plan) {
       const snap = deps.store.get();
       if (!snap) throw new DispatcherError('not_found', `dispatcher ${deps.id} has no cluster plan`);
+      assertValidPlan(plan, defaultEngineCatalog());
       if (snap.plan.name !== plan.name || !sameExceptBinaries(snap.plan, plan)) {
         throw new DispatcherError('conflict', `dispatcher ${deps.id}: an upgrade may change only the binaries of cluster ${snap.plan.name}`);
       }

@@ -3,16 +3,16 @@
  * and health checks behind the small interfaces LocalNode and the Orchestrator use. The daemon calls
  * createClusterRuntime once at start (server/cluster-daemon.ts).
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { DispatcherError } from '../../api/errors.js';
+import { DispatcherError, formatProblems } from '../../api/errors.js';
+import { checkDataTree } from '../data-tree.js';
 import type { FirewallBackendName, Plan, PlanProcess, Role } from '../../api/plan.js';
 import type { GuardStatusView } from '../../api/rest.js';
 import type { DispatcherConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
-import { loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
+import { allowedPaths, chosenBinaries, loadEngine, renderProcess, generateSecrets, type Engine } from '../engines/index.js';
 import { agencyStatus, dbserverState, coordinatorRouting } from '../engines/pg-ha-health.js';
 import type { ClusterClientTls } from '../engines/cluster-https.js';
 import { DISPATCHER_CERT } from '../core/cert-names.js';
@@ -21,7 +21,7 @@ import { defaultEngineCatalog } from '../engines/loader.js';
 import { guardPolicyFromPlan } from '../core/firewall-policy.js';
 import { Guard } from '../firewall/guard.js';
 import { detectBackend, createBackend } from '../firewall/detect.js';
-import { pidAlive } from '../../shared/procfs.js';
+import { stopLeftover } from './leftover.js';
 import { ClusterStore } from './store.js';
 import { OperationStore } from './operations.js';
 import { LocalNode, resolveUser, type NodeGuard, type ProcessRenderer } from './node.js';
@@ -33,6 +33,12 @@ import { RestartService } from './restart.js';
 import { localUpgradeNode, remoteUpgradeNode } from './restart-upgrade.js';
 import { pgHaActions } from '../engines/pg-ha/restart-actions.js';
 import { stopWithGrace } from '../../shared/stop-with-grace.js';
+
+/** The machine's default path of an engine program (the first it allows), if configured. */
+function defaultPath(config: DispatcherConfig, engine: string, program: string): string | undefined {
+  const e = Object.hasOwn(config.engines, engine) ? config.engines[engine] : undefined;
+  return e ? allowedPaths(e.binaries, program)[0] : undefined;
+}
 
 /** Engines are data read from templates/; read each once. */
 function engineCache() {
@@ -47,20 +53,17 @@ function engineCache() {
 export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { leftoverPidFile(plan: Plan, id: string, dataDir: string): string | undefined } {
   const engine = engineCache();
   const binaries = (name: string) => {
-    const b = config.engines[name]?.binaries;
+    const b = Object.hasOwn(config.engines, name) ? config.engines[name].binaries : undefined;
     if (!b) throw new DispatcherError('preflight_failed', `engine ${name} is not allowed on this machine (config: engines.${name})`);
     return b;
   };
   return {
     render: (plan, processId, ctx) => renderProcess(engine(plan.engine), plan, processId, { ...ctx, binaries: binaries(plan.engine) }),
     binariesFor(plan, role) {
-      const r = engine(plan.engine).manifest.roles[role as Role];
-      const b = binaries(plan.engine);
-      return [r.program, ...r.requires].map((prog) => {
-        const path = b[prog];
-        if (!path) throw new DispatcherError('preflight_failed', `${role}: program "${prog}" of engine ${plan.engine} has no binary configured (config: engines.${plan.engine}.binaries.${prog})`);
-        return path;
-      });
+      const e = engine(plan.engine);
+      const r = e.manifest.roles[role as Role];
+      const chosen = chosenBinaries(e, plan, { dispatcherDataDir: config.dataDir, binaries: binaries(plan.engine), secrets: {} }, role as Role);
+      return [r.program, ...r.requires].map((prog) => chosen[prog]);
     },
     generateSecrets: (name) => generateSecrets(engine(name)),
     leftoverPidFile(plan, id, dataDir) {
@@ -162,7 +165,7 @@ export function engineHealth(config: DispatcherConfig, tls: () => ClusterClientT
         return { ok: st.hasLeader && st.members.every((m) => m.reachable), detail: describeAgency(st) };
       }
       if (role === 'dbserver') {
-        const psql = config.engines['pg-ha']?.binaries.psql;
+        const psql = defaultPath(config, 'pg-ha', 'psql');
         const states = await Promise.all(processes.map((p) => dbserverState(plan, p.id, { psql, superuserPassword: secrets['superuser-password'], tls: tls() })));
         const leaders = states.filter((s) => s.role === 'leader' && s.running);
         const replicasOk = states.filter((s) => s.role === 'replica' && s.running && s.streaming !== false);
@@ -185,22 +188,6 @@ function describeAgency(st: Awaited<ReturnType<typeof agencyStatus>>): string {
 export interface ClusterRuntime {
   service: ClusterService;
   close(): void;
-}
-
-/** Stops a postmaster that outlived Patroni (postgres is not Patroni's child; docs/DESIGN.md, "Processes"). */
-async function stopLeftover(pidFile: string | undefined, logger: Logger): Promise<void> {
-  if (!pidFile) return;
-  let pid: number;
-  try {
-    pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
-  } catch {
-    return; // no pid file: postgres stopped cleanly (or never started)
-  }
-  if (!pid || !pidAlive(pid)) return;
-  const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (!cmd.includes('postgres')) return;
-  logger.warn('stopping a postmaster left running after its Patroni stopped', { pid, pidFile });
-  await stopWithGrace(pid, { signal: 'SIGINT', graceMs: 10_000 }); // SIGINT: PostgreSQL's "fast" shutdown
 }
 
 /**
@@ -236,7 +223,14 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
   const interrupted = await operations.load();
   const renderer = engineRenderer(config);
   const guard = preGuard ?? nodeGuard(config.id, config, logger);
+  const treeProblems = checkDataTree(config.dataDir, process.getuid?.() ?? 0);
+  if (treeProblems.length) {
+    throw new DispatcherError('config_invalid', `refusing to start: the data dir is not safe:\n${formatProblems(treeProblems)}`, { problems: treeProblems });
+  }
   const runAs = config.runAs ? await resolveUser(config.runAs) : undefined;
+  if (!runAs && process.getuid?.() === 0 && Object.keys(config.engines).length > 0) {
+    throw new DispatcherError('config_invalid', 'refusing to start: this dispatcher runs as root and allows engines, but no runAs user is configured, so cluster processes would run as root. Set runAs to an unprivileged user (dispatcherd init --run-as cluster-dispatcher, or DISPATCHER_RUN_AS).');
+  }
   const node = new LocalNode({
     id: config.id,
     dataDir: config.dataDir,
@@ -246,7 +240,7 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
     guard,
     runAs,
     allowedEngines: Object.keys(config.engines),
-    afterStop: (plan, id) => stopLeftover(renderer.leftoverPidFile(plan, id, config.dataDir), logger),
+    afterStop: async (plan, id) => void (await stopLeftover(renderer.leftoverPidFile(plan, id, config.dataDir), runAs, logger)),
   });
   // This dispatcher's own key pair doubles as its client certificate towards peers (mutual TLS).
   const identity: PeerIdentity = { cert: readFileSync(config.cert, 'utf8'), key: readFileSync(config.key, 'utf8') };
@@ -273,7 +267,7 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
     peer: (d) => new RemoteNode(d, identity),
     localUpgrade: localUpgradeNode({ id: config.id, dataDir: config.dataDir, store, renderer, runAs, tls: (id) => node.certificates.material(id) }),
     peerUpgrade: (d) => remoteUpgradeNode(d, identity),
-    actions: pgHaActions({ psql: config.engines['pg-ha']?.binaries.psql, tls: clientTls }),
+    actions: pgHaActions({ psql: defaultPath(config, 'pg-ha', 'psql'), tls: clientTls }),
   });
   for (const op of interrupted) {
     // A rolling restart resumes from its persisted progress (server/cluster/restart.ts); others are reported.

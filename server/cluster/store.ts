@@ -7,6 +7,8 @@ import { readFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { PlanSchema, type Plan } from '../../api/plan.js';
+import { assertValidPlan } from '../core/validate-plan.js';
+import { defaultEngineCatalog } from '../engines/loader.js';
 import { CredentialSchema, type ClusterState } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
@@ -90,6 +92,9 @@ export class ClusterStore {
   }
 
   async save(snapshot: ClusterSnapshot): Promise<void> {
+    // Only a valid plan is ever persisted, whichever way it came (launch, peer adoption, upgrade, firewall
+    // change): the one validation (server/core/validate-plan.ts), docs/SECURITY.md "Peer dispatcher".
+    assertValidPlan(snapshot.plan, defaultEngineCatalog());
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     // Secrets first: a crash in between leaves secrets without a record, which load() ignores.
     await writeFileAtomic(this.secretsFile, JSON.stringify({ secrets: snapshot.secrets }), 0o600);

@@ -16,6 +16,7 @@ import {
   ROLE_ORDER,
   SpecSchema,
   zodProblems,
+  prototypeKeyProblems,
   type Plan,
   type PlanProcess,
   type Role,
@@ -25,12 +26,12 @@ import {
 } from '../../api/plan.js';
 import {
   agencySizeProblem,
-  forbiddenArgProblems,
   isAddressOrCidr,
   isContainedRelativePath,
   validatePlan,
   type EngineCatalog,
 } from './validate-plan.js';
+import { extraArgProblems } from './extra-args.js';
 
 const COUNT_KEY: Record<Role, 'agents' | 'dbservers' | 'coordinators'> = { agent: 'agents', dbserver: 'dbservers', coordinator: 'coordinators' };
 const ALLOW_FLAG: Record<Role, 'allowAgents' | 'allowDBservers' | 'allowCoordinators'> = {
@@ -100,8 +101,8 @@ function placementOrder(ds: SpecDispatcher[], hosts: number[], role: Role): numb
 function specProblems(spec: Spec, catalog: EngineCatalog): Problem[] {
   const problems: Problem[] = [];
   const add = (path: string, message: string) => problems.push({ path, message });
-  const engine = catalog[spec.engine];
-  if (!engine) add('engine', `unknown engine "${spec.engine}"; known: ${Object.keys(catalog).sort().join(', ')}`);
+  const engine = catalog.get(spec.engine);
+  if (!engine) add('engine', `unknown engine "${spec.engine}"; known: ${[...catalog.keys()].sort().join(', ')}`);
   const agency = agencySizeProblem(spec.agents, 'agents');
   if (agency) problems.push(agency);
   if (!isContainedRelativePath(spec.dataRoot)) add('dataRoot', 'must be a relative path without ".." (it lives inside each dispatcher data dir)');
@@ -125,11 +126,12 @@ function specProblems(spec: Spec, catalog: EngineCatalog): Problem[] {
   }
   if (engine) {
     for (const role of ROLE_ORDER) {
-      problems.push(...forbiddenArgProblems(spec.extraArgs?.[role] ?? [], engine.roles[role].forbiddenOptions, `extraArgs.${role}`, engine.name, role));
+      problems.push(...extraArgProblems(spec.extraArgs?.[role] ?? [], engine.roles[role].options, `extraArgs.${role}`, engine.name, role));
     }
     for (const key of Object.keys(spec.ports ?? {})) {
       const [role, name, ...rest] = key.split('.');
-      const r = engine.roles[role as Role];
+      // Own roles only: a key like "constructor.x" must not find Object.prototype.constructor.
+      const r = (ROLE_ORDER as readonly string[]).includes(role) ? engine.roles[role as Role] : undefined;
       if (rest.length > 0 || !r || !r.ports.some((p) => p.name === name)) {
         const known = ROLE_ORDER.flatMap((ro) => engine.roles[ro].ports.map((p) => `${ro}.${p.name}`)).join(', ');
         add(`ports.${key}`, `unknown port "${key}" for engine ${engine.name}; known: ${known}`);
@@ -144,13 +146,15 @@ function specProblems(spec: Spec, catalog: EngineCatalog): Problem[] {
  * for spec problems; plan paths if the resulting plan still fails validation, e.g. overridden ports clash).
  */
 export function planFromSpec(input: SpecInput | unknown, engines: EngineCatalog): Plan {
+  const protoKeys = prototypeKeyProblems(input);
   const parsed = SpecSchema.safeParse(input);
-  if (!parsed.success) fail('the spec is invalid', zodProblems(parsed.error));
+  if (!parsed.success) fail('the spec is invalid', [...protoKeys, ...zodProblems(parsed.error)]);
+  if (protoKeys.length) fail('the spec is invalid', protoKeys);
   const spec = parsed.data;
   const catalog = engines;
   const problems = specProblems(spec, catalog);
   if (problems.length > 0) fail('the spec is invalid', problems);
-  const engine = catalog[spec.engine];
+  const engine = catalog.get(spec.engine)!;
 
   const ds = spec.dispatchers;
   const hosts = hostsOf(ds);

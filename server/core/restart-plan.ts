@@ -152,20 +152,21 @@ export function describeRestartPlan(batches: RoleBatch[]): string[] {
 }
 
 /**
- * An upgrade request (program name or role → new path) as the plan's `binaries` (role → path). A key that
- * names a role's main program upgrades every role running that program; a role name upgrades that role.
- * A program that is not a main program (e.g. patroni, run by python3) cannot be switched by path alone.
+ * An upgrade request (program name or role → new path) as the plan's `binaries` (program → path). A role
+ * name means that role's program; a program name must be one the engine runs or names. Which paths a
+ * machine allows for the program is checked by every dispatcher when it renders (upgrade preflight).
  */
-export function upgradeBinaries(programs: Record<Role, string>, current: Record<string, string>, upgrade: Record<string, string>): Record<string, string> {
-  const out = { ...current };
+export function upgradeBinaries(programs: Record<Role, string>, current: Record<string, string>, upgrade: Record<string, string>, enginePrograms: readonly string[] = Object.values(programs)): Record<string, string> {
+  const out: Record<string, string> = { ...current };
   const problems: Problem[] = [];
   for (const [key, path] of Object.entries(upgrade)) {
     if (!path.startsWith('/')) problems.push({ path: `upgrade.${key}`, message: 'must be an absolute path' });
-    const roles = (ROLE_ORDER as Role[]).filter((r) => r === key || programs[r] === key);
-    if (roles.length === 0) {
-      problems.push({ path: `upgrade.${key}`, message: `names neither a role nor the main program of one (programs: ${ROLE_ORDER.map((r) => `${r}=${programs[r]}`).join(', ')})` });
+    const program = (ROLE_ORDER as readonly string[]).includes(key) ? programs[key as Role] : enginePrograms.includes(key) ? key : undefined;
+    if (program === undefined) {
+      problems.push({ path: `upgrade.${key}`, message: `names neither a role nor a program of the engine (programs: ${[...new Set(enginePrograms)].join(', ')}; roles: ${ROLE_ORDER.join(', ')})` });
+      continue;
     }
-    for (const r of roles) out[r] = path;
+    out[program] = path;
   }
   if (problems.length) throw new DispatcherError('validation_failed', 'upgrade request is not valid', { problems });
   return out;

@@ -4,10 +4,10 @@
  * It lists EVERY problem with its path, never only the first, so an operator fixes a plan in one round.
  */
 import { isIP } from 'node:net';
-import { posix } from 'node:path';
 import { DispatcherError, formatProblems, type Problem } from '../../api/errors.js';
-import { PlanSchema, ROLES, zodProblems, type Plan, type Role } from '../../api/plan.js';
+import { PlanSchema, ROLES, prototypeKeyProblems, zodProblems, type Plan, type Role } from '../../api/plan.js';
 import type { EngineCatalog } from '../../api/engine-catalog.js';
+import { extraArgProblems } from './extra-args.js';
 
 export type { EngineCatalog };
 
@@ -28,32 +28,15 @@ export function isAddressOrCidr(s: string): boolean {
   return Number(prefix) <= (v === 4 ? 32 : 128);
 }
 
+/** An absolute path with no empty, `.` or `..` segments (so it names exactly the file a machine's config lists). */
+export function isAbsoluteCleanPath(p: string): boolean {
+  return p.startsWith('/') && p.length > 1 && p.slice(1).split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..');
+}
+
 /** A relative path that stays where it is put: no absolute path, no `..`, no empty or `.` segments. */
 export function isContainedRelativePath(p: string): boolean {
   if (p === '' || p.startsWith('/') || p.includes('\\') || p.includes('\0')) return false;
   return p.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..');
-}
-
-/** The option an argument sets (`--log.file=x` → `log.file`, `-f` → `f`), or undefined for a value. */
-export function optionName(arg: string): string | undefined {
-  if (!arg.startsWith('-') || arg === '-' || arg === '--') return undefined;
-  return arg.replace(/^-+/, '').split('=')[0];
-}
-
-/** Problems with extra args for one role: options the engine manages itself may not be overridden. */
-export function forbiddenArgProblems(args: string[], forbidden: string[], basePath: string, engine: string, role: string): Problem[] {
-  const problems: Problem[] = [];
-  if (forbidden.includes('*')) {
-    args.forEach((_, i) => problems.push({ path: `${basePath}[${i}]`, message: `engine ${engine} takes no extra arguments for role ${role}` }));
-    return problems;
-  }
-  args.forEach((a, i) => {
-    const name = optionName(a);
-    if (name !== undefined && forbidden.includes(name)) {
-      problems.push({ path: `${basePath}[${i}]`, message: `option "${name}" is managed by engine ${engine} for role ${role} and may not be overridden` });
-    }
-  });
-  return problems;
 }
 
 export function agencySizeProblem(n: number, path: string): Problem | undefined {
@@ -75,21 +58,25 @@ function endpointHostPort(endpoint: string): { host: string; port: number } | un
 
 /** Every problem of a plan, each with its path; [] when the plan is valid. */
 export function validatePlan(input: unknown, engines: EngineCatalog): Problem[] {
+  const protoKeys = prototypeKeyProblems(input);
   const parsed = PlanSchema.safeParse(input);
-  if (!parsed.success) return zodProblems(parsed.error);
+  if (!parsed.success) return [...protoKeys, ...zodProblems(parsed.error)];
+  if (protoKeys.length) return protoKeys;
   const plan: Plan = parsed.data;
   const problems: Problem[] = [];
   const add = (path: string, message: string) => problems.push({ path, message });
 
   const catalog = engines;
-  const engine = catalog[plan.engine];
-  if (!engine) add('engine', `unknown engine "${plan.engine}"; known: ${Object.keys(catalog).sort().join(', ')}`);
+  const engine = catalog.get(plan.engine);
+  if (!engine) add('engine', `unknown engine "${plan.engine}"; known: ${[...catalog.keys()].sort().join(', ')}`);
 
   if (!isContainedRelativePath(plan.dataRoot)) add('dataRoot', 'must be a relative path without ".." (it lives inside each dispatcher data dir)');
 
-  for (const [k, v] of Object.entries(plan.binaries)) {
-    if (!(ROLES as readonly string[]).includes(k)) add(`binaries.${k}`, `unknown role "${k}"; roles: ${ROLES.join(', ')}`);
-    if (!posix.isAbsolute(v) || v.split('/').includes('..')) add(`binaries.${k}`, 'must be an absolute path without ".."');
+  // binaries: program → path. Which paths a machine allows for a program only that machine's config knows
+  // (checked when it renders, server/engines/render.ts); here: the key must be a program of the engine.
+  for (const [program, path] of Object.entries(plan.binaries)) {
+    if (engine && !engine.programs.includes(program)) add(`binaries.${program}`, `engine ${engine.name} runs no program "${program}"; programs: ${engine.programs.join(', ')}`);
+    if (!isAbsoluteCleanPath(path)) add(`binaries.${program}`, 'must be an absolute path without "." or ".." segments');
   }
 
   const dispatchers = new Map<string, Plan['dispatchers'][number]>();
@@ -158,7 +145,7 @@ export function validatePlan(input: unknown, engines: EngineCatalog): Problem[] 
         p.ports.forEach((port, j) => {
           if (!role.ports.some((w) => w.name === port.name)) add(`${at}.ports[${j}].name`, `engine ${engine.name} has no port "${port.name}" for role ${p.role}`);
         });
-        problems.push(...forbiddenArgProblems(p.args, role.forbiddenOptions, `${at}.args`, engine.name, p.role));
+        problems.push(...extraArgProblems(p.args, role.options, `${at}.args`, engine.name, p.role));
       }
     }
   });

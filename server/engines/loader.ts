@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { DispatcherError } from '../../api/errors.js';
 import { ROLES, zodProblems } from '../../api/plan.js';
+import { optionListProblems } from '../core/extra-args.js';
 import { EngineManifestSchema, type Engine, type EngineDefaults } from './types.js';
 
 /**
@@ -41,7 +42,7 @@ export function loadEngine(name: string, dir = templatesDir()): Engine {
   const hit = cache.get(key);
   if (hit) return hit;
   const known = listEngines(dir);
-  if (!known.includes(name)) {
+  if (typeof name !== 'string' || !known.includes(name)) {
     throw new DispatcherError('validation_failed', `unknown engine "${name}"`, {
       problems: [{ path: 'engine', message: `unknown engine "${name}"; known: ${known.join(', ')}` }],
     });
@@ -62,6 +63,10 @@ export function loadEngine(name: string, dir = templatesDir()): Engine {
   }
   const manifest = parsed.data;
   if (manifest.name !== name) throw new DispatcherError('config_invalid', `engine folder ${name} declares name ${manifest.name}`);
+  const listProblems = ROLES.flatMap((role) =>
+    optionListProblems({ allowed: manifest.roles[role].options, managed: manifest.roles[role].managedOptions }, `roles.${role}.options`),
+  );
+  if (listProblems.length) throw new DispatcherError('config_invalid', `engine ${name}: ${listProblems.join('; ')}`);
   const templates: Record<string, string> = {};
   for (const role of ROLES) {
     for (const f of manifest.roles[role].files) {
@@ -84,11 +89,24 @@ export function defaultsOf(engine: Engine): EngineDefaults {
   for (const role of ROLES) {
     const r = engine.manifest.roles[role];
     roles[role] = {
+      program: r.program,
       ports: r.ports.map((p) => ({ name: p.name, default: p.default, exposure: p.exposure })),
-      forbiddenOptions: r.forbiddenOptions,
+      options: { allowed: r.options.map((o) => ({ name: o.name, ...(o.value !== undefined ? { value: o.value } : {}) })), managed: r.managedOptions },
     };
   }
-  return { name: engine.name, portOffsetStep: engine.manifest.portOffsetStep, roles };
+  return { name: engine.name, portOffsetStep: engine.manifest.portOffsetStep, programs: enginePrograms(engine), roles };
+}
+
+/** Every program an engine runs or names: the only keys a plan's `binaries` may have. */
+export function enginePrograms(engine: Engine): string[] {
+  const out = new Set<string>();
+  for (const role of ROLES) {
+    const r = engine.manifest.roles[role];
+    out.add(r.program);
+    for (const q of r.requires) out.add(q);
+    if (r.readiness.kind === 'command') out.add(r.readiness.program);
+  }
+  return [...out].sort();
 }
 
 export function engineDefaults(name: string): EngineDefaults {
@@ -96,6 +114,6 @@ export function engineDefaults(name: string): EngineDefaults {
 }
 
 /** Every known engine's defaults, keyed by name: the catalog the Planner and validator use by default. */
-export function defaultEngineCatalog(): Record<string, EngineDefaults> {
-  return Object.fromEntries(listEngines().map((n) => [n, engineDefaults(n)]));
+export function defaultEngineCatalog(): ReadonlyMap<string, EngineDefaults> {
+  return new Map(listEngines().map((n) => [n, engineDefaults(n)]));
 }

@@ -17,21 +17,26 @@ import { hostAddresses } from '../core/listen-addresses.js';
 export interface RenderContext {
   /** This dispatcher's data directory (absolute); process dirs are plan dataDirs inside it. */
   dispatcherDataDir: string;
-  /** program name → absolute path allowed on this machine. */
-  binaries: Record<string, string>;
+  /**
+   * program name → the absolute path(s) this machine's config allows for it (the first is the default).
+   * A plan's `binaries` may only choose among the paths of the SAME program (docs/SECURITY.md).
+   */
+  binaries: Readonly<Record<string, string | readonly string[]>>;
   /** The cluster's generated secrets (generateSecrets), by name. */
   secrets: Record<string, string>;
   runAs?: { uid: number; gid: number; user?: string };
   /**
    * The process's certificate, key and the cluster CA (docs/SECURITY.md, "Cluster-internal TLS"). Written as
-   * 0600 files under tls/ in the process dir; templates name them as {{tls.caFile}}, {{tls.certFile}},
+   * 0600 tls-* files in the process dir; templates name them as {{tls.caFile}}, {{tls.certFile}},
    * {{tls.keyFile}} and {{tls.pemFile}} (certificate + key in one file, for HAProxy).
    */
   tls?: { ca: string; cert: string; key: string };
 }
 
 /** Where a process's TLS files live, relative to its dir. */
-export const TLS_FILES = { caFile: 'tls/ca.crt', certFile: 'tls/server.crt', keyFile: 'tls/server.key', pemFile: 'tls/server.pem' } as const;
+// Directly in the process dir: a subdirectory the process user owns could be swapped for a link between
+// check and write (docs/SECURITY.md, "Process user"), so engine files never sit below one.
+export const TLS_FILES = { caFile: 'tls-ca.crt', certFile: 'tls-server.crt', keyFile: 'tls-server.key', pemFile: 'tls-server.pem' } as const;
 
 export interface RenderedFile {
   /** Absolute, inside the process directory. */
@@ -58,11 +63,40 @@ export function toCidr(address: string): string {
   return isIP(address) === 6 ? `${address}/128` : `${address}/32`;
 }
 
+/**
+ * A word in haproxy.cfg. HAProxy splits on spaces and reads quotes, backslashes, `#` and `$`/`%`
+ * (environment and log-format expansion) itself; a word made only of plain path characters means the same
+ * in every context, anything else is refused rather than quoted (its quoting rules differ by keyword).
+ */
+export function haproxyWord(v: string): string {
+  // `@`, `,`, `=` and `+` mean something in address and socket arguments (haproxy -c refuses `a+b@c,d=e`).
+  if (!/^[A-Za-z0-9_./:[\]-]+$/.test(v)) {
+    throw new DispatcherError('config_invalid', `"${v.replace(/[^\x20-\x7e]/g, '?')}" cannot be written into haproxy.cfg: only letters, digits and "_./:[]-" are allowed there (choose a data dir without spaces or quotes)`);
+  }
+  return v;
+}
+
+/** A libpq connection-string value: single-quoted, backslash and quote escaped (libpq "Keyword/Value"). */
+export function conninfoValue(v: string): string {
+  return `'${v.replace(/[\\']/g, (c) => `\\${c}`)}'`;
+}
+
+/** A field of a libpq password file: `:` and `\` escaped with a backslash. */
+export function pgpassField(v: string): string {
+  return v.replace(/[\\:]/g, (c) => `\\${c}`);
+}
+
 const hb = Handlebars.create();
 hb.registerHelper('hostport', (a: unknown, p: unknown) => hostPort(String(a), Number(p)));
 hb.registerHelper('cidr', (a: unknown) => toCidr(String(a)));
 // JSON string literals are valid YAML scalars: safe quoting for passwords and paths in YAML configs.
 hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
+// Per-format escaping (docs/SECURITY.md, "Operator account"): every value a template puts into a config
+// file goes through the helper of that file's format. Plan strings cannot hold control characters
+// (api/plan.ts); these helpers make the rest (quotes, spaces, separators) impossible to misread.
+hb.registerHelper('haproxy', (v: unknown) => haproxyWord(String(v)));
+hb.registerHelper('conninfo', (v: unknown) => conninfoValue(String(v)));
+hb.registerHelper('pgpass', (v: unknown) => pgpassField(String(v)));
 hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
 // Every address a process listens on, for programs that take a list (IPv6 parity, docs/FIREWALL.md):
 // `{{urls 'http' hostAddresses ports.client}}` → "http://10.0.0.11:2381,http://[fd00::11]:2381" (the scheme
@@ -132,7 +166,7 @@ export function generateSecrets(engine: Engine): Record<string, string> {
 }
 
 /** The template data of one process: itself, its peers by role, the cluster's addresses and the machine's binaries. */
-export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir: string, ctx: RenderContext): Record<string, unknown> {
+export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir: string, binaries: Record<string, string>, ctx: RenderContext): Record<string, unknown> {
   const all = plan.processes.map(member);
   const agents = all.filter((m) => m.role === 'agent');
   const addresses = [...new Set(plan.dispatchers.flatMap((d) => d.addresses))];
@@ -155,7 +189,7 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
       ...addresses.map(toCidr),
       ...(addresses.some((a) => a.startsWith('127.')) && !addresses.includes('127.0.0.1') ? ['127.0.0.1/32'] : []),
     ],
-    binaries: ctx.binaries,
+    binaries,
     secrets: ctx.secrets,
     tls: ctx.tls ? Object.fromEntries(Object.entries(TLS_FILES).map(([k, f]) => [k, resolve(dir, f)])) : NO_TLS,
     vars: engine.manifest.vars,
@@ -171,14 +205,43 @@ function renderArgv(entries: ArgvEntry[], data: Record<string, unknown>, what: s
   return out;
 }
 
-function requireBinary(ctx: RenderContext, prog: string, engine: string, role: string): string {
-  const p = ctx.binaries[prog];
-  if (!p) {
-    throw new DispatcherError('preflight_failed', `engine ${engine} needs program "${prog}" for role ${role}, but this dispatcher has no binary configured for it`, {
-      details: { engine, program: prog, role },
-    });
+/** The paths this machine allows for a program ([] when none); own keys only, first = default. */
+export function allowedPaths(binaries: RenderContext['binaries'], program: string): readonly string[] {
+  if (!Object.hasOwn(binaries, program)) return [];
+  const v = binaries[program];
+  return typeof v === 'string' ? [v] : v;
+}
+
+/**
+ * program → the path it runs from for this plan on this machine: the plan's choice for that program when it
+ * is among the paths the machine allows for THAT program, the machine's default otherwise. Every program the
+ * role needs must be configured; a plan choice for any other path is refused (403).
+ */
+export function chosenBinaries(engine: Engine, plan: Plan, ctx: RenderContext, role: Role): Record<string, string> {
+  const r = engine.manifest.roles[role];
+  const programs = new Set([r.program, ...r.requires, ...(r.readiness.kind === 'command' ? [r.readiness.program] : [])]);
+  const out: Record<string, string> = Object.create(null);
+  for (const [program, path] of Object.entries(plan.binaries)) {
+    if (!allowedPaths(ctx.binaries, program).includes(path)) {
+      throw new DispatcherError('forbidden', `plan binary ${path} for program ${program} is not among the paths this dispatcher allows for ${program}`, {
+        details: { program, engine: engine.name },
+      });
+    }
   }
-  return p;
+  for (const prog of new Set([...programs, ...Object.keys(ctx.binaries)])) {
+    const allowed = allowedPaths(ctx.binaries, prog);
+    if (allowed.length === 0) {
+      if (!programs.has(prog)) continue;
+      throw new DispatcherError('preflight_failed', `engine ${engine.name} needs program "${prog}" for role ${role}, but this dispatcher has no binary configured for it`, {
+        details: { engine: engine.name, program: prog, role },
+      });
+    }
+    for (const p of allowed) {
+      if (!isAbsolute(p)) throw new DispatcherError('config_invalid', `binary for program "${prog}" must be an absolute path`, { details: { program: prog } });
+    }
+    out[prog] = Object.hasOwn(plan.binaries, prog) ? plan.binaries[prog] : allowed[0];
+  }
+  return out;
 }
 
 function requireTls(data: Record<string, unknown>): { caFile: string; certFile: string; keyFile: string } {
@@ -193,24 +256,10 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
   const role = engine.manifest.roles[proc.role];
   const what = `${engine.name}/${proc.role}/${proc.id}`;
 
-  // Only binaries this machine's config allows may run (docs/SECURITY.md): a plan cannot name an arbitrary executable.
-  const allowed = new Set(Object.values(ctx.binaries));
-  for (const prog of [role.program, ...role.requires]) {
-    const p = ctx.binaries[prog];
-    if (!p) {
-      throw new DispatcherError('preflight_failed', `engine ${engine.name} needs program "${prog}" for role ${proc.role}, but this dispatcher has no binary configured for it`, {
-        details: { engine: engine.name, program: prog, role: proc.role },
-      });
-    }
-    if (!isAbsolute(p)) throw new DispatcherError('config_invalid', `binary for program "${prog}" must be an absolute path`, { details: { program: prog } });
-  }
-  const override = plan.binaries[proc.role];
-  if (override !== undefined && !allowed.has(override)) {
-    throw new DispatcherError('forbidden', `plan binary ${override} for role ${proc.role} is not among the binaries this dispatcher allows`, {
-      details: { role: proc.role, engine: engine.name },
-    });
-  }
-  const executable = override ?? ctx.binaries[role.program];
+  // Only binaries this machine's config allows may run (docs/SECURITY.md), and each program only as itself: the
+  // role's program is fixed by the engine, the plan may only pick one of that program's allowed paths.
+  const chosen = chosenBinaries(engine, plan, ctx, proc.role);
+  const executable = chosen[role.program];
   for (const s of engineSecrets(engine)) {
     if (typeof ctx.secrets[s] !== 'string' || ctx.secrets[s] === '') {
       throw new DispatcherError('config_invalid', `secret "${s}" of engine ${engine.name} is missing`, { details: { secret: s } });
@@ -218,7 +267,7 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
   }
 
   const dir = processDir(ctx.dispatcherDataDir, proc.dataDir);
-  const data = templateData(engine, plan, proc, dir, ctx);
+  const data = templateData(engine, plan, proc, dir, chosen, ctx);
   const argv = [executable, ...renderArgv(role.argv, data, `argv of ${what}`), ...proc.args];
 
   const files = role.files.map((f) => {
@@ -241,8 +290,10 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
       : r.kind === 'command'
       ? {
           kind: 'command',
-          argv: [requireBinary(ctx, r.program, engine.name, proc.role), ...r.args.map((a) => render(a, data, `readiness of ${what}`))],
+          argv: [chosen[r.program], ...r.args.map((a) => render(a, data, `readiness of ${what}`))],
           ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}),
+          // As the process user: the probe reads that user's files (probe.pgpass) and nothing of root's.
+          ...(ctx.runAs ? { runAs: { uid: ctx.runAs.uid, gid: ctx.runAs.gid } } : {}),
         }
       : {
           kind: 'http',

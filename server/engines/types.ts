@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { ExposureSchema, PortSchema, ROLES } from '../../api/plan.js';
+import type { RoleOptions } from '../core/extra-args.js';
 
 export const EnginePortSchema = z
   .object({
@@ -63,6 +64,14 @@ export const ProbeTemplateSchema = z.discriminatedUnion('kind', [
     .strict(),
 ]);
 
+export const AllowedOptionSchema = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9._-]*$/),
+    value: z.string().min(1).optional(),
+    description: z.string().optional(),
+  })
+  .strict();
+
 /** One step of a rolling restart, by name; the orchestrator (server/) implements each action. */
 export const RollingStepSchema = z
   .object({
@@ -106,8 +115,13 @@ export const EngineRoleSchema = z
     stop: z.object({ signal: z.enum(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGHUP']), timeoutMs: z.number().int().positive() }).strict(),
     /** A pid file a child may leave behind (postgres is NOT Patroni's child): check it after stop. */
     leftoverPidFile: z.string().optional(),
-    /** Options a plan's extra args may not set (names without dashes); `*` = no extra args at all. */
-    forbiddenOptions: z.array(z.string()).default([]),
+    /**
+     * The ALLOW list of extra args (server/core/extra-args.ts): each option a plan may pass for this role,
+     * with a pattern its whole value must match (no pattern: a flag). Anything else is refused.
+     */
+    options: z.array(AllowedOptionSchema).default([]),
+    /** Options the engine sets itself (names without dashes), Starter-style: refused with "managed". */
+    managedOptions: z.array(z.string()).default([]),
     rollingRestart: RollingRestartSchema,
   })
   .strict();

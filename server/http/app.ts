@@ -7,7 +7,7 @@ import express, { type Request, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { ZodType } from 'zod';
 import { DispatcherError } from '../../api/errors.js';
-import { zodProblems } from '../../api/plan.js';
+import { prototypeKeyProblems, zodProblems } from '../../api/plan.js';
 import type { DispatcherConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Supervisor } from '../supervisor/types.js';
@@ -188,8 +188,12 @@ export function registeredRoutes(app: express.Express): RegisteredRoute[] {
 
 /** Validates `value` with a zod schema; on failure a DispatcherError('validation_failed') listing every problem. */
 export function validate<S extends ZodType>(schema: S, value: unknown, what = 'request body'): ReturnType<S['parse']> {
+  // A "__proto__" key anywhere is refused, not silently dropped by the schema (docs/SECURITY.md).
+  const protoKeys = prototypeKeyProblems(value);
   const r = schema.safeParse(value);
-  if (!r.success) throw new DispatcherError('validation_failed', `${what} is invalid`, { problems: zodProblems(r.error) });
+  if (!r.success || protoKeys.length) {
+    throw new DispatcherError('validation_failed', `${what} is invalid`, { problems: [...protoKeys, ...(r.success ? [] : zodProblems(r.error))] });
+  }
   return r.data as ReturnType<S['parse']>;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Who is calling, and may they use this route? Three kinds of caller (docs/SECURITY.identity.md):
+ * Who is calling, and may they use this route? Three kinds of caller (docs/SECURITY.md, "Identities"):
  *  - an operator account: HTTP Basic over TLS (strict header parsing, scrypt, verified-credential cache,
  *    throttled per account and per source with checks in flight counted) — operator routes only;
  *  - root on the machine: the 0600 control socket — operator routes only;

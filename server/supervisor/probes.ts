@@ -125,10 +125,10 @@ export function httpProbe(
   });
 }
 
-export function commandProbe(argv: string[], timeoutMs = DEFAULT_PROBE_TIMEOUT_MS): Promise<ProbeResult> {
+export function commandProbe(argv: string[], timeoutMs = DEFAULT_PROBE_TIMEOUT_MS, runAs?: { uid: number; gid: number }): Promise<ProbeResult> {
   return new Promise((resolve) => {
     if (argv.length === 0) return resolve({ ok: false, detail: 'command probe: empty argv' });
-    execFile(argv[0], argv.slice(1), { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 256 * 1024, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } }, (err, _stdout, stderr) => {
+    execFile(argv[0], argv.slice(1), { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 256 * 1024, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, ...(runAs ? { uid: runAs.uid, gid: runAs.gid, cwd: '/' } : {}) }, (err, _stdout, stderr) => {
       if (!err) return resolve({ ok: true, detail: `${argv[0]}: exit 0` });
       const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string; signal?: string };
       if (e.killed) return resolve({ ok: false, detail: `${argv[0]}: no result within ${timeoutMs} ms` });
@@ -147,6 +147,6 @@ export const runProbe: ProbeFn = (probe, timeoutMs) => {
     case 'http':
       return httpProbe(probe, timeoutMs);
     case 'command':
-      return commandProbe(probe.argv, probe.timeoutMs ?? timeoutMs);
+      return commandProbe(probe.argv, probe.timeoutMs ?? timeoutMs, probe.runAs);
   }
 };

@@ -1,18 +1,20 @@
 /**
  * Starting one process from a resolved ProcessSpec. The argv goes straight to exec (never a shell); the
  * process gets its own process group (detached) so that stop() can signal the whole group and so that it
- * outlives a restart of the daemon; its stdout/stderr are appended to files in its dir (not pipes: a pipe
- * would die with the daemon and take the process down with SIGPIPE); and `command.txt` records what ran,
- * for a human, with secret-looking environment values redacted.
+ * outlives a restart of the daemon; its stdout/stderr are appended to files (not pipes: a pipe would die
+ * with the daemon and take the process down with SIGPIPE); and `command.txt` records what ran, for a human,
+ * with secret-looking environment values redacted. Those three files are the daemon's own: they live in a
+ * root-owned directory of the supervisor (processLogDir), never in the process's directory, which the
+ * process user can write (docs/SECURITY.md, "Process user"). The process gets the open descriptors.
  *
  * The actual spawn is injected (zx's idea): the default is node's spawn, tests wrap it to catch leaks.
  */
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdir, chmod, chown, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { DispatcherError } from '../../api/errors.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { ensureDir, openOwnLogForAppend } from '../safe-files.js';
 import { readStat } from '../../shared/procfs.js';
 import type { ProcessSpec } from './types.js';
 
@@ -51,11 +53,10 @@ export function renderCommandText(spec: ProcessSpec): string {
   return lines.join('\n') + '\n';
 }
 
-/** Creates a directory (and parents) as 0700, owned by `owner` when given. */
-export async function ensurePrivateDir(dir: string, owner?: { uid: number; gid: number }): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await chmod(dir, 0o700);
-  if (owner) await chown(dir, owner.uid, owner.gid);
+/** Where the daemon keeps a process's stdout.log, stderr.log and command.txt: inside its own state dir. */
+export function processLogDir(stateDir: string, id: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id)) throw new DispatcherError('bad_request', `process id ${JSON.stringify(id)} is not a plain name`);
+  return join(stateDir, 'processes', id);
 }
 
 export interface Spawned {
@@ -71,21 +72,21 @@ export interface Spawned {
  * Spawns the process; resolves once it has a pid. Rejects with a DispatcherError when exec fails
  * (missing binary, bad cwd, bad uid): that is a configuration fault, not something to retry blindly.
  */
-export async function spawnProcess(spec: ProcessSpec, spawn: SpawnFn = defaultSpawn): Promise<Spawned> {
+export async function spawnProcess(spec: ProcessSpec, logDir: string, spawn: SpawnFn = defaultSpawn): Promise<Spawned> {
   if (spec.argv.length === 0) throw new DispatcherError('bad_request', `process ${spec.id}: empty argv`);
-  await ensurePrivateDir(spec.dir, spec.runAs);
-  await writeFileAtomic(join(spec.dir, COMMAND_FILE), renderCommandText(spec), 0o600);
+  await ensureDir(spec.dir, 0o700, spec.runAs);
+  await ensureDir(logDir, 0o700);
+  await writeFileAtomic(join(logDir, COMMAND_FILE), renderCommandText(spec), 0o600);
 
-  const out = await open(join(spec.dir, STDOUT_LOG), 'a', 0o600);
-  const err = await open(join(spec.dir, STDERR_LOG), 'a', 0o600);
+  const out = await openOwnLogForAppend(join(logDir, STDOUT_LOG));
+  const err = await openOwnLogForAppend(join(logDir, STDERR_LOG)).catch(async (e) => {
+    await out.close();
+    throw e;
+  });
   let child: ChildProcess;
   let spawnError: (Error & { code?: string }) | undefined;
   let exited!: Spawned['exited'];
   try {
-    if (spec.runAs) {
-      await out.chown(spec.runAs.uid, spec.runAs.gid);
-      await err.chown(spec.runAs.uid, spec.runAs.gid);
-    }
     child = spawn(spec.argv[0], spec.argv.slice(1), {
       cwd: spec.cwd,
       // Exactly the spec's environment: nothing of the daemon's own (DISPATCHER_* settings) leaks in.

@@ -24,7 +24,7 @@ const probeSchema = z.discriminatedUnion('kind', [
     fingerprint: z.string().optional(),
     tls: z.object({ caFile: z.string(), certFile: z.string(), keyFile: z.string() }).optional(),
   }),
-  z.object({ kind: z.literal('command'), argv: z.array(z.string()), timeoutMs: z.number().optional() }),
+  z.object({ kind: z.literal('command'), argv: z.array(z.string()), timeoutMs: z.number().optional(), runAs: z.object({ uid: z.number().int(), gid: z.number().int() }).optional() }),
 ]);
 
 const specSchema = z.object({

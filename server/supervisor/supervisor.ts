@@ -12,14 +12,14 @@
  * and never starts a second copy. Each incarnation of a process has a generation number; events of an
  * older generation (a late exit, a probe answer) are ignored.
  */
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { ChildProcess } from 'node:child_process';
 import { DispatcherError } from '../../api/errors.js';
 import { decideRestart, describeExit } from '../core/restart-policy.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from './types.js';
-import { defaultSpawn, ensurePrivateDir, spawnProcess, STDERR_LOG, STDOUT_LOG, type SpawnFn } from './spawner.js';
+import { defaultSpawn, processLogDir, spawnProcess, STDERR_LOG, STDOUT_LOG, type SpawnFn } from './spawner.js';
+import { ensureDir, openOwnFileForRead } from '../safe-files.js';
 import { groupMembers, isSameProcess, readStartTime } from '../../shared/procfs.js';
 import { runProbe, type ProbeFn } from './probes.js';
 import { createStateStore, type ProcessRecord, type StateStore, type SupervisorState } from './state-store.js';
@@ -81,14 +81,10 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** Last `n` lines of a file, reading at most its last 256 KiB. */
+/** Last `n` lines of one of the daemon's own log files (never a link, FIFO or foreign file), at most its last 256 KiB. */
 async function tailFile(path: string, n: number): Promise<string[]> {
-  let fh;
-  try {
-    fh = await open(path, 'r');
-  } catch {
-    return [];
-  }
+  const fh = await openOwnFileForRead(path);
+  if (!fh) return [];
   try {
     const { size } = await fh.stat();
     const len = Math.min(size, 256 * 1024);
@@ -112,7 +108,7 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
   const tailLines = opts.failureLogLines ?? 20;
   const iso = (ms: number) => new Date(ms).toISOString();
 
-  await ensurePrivateDir(opts.stateDir);
+  await ensureDir(opts.stateDir, 0o700);
   const store: StateStore = createStateStore(opts.stateDir);
   // A damaged file throws state_damaged here and start-up stops; nothing is written over it.
   const loaded = await store.load();
@@ -161,13 +157,19 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
     return { version: 1, processes };
   }
 
-  async function persist(): Promise<void> {
-    try {
-      await store.save(snapshot());
-    } catch (err) {
-      // Losing a state write is serious (adoption relies on it) but must not kill supervision.
-      log.error('supervisor: could not write the state file', { file: store.file, error: String(err) });
-    }
+  // Saves run one after another, each writing the state as it is when it runs: two overlapping saves
+  // could otherwise finish out of order and leave an older state in the file.
+  let saving: Promise<void> = Promise.resolve();
+  function persist(): Promise<void> {
+    saving = saving.then(async () => {
+      try {
+        await store.save(snapshot());
+      } catch (err) {
+        // Losing a state write is serious (adoption relies on it) but must not kill supervision.
+        log.error('supervisor: could not write the state file', { file: store.file, error: String(err) });
+      }
+    });
+    return saving;
   }
 
   function later(e: Entry, ms: number, fn: () => void): NodeJS.Timeout {
@@ -192,8 +194,9 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
   }
 
   async function logTailOf(e: Entry, n: number): Promise<string[]> {
-    const out = await tailFile(join(e.rec.spec.dir, STDOUT_LOG), n);
-    const err = await tailFile(join(e.rec.spec.dir, STDERR_LOG), n);
+    const dir = processLogDir(opts.stateDir, e.rec.spec.id);
+    const out = await tailFile(join(dir, STDOUT_LOG), n);
+    const err = await tailFile(join(dir, STDERR_LOG), n);
     return [...out, ...err].slice(-n);
   }
 
@@ -337,7 +340,7 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
       emit(e);
       let s;
       try {
-        s = await spawnProcess(e.rec.spec, spawn);
+        s = await spawnProcess(e.rec.spec, processLogDir(opts.stateDir, e.rec.spec.id), spawn);
       } catch (err) {
         if (gen === e.gen) {
           e.rec.state = 'failed';

@@ -21,7 +21,8 @@ export type ProbeSpec =
       /** For https URLs: verify against this CA file and present this client certificate (cluster TLS). */
       tls?: { caFile: string; certFile: string; keyFile: string };
     }
-  | { kind: 'command'; argv: string[]; timeoutMs?: number };
+  /** runAs: the probe runs as the process's own user, so it reads only what that user may (e.g. its pgpass). */
+  | { kind: 'command'; argv: string[]; timeoutMs?: number; runAs?: { uid: number; gid: number } };
 
 // The restart policy's settings belong to the pure policy (server/core may import only api/).
 export { DEFAULT_RESTART_POLICY, type RestartPolicyConfig } from '../core/restart-policy.js';

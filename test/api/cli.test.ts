@@ -5,7 +5,8 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, parseConfig } from '../../server/config.js';
 import { DispatcherError } from '../../api/errors.js';
@@ -43,6 +44,41 @@ describe('dispatcherd init', () => {
     assert.equal(readFileSync(keyFile, 'utf8'), key1);
     const fp = await runDispatcherd(['fingerprint', '--data-dir', d.dataDir]);
     assert.equal(fp.stdout.trim(), d.fingerprint);
+  });
+});
+
+describe('dispatcherd init makes a machine that works (README "by hand")', () => {
+  test('--engine pg-ha --run-as USER: Debian paths and runAs in the config; uid 0 refused; an existing tree keeps its mode', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'cd-init-engine-'));
+    try {
+      const dir = join(root, 'data');
+      const asRoot = await runDispatcherd(['init', '--data-dir', dir, '--engine', 'pg-ha', '--run-as', 'root']);
+      assert.notEqual(asRoot.code, 0);
+      assert.match(asRoot.stderr, /uid 0/);
+      const noUser = await runDispatcherd(['init', '--data-dir', dir, '--engine', 'pg-ha']);
+      assert.notEqual(noUser.code, 0);
+      assert.match(noUser.stderr, /--run-as/);
+      const unknown = await runDispatcherd(['init', '--data-dir', dir, '--engine', 'constructor', '--run-as', 'cluster-dispatcher']);
+      assert.notEqual(unknown.code, 0);
+      assert.match(unknown.stderr, /unknown engine/);
+      assert.equal(existsSync(dir), false, 'a refused init leaves nothing behind');
+
+      const ok = await runDispatcherd(['init', '--data-dir', dir, '--engine', 'pg-ha', '--run-as', 'cluster-dispatcher']);
+      assert.equal(ok.code, 0, ok.stderr);
+      const config = loadConfig(join(dir, 'config.yaml'), {});
+      assert.equal(config.runAs, 'cluster-dispatcher');
+      assert.equal(config.engines['pg-ha'].binaries.etcd, '/usr/bin/etcd');
+      assert.equal(config.engines['pg-ha'].binaries.psql, '/usr/lib/postgresql/15/bin/psql');
+      assert.equal(statSync(dir).mode & 0o777, 0o711, 'the process user may pass through the new data dir');
+
+      // "Safe to run again": never loosens or tightens an existing tree.
+      chmodSync(dir, 0o750);
+      const again = await runDispatcherd(['init', '--data-dir', dir, '--engine', 'pg-ha', '--run-as', 'cluster-dispatcher']);
+      assert.equal(again.code, 0, again.stderr);
+      assert.equal(statSync(dir).mode & 0o777, 0o750);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,5 +1,5 @@
 /**
- * Identities and the node API, against real dispatchers (docs/SECURITY.identity.md): a table of actors ×
+ * Identities and the node API, against real dispatchers (docs/SECURITY.md, "Identities"): a table of actors ×
  * routes with the expected status of each, run over real TLS (client certificates, source addresses from
  * 127.0.0.0/8) and the real control socket; a process user on the machine (runuser); the account-takeover
  * attempt of issue 12; own-password change, admin removal and the legacy-account migration, audited; and

@@ -77,7 +77,7 @@ test('launch through one dispatcher: every process ready, coordinators reported,
     assert.equal(d.guard?.backend, 'none');
     assert.match(d.guard?.note ?? '', /no firewall/);
   }
-  // Every process is alive with the pid reported, and command.txt sits next to its data.
+  // Every process is alive with the pid reported.
   for (const p of st.processes) assert.ok(p.pid && pidAlive(p.pid), `${p.id} pid ${p.pid} alive`);
 });
 

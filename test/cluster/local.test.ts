@@ -116,6 +116,24 @@ test('dispatch local gives a working cluster; --down --purge leaves nothing runn
     assert.equal(kinds.filter((k) => k.includes(what)).length, n, `${n} ${what} running:\n${kinds.join('\n')}`);
   }
 
+  // A "reboot": every daemon and cluster process SIGKILLed. The README's command again brings the cluster
+  // back with its data (init never changes the existing tree's modes; success only when healthy).
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  for (let k = 0; k < 50 && pids.some(pidAlive); k++) await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(pids.filter(pidAlive), [], 'everything was killed');
+  const again = await dispatch(['local', ...common, '--json']);
+  assert.equal(again.code, 0, `dispatch local after a reboot failed:\n${again.stderr}\n${again.stdout}`);
+  const st2 = await dispatch(['status', '--json'], 30_000);
+  assert.ok(JSON.parse(st2.stdout).processes.every((p: { state: string }) => p.state === 'ready'), st2.stdout);
+  assert.equal(await psql(c.port, 'SELECT x FROM hello'), 'local', 'the rows written before the reboot are served');
+  pids.push(...pidsMatching(localDir).filter((p) => !pids.includes(p)));
+
   const down = await dispatch(['local', ...common, '--down', '--purge', '--json']);
   assert.equal(down.code, 0, `dispatch local --down --purge failed:\n${down.stderr}\n${down.stdout}`);
   for (let k = 0; k < 50 && pids.some(pidAlive); k++) await new Promise((r) => setTimeout(r, 200));

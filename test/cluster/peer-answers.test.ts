@@ -1,5 +1,5 @@
 /**
- * A pinned peer that answers nonsense (docs/SECURITY.identity.md, issue 12): a real dispatcher launches a
+ * A pinned peer that answers nonsense (docs/SECURITY.md, "Identities", issue 12): a real dispatcher launches a
  * plan whose second dispatcher is a fake peer — a real HTTPS server with its own pinned certificate —
  * answering `{}`, garbage or 500. Each launch fails with an error naming the peer, the plan is discarded
  * everywhere, the dispatcher is not left `launching` (the next launch is not refused, GET /v1/cluster

@@ -5,6 +5,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { processLogDir } from '../../server/supervisor/spawner.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -80,10 +81,10 @@ describe('rolling restart (pg-ha, real cluster)', { timeout: 300_000 }, () => {
     assert.ok(w.acked.length > 50);
     console.log(`# rolling upgrade: ${op.result?.durationMs} ms, ${w.acked.length} writes acked, ${w.failedAttempts} failed attempts, longest outage ${w.longestGapMs} ms, ${leaderless} leaderless agency samples of ${agencySamples.length}`);
 
-    // Every process runs the new binary (command.txt next to its data).
+    // Every process runs the new binary (command.txt in the dispatcher's own root-owned process log dir).
     for (const p of cl.plan.processes) {
       const d = cl.dispatchers.find((x) => x.id === p.dispatcher)!;
-      const cmd = readFileSync(join(d.dataDir, p.dataDir, 'command.txt'), 'utf8');
+      const cmd = readFileSync(join(processLogDir(join(d.dataDir, 'supervisor'), p.id), 'command.txt'), 'utf8');
       const want = p.role === 'agent' ? WRAPPERS.etcd : p.role === 'dbserver' ? WRAPPERS.python3 : WRAPPERS.haproxy;
       assert.ok(cmd.includes(want), `${p.id} command.txt names ${want}:\n${cmd}`);
     }

@@ -42,8 +42,6 @@ export interface TestClusterOptions {
   engines?: Record<string, { binaries: Record<string, string> }>;
   /** Environment for every dispatcher (e.g. DISPATCHER_TEMPLATES_DIR). */
   env?: NodeJS.ProcessEnv;
-  /** Skip runAs (for engines that may run as root, e.g. the bench engine). */
-  noRunAs?: boolean;
 }
 
 export interface TestCluster {
@@ -183,7 +181,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
         patchConfig(dir.configFile, {
           engines,
           firewall: { backend: 'none', driftIntervalMs: 10_000 },
-          ...(opts.noRunAs ? {} : { runAs: DEFAULT_RUN_AS }),
+          runAs: DEFAULT_RUN_AS,
           ...opts.config,
         });
         return dir;

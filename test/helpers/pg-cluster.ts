@@ -94,7 +94,13 @@ export async function startPgCluster(opts: { name: string; basePort: number; coo
       patchConfig(dir.configFile, {
         engines: {
           'pg-ha': {
-            binaries: { ...PG_HA_DEBIAN_BINARIES, 'etcd-next': WRAPPERS.etcd, 'python3-next': WRAPPERS.python3, 'haproxy-next': WRAPPERS.haproxy, 'python3-broken': WRAPPERS.broken },
+            // Per program, the paths an upgrade may choose (the Debian path first: the default).
+            binaries: {
+              ...PG_HA_DEBIAN_BINARIES,
+              etcd: [PG_HA_DEBIAN_BINARIES.etcd, WRAPPERS.etcd],
+              python3: [PG_HA_DEBIAN_BINARIES.python3, WRAPPERS.python3, WRAPPERS.broken],
+              haproxy: [PG_HA_DEBIAN_BINARIES.haproxy, WRAPPERS.haproxy],
+            },
           },
         },
         firewall: { backend: 'none', driftIntervalMs: 10_000 },

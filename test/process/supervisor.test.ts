@@ -6,6 +6,7 @@ import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, chmodSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { processLogDir } from '../../server/supervisor/spawner.js';
 import { createSupervisor } from '../../server/supervisor/supervisor.js';
 import { withLeakCheck, type LeakCheck } from '../helpers/leak-check.js';
 import { readStartTime, readUid, readStat } from '../../shared/procfs.js';
@@ -46,7 +47,8 @@ describe('supervisor (process tier)', () => {
       assert.equal(ready.state, 'ready');
       assert.ok(ready.readySince);
 
-      const cmd = readFileSync(join(spec.dir, 'command.txt'), 'utf8');
+      // The daemon's own files live in its state dir, not in the process dir the process user can write.
+      const cmd = readFileSync(join(processLogDir(join(root, 'state'), 'p1'), 'command.txt'), 'utf8');
       assert.ok(cmd.includes(FIXTURE), 'argv in command.txt');
       assert.ok(cmd.includes("PLAIN='a b'"), 'values are shell-quoted');
       assert.ok(cmd.includes('DB_PASSWORD=<redacted>'));
@@ -119,8 +121,8 @@ describe('supervisor (process tier)', () => {
       assert.deepEqual(failed.lastExit && { code: failed.lastExit.code, signal: failed.lastExit.signal }, { code: 3, signal: null });
 
       // failed is visible in the persisted state and makes waitReady reject at once
-      const state = JSON.parse(readFileSync(join(root, 'state', 'state.json'), 'utf8'));
-      assert.equal(state.processes.crash.state, 'failed');
+      // (the file is written right after the state changes in memory)
+      await waitFor('failed state persisted', async () => JSON.parse(readFileSync(join(root, 'state', 'state.json'), 'utf8')).processes.crash.state === 'failed', 2_000);
       await assert.rejects(sup.waitReady('crash', 1_000), (e: unknown) => isDispatcherError(e) && /crash/.test(e.message) && /disk on fire/.test(e.message));
       // nothing restarts it behind our back
       await new Promise((r) => setTimeout(r, 300));
@@ -252,7 +254,8 @@ describe('supervisor (process tier)', () => {
         const ds = statSync(spec.dir);
         assert.equal(ds.uid, uid);
         assert.equal(ds.mode & 0o777, 0o700);
-        assert.equal(statSync(join(spec.dir, 'stdout.log')).uid, uid);
+        // The log stays root's: the process writes to the descriptor it was given, and cannot swap the file.
+        assert.equal(statSync(join(processLogDir(join(root, 'state'), 'unpriv'), 'stdout.log')).uid, process.getuid!());
         await waitFor('output', async () => (await sup.logTail('unpriv', 5)).includes('as nobody'));
       });
     } finally {

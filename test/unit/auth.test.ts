@@ -1,5 +1,5 @@
 /**
- * Pure parts of authentication: strict Basic parsing (one colon, docs/SECURITY.identity.md) and the login
+ * Pure parts of authentication: strict Basic parsing (one colon, docs/SECURITY.md, "Identities") and the login
  * throttle (in-flight attempts count, per source and per account, trusted sources, bounded memory).
  */
 import { test } from 'node:test';

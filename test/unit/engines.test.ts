@@ -105,10 +105,10 @@ describe('pg-ha rendering', () => {
       (e: unknown) => e instanceof DispatcherError && /"psql"/.test(e.message) && /pg-ha/.test(e.message),
     );
     assert.throws(
-      () => renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { agent: '/tmp/evil' } }, 'agent-1', ctxFor('pg-ha')),
+      () => renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { etcd: '/tmp/evil' } }, 'agent-1', ctxFor('pg-ha')),
       (e: unknown) => e instanceof DispatcherError && e.code === 'forbidden',
     );
-    assert.equal(renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { agent: '/usr/bin/etcd' } }, 'agent-1', ctxFor('pg-ha')).spec.argv[0], '/usr/bin/etcd');
+    assert.equal(renderProcess(loadEngine('pg-ha'), { ...plan, binaries: { etcd: '/usr/bin/etcd' } }, 'agent-1', ctxFor('pg-ha')).spec.argv[0], '/usr/bin/etcd');
     assert.throws(() => renderProcess(loadEngine('pg-ha'), plan, 'agent-1', { ...ctxFor('pg-ha'), secrets: {} }), /secret/);
     // Cluster TLS is not optional: without the process's certificates nothing renders, and the error says why.
     const { tls: _none, ...noTls } = ctxFor('pg-ha');
@@ -160,8 +160,8 @@ describe('arangodb rendering', () => {
     // TLS as the Starter renders it: ssl:// endpoint and the [ssl] keyfile (certificate + key, 0600).
     const conf = r['agent-1'].files.find((f) => f.path.endsWith('/arangod.conf'))!.content;
     assert.match(conf, /^endpoint = ssl:\/\/10\.0\.1\.1:8531$/m);
-    assert.match(conf, /^\[ssl\]\nkeyfile = \/var\/lib\/dispatcher\/clusters\/arango\/agent-1\/tls\/server\.pem$/m);
-    const pem = r['agent-1'].files.find((f) => f.path.endsWith('/tls/server.pem'))!;
+    assert.match(conf, /^\[ssl\]\nkeyfile = \/var\/lib\/dispatcher\/clusters\/arango\/agent-1\/tls-server\.pem$/m);
+    const pem = r['agent-1'].files.find((f) => f.path.endsWith('/tls-server.pem'))!;
     assert.equal(pem.mode, 0o600);
     assert.equal(pem.content, 'PROCESS-CERTIFICATE-PEM\nPROCESS-KEY-PEM\n');
   });

@@ -118,14 +118,13 @@ describe('spec problems are listed with their paths', () => {
         engine: 'pg-ha',
         dispatchers: [disp('d1', '10.0.0.1'), { ...disp('d2', '10.0.0.2'), addresses: ['db2.example.com'] }],
         agents: 2,
-        dataRoot: '../escape',
         ports: { 'agent.nope': 1 },
         extraArgs: { agent: ['--data-dir=/etc'], dbserver: ['--anything'], coordinator: ['-f', '/x'] },
         firewall: { clientSources: ['clients.example.com'] },
       }),
     );
     const paths = problems.map((p) => p.path);
-    for (const p of ['agents', 'dataRoot', 'dispatchers[1].addresses[0]', 'firewall.clientSources[0]', 'ports.agent.nope', 'extraArgs.agent[0]', 'extraArgs.dbserver[0]', 'extraArgs.coordinator[0]']) {
+    for (const p of ['agents', 'dispatchers[1].addresses[0]', 'firewall.clientSources[0]', 'ports.agent.nope', 'extraArgs.agent[0]', 'extraArgs.dbserver[0]', 'extraArgs.coordinator[0]']) {
       assert.ok(paths.includes(p), `missing ${p} in ${JSON.stringify(problems)}`);
     }
   });

@@ -85,12 +85,14 @@ describe('rolling restart plan (pg-ha)', () => {
     assert.deepEqual(start.map((g) => g[0].role), ['agent', 'coordinator']);
   });
 
-  test('upgrade: a main program or a role maps to plan.binaries by role; other programs are refused', () => {
+  test('upgrade: a program or a role (its program) maps to plan.binaries by program; unknown programs are refused', () => {
     const programs = { agent: 'etcd', dbserver: 'python3', coordinator: 'haproxy' } as const;
-    assert.deepEqual(upgradeBinaries(programs, {}, { etcd: '/opt/etcd', dbserver: '/opt/py' }), { agent: '/opt/etcd', dbserver: '/opt/py' });
-    assert.throws(() => upgradeBinaries(programs, {}, { patroni: '/opt/patroni' }), (e) => isDispatcherError(e) && /patroni/.test(e.problems[0].message + e.problems[0].path));
+    assert.deepEqual(upgradeBinaries(programs, {}, { etcd: '/opt/etcd', dbserver: '/opt/py' }), { etcd: '/opt/etcd', python3: '/opt/py' });
+    assert.deepEqual(upgradeBinaries(programs, {}, { patroni: '/opt/patroni' }, ['etcd', 'python3', 'haproxy', 'patroni']), { patroni: '/opt/patroni' });
+    assert.throws(() => upgradeBinaries(programs, {}, { sh: '/bin/sh' }), (e) => isDispatcherError(e) && /sh/.test(e.problems[0].message + e.problems[0].path));
+    assert.throws(() => upgradeBinaries(programs, {}, { constructor: '/bin/sh' }), (e) => isDispatcherError(e) && e.code === 'validation_failed');
     assert.throws(() => upgradeBinaries(programs, {}, { etcd: 'relative' }), (e) => isDispatcherError(e) && e.code === 'validation_failed');
-    assert.ok(sameExceptBinaries(p, { ...p, binaries: { agent: '/x' } }));
+    assert.ok(sameExceptBinaries(p, { ...p, binaries: { etcd: '/x' } }));
     assert.ok(!sameExceptBinaries(p, { ...p, name: 'y' }));
   });
 });

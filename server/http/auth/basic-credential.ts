@@ -1,7 +1,7 @@
 /**
  * Reads an HTTP Basic `Authorization` header strictly. passport-http's BasicStrategy splits the decoded
  * text at the first ':' and drops everything after a second one, so `user:password:anything` logged in
- * (docs/SECURITY.identity.md). Here a credential is exactly `user:password` with ONE colon — the same
+ * (docs/SECURITY.md, "Identities"). Here a credential is exactly `user:password` with ONE colon — the same
  * rule users.ts enforces when a password is set — so no two different headers verify as one credential.
  */
 import { DispatcherError } from '../../../api/errors.js';

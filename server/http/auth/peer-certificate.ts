@@ -2,7 +2,7 @@
  * The client certificate a caller presented in the TLS handshake (mutual TLS between dispatchers). The
  * HTTPS server asks for one without requiring it (operators use passwords), and accepts any certificate at
  * the TLS layer: the handshake proves the caller holds the certificate's key, and the certificate's
- * SHA-256 fingerprint is then compared with the pins of the active plan (docs/SECURITY.identity.md).
+ * SHA-256 fingerprint is then compared with the pins of the active plan (docs/SECURITY.md, "Identities").
  */
 import type { Request } from 'express';
 import type { TLSSocket } from 'node:tls';

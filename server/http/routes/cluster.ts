@@ -2,7 +2,7 @@
  * Cluster routes: what an operator asks of any dispatcher (/v1/cluster/*, /v1/operations/*), and what
  * dispatchers ask of each other (/v1/node/*: peer routes, only for dispatchers the active plan pins, by
  * client certificate; adopting a plan is first contact — operator credential plus a certificate the
- * offered plan pins). See server/http/auth.ts and docs/SECURITY.identity.md.
+ * offered plan pins). See server/http/auth.ts and docs/SECURITY.md, "Identities".
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';

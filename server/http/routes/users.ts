@@ -2,7 +2,7 @@
  * Accounts over REST: an operator changes their own password; an admin (root on the control socket, or an
  * account with role admin) lists and removes accounts. Creating accounts stays with root on the machine
  * (`dispatcherd user add`); nothing else in the API can create, change or remove an account — the node API
- * in particular never touches accounts (docs/SECURITY.identity.md). Every change is audited, never the secret.
+ * in particular never touches accounts (docs/SECURITY.md, "Identities"). Every change is audited, never the secret.
  */
 import { z } from 'zod';
 import { DispatcherError } from '../../../api/errors.js';
