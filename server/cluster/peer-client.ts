@@ -41,6 +41,11 @@ export class PeerClient {
       answer = await this.client.request<unknown>(method, path, method === 'POST' ? opts.body ?? {} : undefined, { timeoutMs: opts.timeoutMs, headers });
     } catch (e) {
       if (!isDispatcherError(e)) throw e;
+      const status = e.details.status;
+      if (typeof status === 'number' && status >= 200 && status < 300) {
+        // A success answer that is not even JSON is an invalid answer, like one of the wrong shape.
+        throw new DispatcherError('peer_invalid_answer', `dispatcher ${this.id} gave an invalid answer to ${method} ${path.split('?')[0]}: not JSON`, { details: { host: this.id }, cause: e });
+      }
       throw new DispatcherError(e.code, `dispatcher ${this.id}: ${e.message}`, { problems: e.problems, details: { ...e.details, host: this.id }, cause: e });
     }
     const parsed = schema.safeParse(answer);

@@ -9,6 +9,7 @@
 import type { Plan } from '../../api/plan.js';
 import { agencyStatus } from '../engines/pg-ha-health.js';
 import { hostPort } from '../engines/render.js';
+import { clusterHttps, type ClusterClientTls } from '../engines/cluster-https.js';
 
 export interface DbMemberHealth {
   id: string;
@@ -48,15 +49,17 @@ export function parsePatroniCluster(body: string): DbMemberHealth[] {
     });
 }
 
-async function patroniCluster(plan: Plan, timeoutMs: number): Promise<{ members: DbMemberHealth[]; answeredBy: string | null }> {
+async function patroniCluster(plan: Plan, timeoutMs: number, tls: ClusterClientTls | undefined): Promise<{ members: DbMemberHealth[]; answeredBy: string | null }> {
+  // Patroni's REST API asks every caller for a certificate of the cluster CA (docs/SECURITY.md).
+  if (!tls) return { members: [], answeredBy: null };
   // Any Patroni answers for the whole cluster (it reads the DCS); ask them in turn until one answers.
   for (const p of plan.processes.filter((x) => x.role === 'dbserver')) {
     const rest = p.ports.find((x) => x.name === 'rest');
     if (!rest) continue;
     try {
-      const res = await fetch(`http://${hostPort(p.address, rest.port)}/cluster`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await clusterHttps(`https://${hostPort(p.address, rest.port)}/cluster`, { method: 'GET' }, tls, timeoutMs);
       if (res.status !== 200) continue;
-      const members = parsePatroniCluster(await res.text());
+      const members = parsePatroniCluster(res.body);
       if (members.length) return { members, answeredBy: p.id };
     } catch {
       /* try the next one */
@@ -65,11 +68,11 @@ async function patroniCluster(plan: Plan, timeoutMs: number): Promise<{ members:
   return { members: [], answeredBy: null };
 }
 
-export async function probeEngineHealth(plan: Plan | undefined, timeoutMs = 1000): Promise<EngineHealthView> {
+export async function probeEngineHealth(plan: Plan | undefined, tls?: ClusterClientTls, timeoutMs = 1000): Promise<EngineHealthView> {
   const base = { cluster: plan?.name ?? null, checkedAt: new Date().toISOString() };
   const none = { agency: { leader: null, members: [] }, dbservers: { leader: null, members: [], answeredBy: null } };
   if (!plan || plan.engine !== 'pg-ha') return { ...base, ...(plan ? { engine: plan.engine } : {}), checked: false, ...none };
-  const [agency, db] = await Promise.all([agencyStatus(plan, { timeoutMs }), patroniCluster(plan, timeoutMs)]);
+  const [agency, db] = await Promise.all([agencyStatus(plan, { timeoutMs, tls }), patroniCluster(plan, timeoutMs, tls)]);
   return {
     ...base,
     engine: plan.engine,
@@ -80,13 +83,13 @@ export async function probeEngineHealth(plan: Plan | undefined, timeoutMs = 1000
 }
 
 /** One probe round at a time, its answer kept for `maxAgeMs` (a plan change is a new key). */
-export function cachedEngineHealth(planOf: () => Plan | undefined, maxAgeMs = 3000, probe = probeEngineHealth): () => Promise<EngineHealthView> {
+export function cachedEngineHealth(planOf: () => Plan | undefined, tlsOf: () => ClusterClientTls | undefined = () => undefined, maxAgeMs = 3000, probe = probeEngineHealth): () => Promise<EngineHealthView> {
   let last: { at: number; key: string; view: Promise<EngineHealthView> } | undefined;
   return () => {
     const plan = planOf();
     const key = plan ? `${plan.name}/${plan.processes.length}` : '';
     const now = Date.now();
-    if (!last || last.key !== key || now - last.at > maxAgeMs) last = { at: now, key, view: probe(plan) };
+    if (!last || last.key !== key || now - last.at > maxAgeMs) last = { at: now, key, view: probe(plan, tlsOf()) };
     return last.view;
   };
 }

@@ -6,7 +6,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -19,6 +19,7 @@ import { createSupervisor } from '../../server/supervisor/supervisor.js';
 import type { Supervisor } from '../../server/supervisor/types.js';
 import { clusterDaemonOptions } from '../../server/cluster-daemon.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
+import { ensureCertificate } from '../../server/tls.js';
 
 const PASSWORD = 'very-secret-pass-42';
 const USER = 'alice';
@@ -30,13 +31,18 @@ describe('one validation for every entry of a plan', () => {
   let d: DaemonHandle;
   let supervisor: Supervisor;
   let closeCluster = () => {};
-  const post = (path: string, body: unknown) => request(d.url).post(path).ca(d.cert).auth(USER, PASSWORD).set('content-type', 'application/json').send(JSON.stringify(body));
+  /** The certificate of peer-2: first contact on /v1/node/plan needs a certificate the offered plan pins. */
+  let peer: { cert: string; key: string; fingerprint: string };
+  const post = (path: string, body: unknown) => {
+    const r = request(d.url).post(path).ca(d.cert).auth(USER, PASSWORD);
+    return (path.startsWith('/v1/node/') ? r.cert(peer.cert).key(peer.key) : r).set('content-type', 'application/json').send(JSON.stringify(body));
+  };
 
   const spec = (over: Record<string, unknown> = {}) => ({
     name: 'entry',
     dispatchers: [
       { id: 'entry-test', endpoint: 'https://127.0.0.1:18528', fingerprint: FP, addresses: ['127.0.0.1'] },
-      { id: 'peer-2', endpoint: 'https://127.0.0.1:18529', fingerprint: FP, addresses: ['127.0.0.1'] },
+      { id: 'peer-2', endpoint: 'https://127.0.0.1:18529', fingerprint: peer.fingerprint, addresses: ['127.0.0.1'] },
       { id: 'peer-3', endpoint: 'https://127.0.0.1:18530', fingerprint: FP, addresses: ['127.0.0.1'] },
     ],
     agents: 3,
@@ -45,7 +51,7 @@ describe('one validation for every entry of a plan', () => {
     ...over,
   });
   const plan = (): Plan => planFromSpec(spec());
-  const adopt = (p: unknown) => ({ plan: p, secrets: { 'superuser-password': 'a'.repeat(48), 'replication-password': 'b'.repeat(48), 'rewind-password': 'c'.repeat(48) }, clusterCredential: { user: 'cluster-entry', password: 'cluster-credential-0123456789' } });
+  const adopt = (p: unknown) => ({ plan: p, secrets: { 'superuser-password': 'a'.repeat(48), 'replication-password': 'b'.repeat(48), 'rewind-password': 'c'.repeat(48) } });
   const expect400 = (r: request.Response, path?: string) => {
     assert.equal(r.status, 400, r.text);
     const p = JSON.parse(r.text);
@@ -58,6 +64,8 @@ describe('one validation for every entry of a plan', () => {
   before(async () => {
     root = mkdtempSync(join(tmpdir(), 'dispatcherd-entry-'));
     dataDir = join(root, 'data');
+    const id = await ensureCertificate({ certFile: join(root, 'peer.pem'), keyFile: join(root, 'peer.key'), addresses: ['127.0.0.1'], commonName: 'peer-2' });
+    peer = { cert: id.cert, key: readFileSync(join(root, 'peer.key'), 'utf8'), fingerprint: id.fingerprint };
     const config = parseConfig({ id: 'entry-test', listen: '127.0.0.1', port: 0, dataDir, engines: { 'pg-ha': { binaries: PG_HA_DEBIAN_BINARIES } }, runAs: 'nobody', firewall: { backend: 'none' } }, {});
     await addUser(config.usersFile, USER, PASSWORD);
     supervisor = await createSupervisor({ stateDir: join(root, 'supervisor') });

@@ -116,7 +116,7 @@ test('cachedEngineHealth: one probe round per period, a new one when the plan ch
     probes++;
     return { checked: false } as EngineHealthView;
   };
-  const get = cachedEngineHealth(() => plan as never, 60_000, probe);
+  const get = cachedEngineHealth(() => plan as never, () => undefined, 60_000, probe);
   await Promise.all([get(), get(), get()]);
   assert.equal(probes, 1);
   plan = { name: 'b', processes: [] };
