@@ -21,7 +21,7 @@ import { REPO_ROOT } from '../helpers/daemon.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { Kickstarter } from '../../launcher/kickstarter.js';
 import type { FirewallPolicy, Plan } from '../../api/plan.js';
-import type { NodeStatusView, OperationView } from '../../api/rest.js';
+import type { ClusterView, NodeStatusView, OperationView } from '../../api/rest.js';
 
 const PYTHON = '/usr/bin/python3';
 const DEADLINE_S = 5;
@@ -56,7 +56,10 @@ describe('commit-confirmed firewall changes outlive the daemon (root, nft, nmap)
   const nodeStatus = async (d: NsDispatcher): Promise<NodeStatusView> => {
     const c = socketClient(d, 10_000);
     try {
-      return await c.get<NodeStatusView>('/v1/node/status');
+      // Node routes answer peers only (by certificate); root on the socket reads its own guard from the cluster view.
+      const view = await c.get<ClusterView>('/v1/cluster');
+      const own = view.dispatchers.find((x) => x.id === d.id);
+      return { dispatcher: d.id, processes: [], ...(own?.guard ? { guard: own.guard } : {}) };
     } finally {
       c.close();
     }
