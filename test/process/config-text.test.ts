@@ -63,7 +63,7 @@ const HOSTILE = [
 
 const BASE: Plan = planFromSpecText(readFileSync(join(ROOT, 'examples', 'local.yaml'), 'utf8'));
 const engine = loadEngine('pg-ha');
-const SECRETS = { 'superuser-password': 's1', 'replication-password': 's2', 'rewind-password': 's3' };
+const SECRETS = { 'superuser-password': 's1', 'replication-password': 's2', 'rewind-password': 's3', 'rest-password': 's4' };
 const work = mkdtempSync(join(tmpdir(), 'cd-config-text-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
@@ -93,7 +93,7 @@ const FIELDS: Record<string, (p: Plan, v: string) => void> = {
 };
 
 function renderAll(plan: Plan, dispatcherDataDir: string): Map<string, RenderedProcess> {
-  return new Map(plan.processes.map((p) => [p.id, renderProcess(engine, plan, p.id, { dispatcherDataDir, binaries: PG_HA_DEBIAN_BINARIES, secrets: SECRETS })]));
+  return new Map(plan.processes.map((p) => [p.id, renderProcess(engine, plan, p.id, { dispatcherDataDir, binaries: PG_HA_DEBIAN_BINARIES, secrets: SECRETS, tls: { ca: 'CA-PEM', cert: 'CERT-PEM', key: 'KEY-PEM' } })]));
 }
 
 /** HAProxy's view: `haproxy -c` must accept the file; the structure is every non-comment line's first word plus bind/server targets. */
