@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
-  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates tcpdump strace ufw chromium >/dev/null
+  nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates openssl tcpdump strace ufw chromium >/dev/null
 # ufw and firewalld are here only for the network-tier tests, which run them inside namespaces with
 # private copies of their config. Neither may become this machine's firewall: ufw installs with
 # ENABLED=no; firewalld's package would start its service, so it is installed with service starts denied

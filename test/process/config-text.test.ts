@@ -65,6 +65,15 @@ const BASE: Plan = planFromSpecText(readFileSync(join(ROOT, 'examples', 'local.y
 const engine = loadEngine('pg-ha');
 const SECRETS = { 'superuser-password': 's1', 'replication-password': 's2', 'rewind-password': 's3', 'rest-password': 's4' };
 const work = mkdtempSync(join(tmpdir(), 'cd-config-text-'));
+// `haproxy -c` opens the TLS files the health checks name. The rendered paths point into data dirs that do
+// not exist here, so the check runs on a copy whose ca-file/crt words point at a real certificate made
+// for this test; those words are plain paths already (the haproxy helper allows no other characters).
+const checkCert = join(work, 'check.pem');
+{
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(work, 'check.key'), '-out', join(work, 'check.crt'), '-days', '1', '-subj', '/CN=config-text'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  writeFileSync(checkCert, readFileSync(join(work, 'check.crt'), 'utf8') + readFileSync(join(work, 'check.key'), 'utf8'));
+}
 after(() => rmSync(work, { recursive: true, force: true }));
 
 /** Every user-controlled string field of a plan, as a setter. */
@@ -99,7 +108,7 @@ function renderAll(plan: Plan, dispatcherDataDir: string): Map<string, RenderedP
 /** HAProxy's view: `haproxy -c` must accept the file; the structure is every non-comment line's first word plus bind/server targets. */
 function haproxyStructure(cfg: string, dir: string): string[] {
   const file = join(work, 'haproxy.cfg');
-  writeFileSync(file, cfg);
+  writeFileSync(file, cfg.replace(/ ca-file \S+/g, ` ca-file ${join(work, 'check.crt')}`).replace(/ crt \S+/g, ` crt ${checkCert}`));
   const r = spawnSync('/usr/sbin/haproxy', ['-c', '-f', file], { encoding: 'utf8' });
   assert.equal(r.status, 0, `haproxy -c refused the rendered config:\n${r.stdout}${r.stderr}`);
   return cfg
