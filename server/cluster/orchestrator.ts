@@ -12,7 +12,7 @@ import { launchGroups } from '../core/order.js';
 import { stopInOrder } from './stop-order.js';
 import type { ClusterHealth } from './cluster-health.js';
 import type { ClusterStore } from './store.js';
-import type { NodeApi, ProcessRenderer } from './node.js';
+import type { NodeApi, ProcessRenderer } from './node-api.js';
 import type { OperationHandle } from './operations.js';
 import { clusterCa, issueCertificates } from './issue-certificates.js';
 import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
