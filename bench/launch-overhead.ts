@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { OperationView } from '../api/rest.js';
 import { PG_HA_DEBIAN_BINARIES, DEFAULT_RUN_AS } from '../launcher/local.js';
 import { generateSecrets, loadEngine } from '../server/engines/index.js';
-import { resolveUser } from '../server/cluster/node.js';
+import { resolveUser } from '../server/cluster/run-as-user.js';
 import { startTestCluster, killMatching } from '../test/helpers/cluster.js';
 import { plainLaunch } from './plain-launch.js';
 

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { planFromSpec } from '../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES, DEFAULT_RUN_AS } from '../launcher/local.js';
 import { generateSecrets, loadEngine } from '../server/engines/index.js';
-import { resolveUser } from '../server/cluster/node.js';
+import { resolveUser } from '../server/cluster/run-as-user.js';
 import { issuePlanPki } from '../server/pki/issue-plan.js';
 import { plainLaunch } from './plain-launch.js';
 

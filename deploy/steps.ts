@@ -2,6 +2,9 @@
  * What deploy and uninstall do on ONE host, step by step, through a RemoteSession. Every remote command
  * comes from deploy/remote.ts. A failure throws StepError naming the host and the step; the caller
  * (deploy/deploy.ts) turns it into that host's result without stopping the other hosts.
+ *
+ * One file (about 300 lines) on purpose: deploy and uninstall share the private step, connect and must
+ * helpers, and each host's sequence reads best from top to bottom in one place.
  */
 import { appendFile, readFile } from 'node:fs/promises';
 import { DispatcherError } from '../api/errors.js';

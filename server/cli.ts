@@ -18,7 +18,7 @@ import { clusterDaemonOptions } from './cluster-daemon.js';
 import { ClusterStore } from './cluster/store.js';
 import { pgpassText } from './engines/pg-ha/pgpass.js';
 import { coordinatorsOf } from '../api/rest.js';
-import { resolveUser } from './cluster/node.js';
+import { resolveUser } from './cluster/run-as-user.js';
 import { checkDataTree, dataDirMode } from './data-tree.js';
 import { machineEngines } from './machine-engines.js';
 

@@ -10,7 +10,7 @@ import type { Logger } from './log.js';
 import { clusterModule } from './http/routes/cluster.js';
 import { plansModule } from './http/routes/plans.js';
 import { restartModule } from './http/routes/restart.js';
-import type { NodeGuard } from './cluster/node.js';
+import type { NodeGuard } from './cluster/node-api.js';
 import { createClusterRuntime, guardBeforeProcesses, nodeGuard, type ClusterRuntime } from './cluster/setup.js';
 
 /** What startDaemon needs to serve the cluster API. */

@@ -8,7 +8,7 @@
  *  - a file root reads back (logs) must be a regular file owned by root with a single link, opened with
  *    O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the daemon);
  *  - a directory is opened with O_DIRECTORY | O_NOFOLLOW before its owner or mode is changed.
- * This module is the ONE way the daemon writes a process's files (server/cluster/node.ts and the supervisor).
+ * This module is the ONE way the daemon writes a process's files (server/cluster/process-dir.ts and the supervisor).
  */
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises';

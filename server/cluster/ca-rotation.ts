@@ -11,7 +11,7 @@ import type { Plan } from '../../api/plan.js';
 import { createCa, pemBundle, splitPemBundle } from '../pki/certificates.js';
 import { issueCertificates } from './issue-certificates.js';
 import type { ClusterStore } from './store.js';
-import type { NodeApi } from './node.js';
+import type { NodeApi } from './node-api.js';
 
 export type CaRotationPhase = 'trust' | 'leaves' | 'finish';
 

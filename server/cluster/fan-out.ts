@@ -5,7 +5,7 @@
 import { DispatcherError, toDispatcherError } from '../../api/errors.js';
 import type { GuardStatusView } from '../../api/rest.js';
 import type { Credential } from '../../api/rest.js';
-import type { NodeApi } from './node.js';
+import type { NodeApi } from './node-api.js';
 
 /** The nodes of one operation, by dispatcher id (this dispatcher itself, peers over HTTPS). */
 export type Nodes = Map<string, NodeApi & { close?(): void; useCredential?(c: Credential): void }>;

@@ -8,7 +8,7 @@ import type { Plan } from '../../api/plan.js';
 import { certificateNamesOf } from '../core/cert-names.js';
 import { createCa, signRequest, type PemPair } from '../pki/certificates.js';
 import type { ClusterStore } from './store.js';
-import type { NodeApi } from './node.js';
+import type { NodeApi } from './node-api.js';
 
 /** The cluster CA of this dispatcher's store, made (and saved, key 0600) when `create` and there is none. */
 export async function clusterCa(store: Pick<ClusterStore, 'get' | 'save'>, opts: { create: boolean; renew?: boolean }): Promise<PemPair> {

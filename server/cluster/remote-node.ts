@@ -20,7 +20,7 @@ import {
 } from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
 import { PeerClient, type PeerIdentity } from './peer-client.js';
-import type { NodeApi } from './node.js';
+import type { NodeApi } from './node-api.js';
 
 export class RemoteNode implements NodeApi {
   readonly id: string;

@@ -12,7 +12,7 @@ import type { Engine } from '../engines/types.js';
 import type { Clock } from '../../shared/poll.js';
 import type { RestartActions } from '../core/restart-actions.js';
 import type { ClusterSnapshot, ClusterStore } from './store.js';
-import type { NodeApi } from './node.js';
+import type { NodeApi } from './node-api.js';
 import type { OperationStore } from './operations.js';
 import type { ClusterHealth } from './cluster-health.js';
 

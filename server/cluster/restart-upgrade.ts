@@ -12,7 +12,7 @@ import { sameExceptBinaries } from '../core/restart-plan.js';
 import { assertValidPlan, validatePlan } from '../core/validate-plan.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
 import type { ClusterStore } from './store.js';
-import type { ProcessRenderer } from './node.js';
+import type { ProcessRenderer } from './node-api.js';
 import type { UpgradeNode } from './restart-context.js';
 
 /** Preflight and adoption of an upgraded plan on this dispatcher (served to peers by routes/restart.ts). */

@@ -9,8 +9,8 @@
  * Loopback is always allowed; SSH is never closed by us.
  */
 import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import { DispatcherError, type Problem } from '../../api/errors.js';
+import { canonicalCidr, compareCidr, maskBig, parseV6, v4Big } from './cidr.js';
 import type { Exposure, Plan } from '../../api/plan.js';
 
 /** Addresses of one kind, split by family. `any4`/`any6` stand for 0.0.0.0/0 and ::/0 (no source match). */
@@ -51,72 +51,6 @@ export interface GuardPolicyOptions {
 
 const EXPOSURE_RANK: Record<Exposure, number> = { cluster: 0, operator: 1, public: 2 };
 
-/** Parses an IPv4/IPv6 address or CIDR into its canonical network form; null when it is not one. */
-export function canonicalCidr(input: string): { family: 4 | 6; cidr: string; prefix: number } | null {
-  const s = input.trim();
-  const slash = s.indexOf('/');
-  const addr = slash < 0 ? s : s.slice(0, slash);
-  const fam = isIP(addr);
-  if (fam === 0) return null;
-  const max = fam === 4 ? 32 : 128;
-  let prefix = max;
-  if (slash >= 0) {
-    const p = s.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p)) return null;
-    prefix = Number(p);
-    if (prefix > max) return null;
-  }
-  if (fam === 4) {
-    const n = addr.split('.').reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n);
-    const net = maskBig(n, prefix, 32);
-    const text = [24n, 16n, 8n, 0n].map((sh) => String((net >> sh) & 255n)).join('.');
-    return { family: 4, prefix, cidr: prefix === 32 ? text : `${text}/${prefix}` };
-  }
-  const net = maskBig(parseV6(addr), prefix, 128);
-  const text = formatV6(net);
-  return { family: 6, prefix, cidr: prefix === 128 ? text : `${text}/${prefix}` };
-}
-
-function maskBig(n: bigint, prefix: number, bits: number): bigint {
-  if (prefix === 0) return 0n;
-  const all = (1n << BigInt(bits)) - 1n;
-  const mask = (all >> BigInt(bits - prefix)) << BigInt(bits - prefix);
-  return n & mask;
-}
-
-function parseV6(addr: string): bigint {
-  let a = addr.toLowerCase();
-  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hex groups.
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
-  if (v4) {
-    const [, o1, o2, o3, o4] = v4.map(Number);
-    a = a.slice(0, v4.index) + ((o1 << 8) | o2).toString(16) + ':' + ((o3 << 8) | o4).toString(16);
-  }
-  const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
-}
-
-/** RFC 5952 text: lower case, longest run (>= 2) of zero groups compressed. */
-function formatV6(n: bigint): string {
-  const g: number[] = [];
-  for (let i = 7; i >= 0; i--) g.push(Number((n >> BigInt(i * 16)) & 0xffffn));
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
-}
-
 /**
  * Splits a list of addresses/CIDRs by family, canonical and de-duplicated. Hostnames are refused: nft would
  * resolve them once at load time and the rule would silently go stale.
@@ -142,18 +76,6 @@ export function addressSet(list: readonly string[], path: string, problems: Prob
   if (out.any4) out.v4 = [];
   if (out.any6) out.v6 = [];
   return out;
-}
-
-function compareCidr(a: string, b: string): number {
-  const pa = canonicalKey(a);
-  const pb = canonicalKey(b);
-  return pa < pb ? -1 : pa > pb ? 1 : 0;
-}
-
-function canonicalKey(c: string): string {
-  const [addr, prefix = ''] = c.split('/');
-  const n = isIP(addr) === 4 ? addr.split('.').reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n) : parseV6(addr);
-  return `${n.toString(16).padStart(32, '0')}/${prefix.padStart(3, '0')}`;
 }
 
 function dispatcherPort(endpoint: string): number | null {
@@ -325,8 +247,4 @@ export function inSet(set: AddressSet, address: string): boolean {
     if (maskBig(n, prefix, bits) === base) return true;
   }
   return false;
-}
-
-function v4Big(a: string): bigint {
-  return a.split('.').reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n);
 }

@@ -8,7 +8,7 @@
  * steps run in. This module is the pure half: it parses the table text and answers conflicts; the reader
  * (server/cluster/listening-sockets.ts) only reads the two files.
  */
-import { canonicalCidr } from './firewall-policy.js';
+import { canonicalCidr } from './cidr.js';
 
 export interface ListeningSocket {
   /** Canonical address text (IPv4 dotted, IPv6 RFC 5952); IPv4-mapped IPv6 addresses become IPv4. */

@@ -2,3 +2,4 @@
 export * from './types.js';
 export * from './loader.js';
 export * from './render.js';
+export * from './template.js';

@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess } from '../../api/plan.js';
-import { hostPort } from './render.js';
+import { hostPort } from './template.js';
 import { clusterHttps, psqlTlsEnv, type ClusterClientTls } from './cluster-https.js';
 
 export interface HealthOptions {

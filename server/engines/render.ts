@@ -1,18 +1,17 @@
 /**
  * The pure renderer: (engine, plan, process id, machine context) → the ProcessSpec the supervisor runs plus
  * the files to write next to it. No I/O: the engine's templates were read by the loader, the secrets and
- * allowed binaries come from the caller. Templates are handlebars with HTML escaping off (these are config
- * files and argv, not HTML) and strict lookups (a typo in a template fails loudly instead of rendering "").
+ * allowed binaries come from the caller. The template language and its per-format escaping helpers live in
+ * template.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { isIP } from 'node:net';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import Handlebars from 'handlebars';
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess, Role } from '../../api/plan.js';
 import { DEFAULT_RESTART_POLICY, type ProbeSpec, type ProcessSpec } from '../supervisor/types.js';
 import type { ArgvEntry, Engine } from './types.js';
 import { hostAddresses } from '../core/listen-addresses.js';
+import { renderTemplate, toCidr } from './template.js';
 
 export interface RenderContext {
   /** This dispatcher's data directory (absolute); process dirs are plan dataDirs inside it. */
@@ -52,60 +51,6 @@ export interface RenderedProcess {
   leftoverPidFile?: string;
 }
 
-/** "host:port", with brackets for IPv6 (URLs, HAProxy server lines, etcd URLs). */
-export function hostPort(address: string, port: number): string {
-  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-/** An address as a CIDR for pg_hba and firewall rules: /32 or /128 unless it has a prefix already. */
-export function toCidr(address: string): string {
-  if (address.includes('/')) return address;
-  return isIP(address) === 6 ? `${address}/128` : `${address}/32`;
-}
-
-/**
- * A word in haproxy.cfg. HAProxy splits on spaces and reads quotes, backslashes, `#` and `$`/`%`
- * (environment and log-format expansion) itself; a word made only of plain path characters means the same
- * in every context, anything else is refused rather than quoted (its quoting rules differ by keyword).
- */
-export function haproxyWord(v: string): string {
-  // `@`, `,`, `=` and `+` mean something in address and socket arguments (haproxy -c refuses `a+b@c,d=e`).
-  if (!/^[A-Za-z0-9_./:[\]-]+$/.test(v)) {
-    throw new DispatcherError('config_invalid', `"${v.replace(/[^\x20-\x7e]/g, '?')}" cannot be written into haproxy.cfg: only letters, digits and "_./:[]-" are allowed there (choose a data dir without spaces or quotes)`);
-  }
-  return v;
-}
-
-/** A libpq connection-string value: single-quoted, backslash and quote escaped (libpq "Keyword/Value"). */
-export function conninfoValue(v: string): string {
-  return `'${v.replace(/[\\']/g, (c) => `\\${c}`)}'`;
-}
-
-/** A field of a libpq password file: `:` and `\` escaped with a backslash. */
-export function pgpassField(v: string): string {
-  return v.replace(/[\\:]/g, (c) => `\\${c}`);
-}
-
-const hb = Handlebars.create();
-hb.registerHelper('hostport', (a: unknown, p: unknown) => hostPort(String(a), Number(p)));
-hb.registerHelper('cidr', (a: unknown) => toCidr(String(a)));
-// JSON string literals are valid YAML scalars: safe quoting for passwords and paths in YAML configs.
-hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
-// Per-format escaping (docs/SECURITY.md, "Operator account"): every value a template puts into a config
-// file goes through the helper of that file's format. Plan strings cannot hold control characters
-// (api/plan.ts); these helpers make the rest (quotes, spaces, separators) impossible to misread.
-hb.registerHelper('haproxy', (v: unknown) => haproxyWord(String(v)));
-hb.registerHelper('conninfo', (v: unknown) => conninfoValue(String(v)));
-hb.registerHelper('pgpass', (v: unknown) => pgpassField(String(v)));
-hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
-// Every address a process listens on, for programs that take a list (IPv6 parity, docs/FIREWALL.md):
-// `{{urls 'http' hostAddresses ports.client}}` → "http://10.0.0.11:2381,http://[fd00::11]:2381" (the scheme
-// stays its own token); `{{listenList hostAddresses ports.postgres}}` → "10.0.0.11,fd00::11:5433" (Patroni's
-// postgresql.listen: addresses, then the port after the last one).
-hb.registerHelper('urls', (scheme: unknown, addrs: unknown, p: unknown) => (addrs as string[]).map((a) => `${String(scheme)}://${hostPort(a, Number(p))}`).join(','));
-hb.registerHelper('listenList', (addrs: unknown, p: unknown) => `${(addrs as string[]).join(',')}:${Number(p)}`);
-hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
-
 /**
  * Template data `tls` when the dispatcher has no certificates for the process: any use of it fails with
  * this message instead of handlebars' "certFile not defined in null".
@@ -122,14 +67,6 @@ const NO_TLS = new Proxy(
     },
   },
 );
-
-function render(template: string, data: object, what: string): string {
-  try {
-    return hb.compile(template, { noEscape: true, strict: true })(data);
-  } catch (err) {
-    throw new DispatcherError('config_invalid', `cannot render ${what}: ${(err as Error).message}`, { cause: err });
-  }
-}
 
 interface Member {
   id: string;
@@ -199,8 +136,8 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
 function renderArgv(entries: ArgvEntry[], data: Record<string, unknown>, what: string): string[] {
   const out: string[] = [];
   for (const e of entries) {
-    if (typeof e === 'string') out.push(render(e, data, what));
-    else for (const m of data[e.each] as Member[]) for (const a of e.args) out.push(render(a, { ...data, item: m }, what));
+    if (typeof e === 'string') out.push(renderTemplate(e, data, what));
+    else for (const m of data[e.each] as Member[]) for (const a of e.args) out.push(renderTemplate(a, { ...data, item: m }, what));
   }
   return out;
 }
@@ -273,7 +210,7 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
   const files = role.files.map((f) => {
     const path = resolve(dir, f.path);
     if (!path.startsWith(dir + sep)) throw new DispatcherError('config_invalid', `engine ${engine.name}: file ${f.path} escapes the process dir`);
-    const content = f.secret !== undefined ? ctx.secrets[f.secret] : render(engine.templates[f.template!], data, `${f.template} of ${what}`);
+    const content = f.secret !== undefined ? ctx.secrets[f.secret] : renderTemplate(engine.templates[f.template!], data, `${f.template} of ${what}`);
     if (content === undefined) throw new DispatcherError('config_invalid', `secret "${f.secret}" of engine ${engine.name} is missing`);
     return { path, content, mode: f.mode };
   });
@@ -286,24 +223,24 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
   const r = role.readiness;
   const readiness: ProbeSpec =
     r.kind === 'tcp'
-      ? { kind: 'tcp', host: proc.address, port: Number(render(`{{ports.${r.port}}}`, data, `readiness of ${what}`)) }
+      ? { kind: 'tcp', host: proc.address, port: Number(renderTemplate(`{{ports.${r.port}}}`, data, `readiness of ${what}`)) }
       : r.kind === 'command'
       ? {
           kind: 'command',
-          argv: [chosen[r.program], ...r.args.map((a) => render(a, data, `readiness of ${what}`))],
+          argv: [chosen[r.program], ...r.args.map((a) => renderTemplate(a, data, `readiness of ${what}`))],
           ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}),
           // As the process user: the probe reads that user's files (probe.pgpass) and nothing of root's.
           ...(ctx.runAs ? { runAs: { uid: ctx.runAs.uid, gid: ctx.runAs.gid } } : {}),
         }
       : {
           kind: 'http',
-          url: render(r.url, data, `readiness of ${what}`),
+          url: renderTemplate(r.url, data, `readiness of ${what}`),
           ...(r.expectStatus ? { expectStatus: r.expectStatus } : {}),
           ...(r.bodyMatch ? { bodyMatch: r.bodyMatch } : {}),
           ...(r.clusterTls ? { tls: requireTls(data) } : {}),
         };
 
-  const env = Object.fromEntries(Object.entries(role.env).map(([k, v]) => [k, render(v, data, `env ${k} of ${what}`)]));
+  const env = Object.fromEntries(Object.entries(role.env).map(([k, v]) => [k, renderTemplate(v, data, `env ${k} of ${what}`)]));
   const spec: ProcessSpec = {
     id: proc.id,
     role: proc.role,
@@ -320,7 +257,7 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
     restart: { ...DEFAULT_RESTART_POLICY },
   };
   const out: RenderedProcess = { spec, files };
-  if (role.leftoverPidFile) out.leftoverPidFile = resolve(dir, render(role.leftoverPidFile, data, `leftoverPidFile of ${what}`));
+  if (role.leftoverPidFile) out.leftoverPidFile = resolve(dir, renderTemplate(role.leftoverPidFile, data, `leftoverPidFile of ${what}`));
   return out;
 }
 

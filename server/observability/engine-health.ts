@@ -8,7 +8,7 @@
  */
 import type { Plan } from '../../api/plan.js';
 import { agencyStatus } from '../engines/pg-ha-health.js';
-import { hostPort } from '../engines/render.js';
+import { hostPort } from '../engines/template.js';
 import { clusterHttps, type ClusterClientTls } from '../engines/cluster-https.js';
 
 export interface DbMemberHealth {

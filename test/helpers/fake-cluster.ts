@@ -8,7 +8,7 @@ import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess, Role } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessStatus } from '../../api/process-status.js';
-import type { NodeApi } from '../../server/cluster/node.js';
+import type { NodeApi } from '../../server/cluster/node-api.js';
 import type { ClusterHealth } from '../../server/cluster/orchestrator.js';
 import type { RestartActions } from '../../server/core/restart-actions.js';
 import type { Clock } from '../../shared/poll.js';

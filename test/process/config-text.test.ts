@@ -183,7 +183,7 @@ describe('config text: hostile strings are refused or rendered with the benign s
     let same = 0;
     let refused = 0;
     for (const v of [...HOSTILE.filter((h) => !h.includes('\u0000')), '-dir', 'a-b.c', 'x.y_z']) {
-      // Short: a Unix socket path holds 107 bytes (preflight refuses longer data dirs, see server/cluster/node.ts).
+      // Short: a Unix socket path holds 107 bytes (preflight refuses longer data dirs, see server/cluster/preflight.ts).
       const dir = `/var/lib/cd-${v.slice(0, 40)}`;
       let rendered: Map<string, RenderedProcess>;
       try {

@@ -13,7 +13,7 @@ import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stopLeftover } from '../../server/cluster/leftover.js';
-import { removeProcessDir } from '../../server/cluster/node.js';
+import { removeProcessDir } from '../../server/cluster/process-dir.js';
 import { ensureDir, openOwnFileForRead, writeFileForOwner } from '../../server/safe-files.js';
 import { pidAlive } from '../../shared/procfs.js';
 import { processLogDir } from '../../server/supervisor/spawner.js';

@@ -16,7 +16,7 @@ import { certificateInfo, checkIssuedFor, createCa, createKeyAndRequest, signReq
 import { clusterCa, issueCertificates } from '../../server/cluster/issue-certificates.js';
 import { ClusterStore } from '../../server/cluster/store.js';
 import { NodeCertificates } from '../../server/cluster/node-certificates.js';
-import type { NodeApi } from '../../server/cluster/node.js';
+import type { NodeApi } from '../../server/cluster/node-api.js';
 import { nextCaRotationPhase, recordCaRotationOperation } from '../../server/cluster/ca-rotation.js';
 import { X509Certificate } from 'node:crypto';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DispatcherError } from '../../api/errors.js';
 import { machineEngines } from '../../server/machine-engines.js';
-import { resolveUser } from '../../server/cluster/node.js';
+import { resolveUser } from '../../server/cluster/run-as-user.js';
 import { checkDataTree, dataDirMode, withTraverse } from '../../server/data-tree.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
 

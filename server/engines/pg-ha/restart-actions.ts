@@ -8,7 +8,7 @@ import type { PlanProcess } from '../../../api/plan.js';
 import { pollUntil } from '../../../shared/poll.js';
 import { agencyStatus, dbserverState } from '../pg-ha-health.js';
 import { clusterHttps, psqlTlsEnv, type ClusterClientTls } from '../cluster-https.js';
-import { hostPort } from '../render.js';
+import { hostPort } from '../template.js';
 import type { RestartActions } from '../../core/restart-actions.js';
 
 function port(p: PlanProcess, name: string): number {

@@ -1,0 +1,73 @@
+/**
+ * The contracts of one dispatcher's share of cluster work (docs/DESIGN.md, "Components"): NodeApi, which
+ * LocalNode (this machine) and RemoteNode (a peer over HTTPS) both implement, and the two edges LocalNode
+ * is given: the firewall guard and the process renderer.
+ */
+import type { FirewallPolicy, Plan } from '../../api/plan.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ProcessSpec, ProcessStatus } from '../supervisor/types.js';
+import type { ProcessTls } from './node-certificates.js';
+
+export interface NodeApi {
+  readonly id: string;
+  /** Stores the plan and the cluster secrets (never an account). Refuses (409) while another plan is active. */
+  adoptPlan(payload: NodeAdoptPlan): Promise<void>;
+  /** Makes keys for this dispatcher's processes and itself; returns only the certificate requests. */
+  certificateRequests(): Promise<NodeCertificateRequests>;
+  /** Installs the cluster CA and the certificates signed for the pending keys. */
+  installCertificates(payload: NodeInstallCertificates): Promise<void>;
+  /** Trusts this CA bundle from now on (CA rotation); the installed certificates must chain to it. */
+  trustCa(caBundle: string): Promise<void>;
+  /** Checks this machine can run its part of the stored plan. An empty list means ready. */
+  preflight(callerTime: number): Promise<PreflightProblem[]>;
+  /** Installs the firewall guard for the stored plan. */
+  guard(): Promise<GuardStatusView>;
+  /** Reads the guard back and compares it with the plan. */
+  verifyGuard(): Promise<GuardStatusView>;
+  /** Renders, starts and waits until the process is ready (its own probe). */
+  startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus>;
+  stopProcess(processId: string): Promise<void>;
+  setClusterState(state: ClusterState): Promise<void>;
+  status(): Promise<NodeStatusView>;
+  /** Deletes the data dirs of the stored plan's processes on this machine and forgets the plan. */
+  cleanup(confirmName: string): Promise<void>;
+  /** Forgets a plan that never started anything (a launch refused at preflight). */
+  discardPlan(name: string): Promise<void>;
+  /** Last lines of a process's log. */
+  logTail(processId: string, lines: number): Promise<string[]>;
+  /** Applies a new firewall policy with a deadline; the plan keeps the old one until confirmed. */
+  changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView>;
+  /** Confirms the pending firewall change and records it in the stored plan. */
+  confirmFirewall(token: string): Promise<GuardStatusView>;
+  /** Moves the pending change's deadline. */
+  extendFirewall(token: string, confirmWithinSeconds: number): Promise<GuardStatusView>;
+  /** Rolls the pending change back now. */
+  cancelFirewall(token: string): Promise<GuardStatusView>;
+}
+
+/** The firewall as the node sees it (server/firewall provides the real one). */
+export interface NodeGuard {
+  available(plan: Plan): Promise<{ ok: boolean; reason?: string }>;
+  apply(plan: Plan): Promise<GuardStatusView>;
+  verify(plan: Plan): Promise<GuardStatusView>;
+  status(): GuardStatusView | undefined;
+  remove(): Promise<void>;
+  /** Installs the plan's policy, rolling back to the current one unless confirm() comes within `seconds`. */
+  applyWithDeadline(plan: Plan, seconds: number, token: string): Promise<GuardStatusView>;
+  /** Keeps the pending change; false when none is pending (it may have rolled back already). */
+  confirm(token: string): Promise<{ firewall?: FirewallPolicy } | false>;
+  extend(token: string, seconds: number): Promise<boolean>;
+  cancel(token: string): Promise<boolean>;
+}
+
+/** Turns a plan process into a runnable spec plus the files it needs (server/engines provides the real one). */
+export interface ProcessRenderer {
+  render(
+    plan: Plan,
+    processId: string,
+    ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; tls?: ProcessTls },
+  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[] };
+  /** Absolute binary paths the process of this role needs on this machine. */
+  binariesFor(plan: Plan, role: string): string[];
+  generateSecrets(engine: string): Record<string, string>;
+}
