@@ -15,3 +15,16 @@ export function hostAddresses(plan: Plan, proc: PlanProcess): string[] {
   const others = (d?.addresses ?? []).filter((a) => a !== proc.address && isIP(a) !== 0 && isLoopback(a) === isLoopback(proc.address));
   return [proc.address, ...new Set(others)];
 }
+
+/**
+ * The one address for a program that binds a single socket (Patroni 3.0.2's `restapi.listen` takes one
+ * host: `addr1,addr2:port` fails to resolve). A host with one plan address gets exactly that address; a
+ * host with several (IPv4 and IPv6) gets `::`, one dual-stack socket (net.ipv6.bindv6only=0, the kernel's
+ * default), so peers reach it on every plan address. That wildcard also covers the host's other addresses:
+ * docs/FIREWALL.md "Both address families" says why the guard makes that no exposure. Loopback stays
+ * exact: a local cluster must never bind beyond loopback.
+ */
+export function singleSocketAddress(addresses: string[]): string {
+  const [own] = addresses;
+  return addresses.length > 1 && !isLoopback(own) ? '::' : own;
+}

@@ -10,7 +10,7 @@ import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess, Role } from '../../api/plan.js';
 import { DEFAULT_RESTART_POLICY, type ProbeSpec, type ProcessSpec } from '../supervisor/types.js';
 import type { ArgvEntry, Engine } from './types.js';
-import { hostAddresses } from '../core/listen-addresses.js';
+import { hostAddresses, singleSocketAddress } from '../core/listen-addresses.js';
 import { renderTemplate, toCidr } from './template.js';
 
 export interface RenderContext {
@@ -120,6 +120,7 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
     agencySize: agents.length,
     clusterAddresses: addresses,
     hostAddresses: hostAddresses(plan, proc),
+    singleSocketAddress: singleSocketAddress(hostAddresses(plan, proc)),
     // pg_hba sources: the cluster's addresses; on loopback the kernel uses 127.0.0.1 (or ::1) as the source
     // whatever 127.x address was dialled, so a loopback cluster admits the loopback range it lives in.
     hbaSources: [

@@ -8,7 +8,9 @@
  *  - from outside only the coordinator's client ports (and the operator ports: outside is an operator
  *    source) are open, over IPv4 AND IPv6 (every process listens on each plan address of its host);
  *    agency (etcd), Patroni REST and PostgreSQL ports are filtered, IPv4 and IPv6;
- *    from a cluster host the agency ports are reachable; a client outside writes through a coordinator;
+ *    from a cluster host the agency, Patroni and PostgreSQL ports are reachable over IPv4 and IPv6, and
+ *    Patroni REST answers there on both families with the dispatcher's client certificate (and refuses a
+ *    client without one); a client outside writes through a coordinator;
  *  - drift: `nft flush ruleset` on one host is repaired within the drift interval and counted in status;
  *  - shutdown keeps the rules, cleanup removes them; no cluster process is left behind.
  * Everything (namespaces, dispatchers, cluster processes, data dirs) is removed even when a test fails.
@@ -112,7 +114,7 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     (cluster?.dispatchers ?? []).map((d) => `--- ${d.id} output (tail)\n${d.output().split('\n').slice(-30).join('\n')}`).join('\n');
 
   before(async () => {
-    for (const [name, path] of Object.entries({ ...PG_HA_DEBIAN_BINARIES, nmap: '/usr/bin/nmap', nft: '/usr/sbin/nft' })) {
+    for (const [name, path] of Object.entries({ ...PG_HA_DEBIAN_BINARIES, nmap: '/usr/bin/nmap', nft: '/usr/sbin/nft', curl: '/usr/bin/curl' })) {
       try {
         execFileSync('test', ['-x', path]);
       } catch {
@@ -270,6 +272,39 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     assert.ok(internal.some((p) => p.role === 'agent') && internal.some((p) => p.role === 'dbserver'));
     const fromHost2 = await nmap(cluster!.dispatchers[1].host.ns, h1.ipv4, internal.map((p) => p.port));
     for (const p of internal) assert.equal(fromHost2[p.port], 'open', `${p.role} port ${p.port} of host1 from host2`);
+    const fromHost2v6 = await nmap(cluster!.dispatchers[1].host.ns, h1.ipv6, internal.map((p) => p.port));
+    for (const p of internal) assert.equal(fromHost2v6[p.port], 'open', `${p.role} port ${p.port} of host1 from host2 over IPv6`);
+  });
+
+  test('from a cluster host, Patroni REST answers on both families with the dispatcher\'s client certificate, and refuses without one', { timeout: 60_000 }, async () => {
+    assert.ok(launchOp?.state === 'succeeded', 'launch succeeded');
+    // Patroni 3.0.2 binds one socket: "[::]" dual-stack on a host with IPv4 and IPv6 plan addresses.
+    const h1 = cluster!.dispatchers[0].host;
+    const d2 = cluster!.dispatchers[1];
+    const tls = JSON.parse(readFileSync(join(d2.dataDir, 'cluster', 'tls.json'), 'utf8')) as { ca: string; certs: Record<string, string>; keys: Record<string, string> };
+    const pem = (name: string, text: string) => {
+      const f = join(cluster!.root, `rest-${name}.pem`);
+      writeFileSync(f, text, { mode: 0o600 });
+      return f;
+    };
+    const ca = pem('ca', tls.ca);
+    const cert = pem('cert', tls.certs['@dispatcher']);
+    const key = pem('key', tls.keys['@dispatcher']);
+    const rests = plan.processes
+      .filter((p) => p.dispatcher === cluster!.dispatchers[0].id && p.role === 'dbserver')
+      .map((p) => p.ports.find((x) => x.name === 'rest')!.port);
+    assert.ok(rests.length > 0, 'host1 runs a DB server');
+    const curl = (url: string, withCert: boolean) =>
+      net!.exec(d2.host.ns, ['curl', '-sS', '-g', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', ca, ...(withCert ? ['--cert', cert, '--key', key] : []), url], { timeoutMs: 15_000 });
+    for (const port of rests) {
+      for (const addr of [h1.ipv4, `[${h1.ipv6}]`]) {
+        const url = `https://${addr}:${port}/liveness`;
+        const ok = await curl(url, true);
+        assert.equal(ok.stdout.trim(), '200', `${url} from host2 with the client certificate: ${ok.stderr}`);
+        const bare = await curl(url, false);
+        assert.notEqual(bare.stdout.trim(), '200', `${url} from host2 without a client certificate must be refused`);
+      }
+    }
   });
 
   test('a client outside writes through the coordinator with psql (and reads it back from a replica)', { timeout: 60_000 }, async () => {

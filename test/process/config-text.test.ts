@@ -22,6 +22,7 @@ import { validatePlan } from '../../server/core/validate-plan.js';
 import { defaultEngineCatalog } from '../../server/engines/loader.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../server/engines/debian.js';
 import { loadEngine, renderProcess, type RenderedProcess } from '../../server/engines/index.js';
+import { hostAddresses } from '../../server/core/listen-addresses.js';
 
 const ROOT = (() => {
   let d = dirname(fileURLToPath(import.meta.url));
@@ -64,16 +65,9 @@ const HOSTILE = [
 const BASE: Plan = planFromSpecText(readFileSync(join(ROOT, 'examples', 'local.yaml'), 'utf8'));
 const engine = loadEngine('pg-ha');
 const SECRETS = { 'superuser-password': 's1', 'replication-password': 's2', 'rewind-password': 's3', 'rest-password': 's4' };
+// Stand-ins: the configs name the TLS files; their content is never parsed here.
+const TLS = { ca: 'CA-CERTIFICATE-PEM\n', cert: 'PROCESS-CERTIFICATE-PEM\n', key: 'PROCESS-KEY-PEM\n' };
 const work = mkdtempSync(join(tmpdir(), 'cd-config-text-'));
-// `haproxy -c` opens the TLS files the health checks name. The rendered paths point into data dirs that do
-// not exist here, so the check runs on a copy whose ca-file/crt words point at a real certificate made
-// for this test; those words are plain paths already (the haproxy helper allows no other characters).
-const checkCert = join(work, 'check.pem');
-{
-  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(work, 'check.key'), '-out', join(work, 'check.crt'), '-days', '1', '-subj', '/CN=config-text'], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  writeFileSync(checkCert, readFileSync(join(work, 'check.crt'), 'utf8') + readFileSync(join(work, 'check.key'), 'utf8'));
-}
 after(() => rmSync(work, { recursive: true, force: true }));
 
 /** Every user-controlled string field of a plan, as a setter. */
@@ -102,13 +96,26 @@ const FIELDS: Record<string, (p: Plan, v: string) => void> = {
 };
 
 function renderAll(plan: Plan, dispatcherDataDir: string): Map<string, RenderedProcess> {
-  return new Map(plan.processes.map((p) => [p.id, renderProcess(engine, plan, p.id, { dispatcherDataDir, binaries: PG_HA_DEBIAN_BINARIES, secrets: SECRETS, tls: { ca: 'CA-PEM', cert: 'CERT-PEM', key: 'KEY-PEM' } })]));
+  return new Map(plan.processes.map((p) => [p.id, renderProcess(engine, plan, p.id, { dispatcherDataDir, binaries: PG_HA_DEBIAN_BINARIES, secrets: SECRETS, tls: TLS })]));
 }
+
+/** A throwaway self-signed certificate and key for `haproxy -c` (made by openssl, in the work dir). */
+const CHECK_PAIR = (() => {
+  const key = join(work, 'check.key');
+  const ca = join(work, 'check.crt');
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', ca, '-subj', '/CN=config-text', '-days', '1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `openssl: ${r.stderr}`);
+  const pem = join(work, 'check.pem');
+  writeFileSync(pem, readFileSync(ca, 'utf8') + readFileSync(key, 'utf8'), { mode: 0o600 });
+  return { ca, pem };
+})();
 
 /** HAProxy's view: `haproxy -c` must accept the file; the structure is every non-comment line's first word plus bind/server targets. */
 function haproxyStructure(cfg: string, dir: string): string[] {
   const file = join(work, 'haproxy.cfg');
-  writeFileSync(file, cfg.replace(/ ca-file \S+/g, ` ca-file ${join(work, 'check.crt')}`).replace(/ crt \S+/g, ` crt ${checkCert}`));
+  // haproxy -c loads the check's CA and certificate: point them at a real pair (the structure below still
+  // reads the rendered paths).
+  writeFileSync(file, cfg.replace(/ca-file ("(?:[^"\\]|\\.)*"|\S+) crt ("(?:[^"\\]|\\.)*"|\S+)/g, `ca-file ${CHECK_PAIR.ca} crt ${CHECK_PAIR.pem}`));
   const r = spawnSync('/usr/sbin/haproxy', ['-c', '-f', file], { encoding: 'utf8' });
   assert.equal(r.status, 0, `haproxy -c refused the rendered config:\n${r.stdout}${r.stderr}`);
   return cfg
@@ -197,5 +204,26 @@ describe('config text: hostile strings are refused or rendered with the benign s
       same++;
     }
     assert.ok(same >= 3 && refused > 0, `same ${same}, refused ${refused}`);
+  });
+});
+
+describe('Patroni REST on a host with IPv4 and IPv6 plan addresses (docs/FIREWALL.md, "Both address families")', () => {
+  // "Port … already in use" depends on what else runs on this machine, not on the text: left out.
+  const restComplaints = (yml: string): string[] =>
+    patroniStructure(yml, '/var/lib/cluster-dispatcher').complaints.filter((l) => l.startsWith('restapi.listen') && !l.includes('already in use'));
+
+  test('restapi.listen is one dual-stack socket patroni --validate-config accepts; the address list it refuses', () => {
+    const plan = planFromSpecText(readFileSync(join(ROOT, 'examples', 'three-hosts.yaml'), 'utf8'));
+    const dual = plan.processes.find((p) => p.role === 'dbserver' && hostAddresses(plan, p).length > 1);
+    assert.ok(dual, 'examples/three-hosts.yaml has a DB server on a host with two plan addresses');
+    const port = dual.ports.find((x) => x.name === 'rest')!.port;
+    const r = renderProcess(engine, plan, dual.id, { dispatcherDataDir: '/var/lib/cluster-dispatcher', binaries: PG_HA_DEBIAN_BINARIES, secrets: SECRETS, tls: TLS });
+    const yml = r.files.find((f) => f.path.endsWith('/patroni.yml'))!.content;
+    assert.equal((YAML.parse(yml) as { restapi: { listen: string } }).restapi.listen, `[::]:${port}`);
+    assert.deepEqual(restComplaints(yml), []);
+    // Why not exact addresses: Patroni 3.0.2 binds one socket and cannot resolve a list.
+    const list = yml.replace(JSON.stringify(`[::]:${port}`), JSON.stringify(`${hostAddresses(plan, dual).join(',')}:${port}`));
+    assert.notEqual(list, yml);
+    assert.ok(restComplaints(list).some((l) => l.includes('Name or service not known')), restComplaints(list).join('\n'));
   });
 });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { conflictingListener, parseProcNetTcp, portProblem } from '../../server/core/listening-sockets.js';
 import { listeningSockets, localAddresses, portBusy } from '../../server/cluster/listening-sockets.js';
-import { hostAddresses } from '../../server/core/listen-addresses.js';
+import { hostAddresses, singleSocketAddress } from '../../server/core/listen-addresses.js';
 
 const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 621 1 0000000000000000 100 0 0 10 0
@@ -85,5 +85,19 @@ describe('hostAddresses: every plan address a process listens on', () => {
   test('loopback stays loopback and a real address never adds loopback', () => {
     assert.deepEqual(hostAddresses(plan(['127.0.0.1', '10.0.0.11'], '127.0.0.1'), proc('127.0.0.1')), ['127.0.0.1']);
     assert.deepEqual(hostAddresses(plan(['10.0.0.11', '::1'], '10.0.0.11'), proc('10.0.0.11')), ['10.0.0.11']);
+  });
+});
+
+describe('singleSocketAddress: the one bind address of a program that takes one (Patroni REST)', () => {
+  test('one plan address: exactly it', () => {
+    assert.equal(singleSocketAddress(['10.0.0.11']), '10.0.0.11');
+    assert.equal(singleSocketAddress(['fd00::11']), 'fd00::11');
+  });
+  test('several plan addresses: one dual-stack socket', () => {
+    assert.equal(singleSocketAddress(['10.0.0.11', 'fd00::11']), '::');
+  });
+  test('loopback never widens to the wildcard', () => {
+    assert.equal(singleSocketAddress(['127.0.0.2', '127.0.0.3']), '127.0.0.2');
+    assert.equal(singleSocketAddress(['::1', '127.0.0.2']), '::1');
   });
 });
