@@ -149,12 +149,15 @@ before(async () => {
 });
 
 after(async () => {
-  if (tc) {
-    const { leaked } = await tc.teardown();
-    assert.deepEqual(leaked, [], `processes left after teardown: ${leaked.join('\n')}`);
+  try {
+    if (tc) {
+      const { leaked } = await tc.teardown();
+      assert.deepEqual(leaked, [], `processes left after teardown: ${leaked.join('\n')}`);
+    }
+    if (victim) assert.deepEqual(victimState(), victimBefore, 'cleanup changed the root file');
+  } finally {
+    if (victimDir) rmSync(victimDir, { recursive: true, force: true });
   }
-  if (victim) assert.deepEqual(victimState(), victimBefore, 'cleanup changed the root file');
-  if (victimDir) rmSync(victimDir, { recursive: true, force: true });
 });
 
 test('shutdown, plant links and FIFOs at every file the daemon writes, relaunch: replaced, not followed; the data is kept', async () => {
