@@ -126,6 +126,9 @@ describe("README 'Running a dispatcher by hand' on three namespace hosts launche
         c.close();
       }
     }
+    // The README's commands give a dispatcher nothing to complain about (e.g. the 0711 data dir init makes
+    // for --run-as is the intended mode, not a warning).
+    for (const h of hosts) assert.doesNotMatch(h.output, /"level":"(warn|error)"/, `${h.name} started with a warning:\n${h.output}`);
     plan = planFromSpec({
       name: NAME,
       engine: 'pg-ha',
