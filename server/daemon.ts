@@ -15,6 +15,7 @@ import type express from 'express';
 import { DispatcherError } from '../api/errors.js';
 import type { DispatcherConfig } from './config.js';
 import { closeLogger, createLogger, type Logger } from './log.js';
+import { dataDirMode } from './data-tree.js';
 import { ensureCertificate, fingerprint256, tlsServerOptions } from './tls.js';
 import { fileUserDirectory, listUsers, revokeLegacyClusterUsers, type UserDirectory } from './users.js';
 import { createSupervisor } from './supervisor/supervisor.js';
@@ -129,8 +130,11 @@ export async function startDaemon(config: DispatcherConfig, opts: StartDaemonOpt
     for (const fn of cleanups.reverse()) await Promise.resolve(fn()).catch((err) => logger.error('shutdown step failed', { err }));
   };
   try {
+    // 0711 is the intended mode when cluster processes run as another user (they walk to their own process
+    // dirs, docs/SECURITY.md); only bits beyond the mode `init` gives are worth a warning.
     const mode = statSync(config.dataDir).mode & 0o777;
-    if (mode & 0o077) logger.warn('data dir is accessible by other users; it should be 0700', { dataDir: config.dataDir, mode: mode.toString(8) });
+    const expected = dataDirMode(Boolean(config.runAs));
+    if (mode & ~expected) logger.warn(`data dir is accessible by other users; it should be 0${expected.toString(8)}`, { dataDir: config.dataDir, mode: mode.toString(8) });
 
     const { cert, key } = await tlsMaterial(config);
     const fingerprint = fingerprint256(cert);
