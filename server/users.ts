@@ -84,7 +84,7 @@ export async function readUsersFile(file: string): Promise<UsersFileContent> {
   }
   try {
     const data = JSON.parse(text) as UsersFileContent;
-    if (data?.version !== 1 || typeof data.users !== 'object' || data.users === null) throw new Error('unexpected structure');
+    if (data?.version !== 1 || typeof data.users !== 'object' || data.users === null) throw new DispatcherError('state_damaged', 'unexpected structure');
     return data;
   } catch (err) {
     throw new DispatcherError('state_damaged', `users file ${file} is damaged (${(err as Error).message}); fix or remove it`, { cause: err });

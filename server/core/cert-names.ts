@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import type { Plan } from '../../api/plan.js';
+import { DispatcherError } from '../../api/errors.js';
 
 export interface CertificateNames {
   commonName: string;
@@ -39,7 +40,7 @@ function withLoopbackSource(ips: string[]): string[] {
  */
 export function processCertificateNames(plan: Plan, processId: string): CertificateNames {
   const p = plan.processes.find((x) => x.id === processId);
-  if (!p) throw new Error(`process ${processId} is not in plan ${plan.name}`);
+  if (!p) throw new DispatcherError('not_found', `process ${processId} is not in plan ${plan.name}`);
   const ips = [...hostAddresses(plan, p.dispatcher), ...(isIP(p.address) ? [p.address] : [])];
   if (p.role === 'dbserver') for (const c of plan.processes.filter((x) => x.role === 'coordinator')) if (isIP(c.address)) ips.push(c.address);
   return { commonName: `${p.id}.${plan.name}`, ips: withLoopbackSource([...new Set(ips)]), dns: [] };

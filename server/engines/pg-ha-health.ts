@@ -204,7 +204,7 @@ export async function coordinatorRouting(plan: Plan, processId: string, opts: He
   const p = proc(plan, processId, 'coordinator');
   try {
     const r = await http(`http://${hostPort(p.address, port(p, 'stats'))}/;csv`, { method: 'GET' }, opts.timeoutMs ?? 2000);
-    if (r.status !== 200) throw new Error(`status ${r.status}`);
+    if (r.status !== 200) throw new DispatcherError('operation_failed', `status ${r.status}`);
     return parseHaproxyCsv(p.id, r.body);
   } catch {
     return { id: p.id, reachable: false, checked: false, primariesUp: [], replicasUp: [], ok: false };

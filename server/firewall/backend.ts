@@ -6,6 +6,7 @@
  * argv arrays, rule text on stdin).
  */
 import { execFile } from 'node:child_process';
+import { DispatcherError } from '../../api/errors.js';
 import type { GuardPolicy } from '../core/firewall-policy.js';
 
 export interface ExecResult {
@@ -88,6 +89,6 @@ export async function conntrackWarnings(exec: ExecFn, policy: GuardPolicy): Prom
 /** Runs a command and throws a readable Error on failure (the Guard turns it into a DispatcherError). */
 export async function mustRun(exec: ExecFn, argv: string[], input?: string): Promise<string> {
   const r = await exec(argv, { input });
-  if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (exit ${r.code}): ${r.stderr.trim().slice(0, 2000)}`);
+  if (r.code !== 0) throw new DispatcherError('operation_failed', `${argv.join(' ')} failed (exit ${r.code}): ${r.stderr.trim().slice(0, 2000)}`);
   return r.stdout;
 }

@@ -153,7 +153,7 @@ export function createApp(ctx: AppContext, modules: RouteModule[], opts: CreateA
     m.register(r, ctx);
     // The class "an operator route under the node prefix" cannot exist: refuse to start with one.
     const misplaced = routesOf(r).filter((x) => x.path.toLowerCase().startsWith(NODE_PREFIX));
-    if (misplaced.length) throw new Error(`module ${m.name} registers ${misplaced.map((x) => x.path).join(', ')} as operator routes; node routes belong in registerPeer`);
+    if (misplaced.length) throw new DispatcherError('internal', `module ${m.name} registers ${misplaced.map((x) => x.path).join(', ')} as operator routes; node routes belong in registerPeer`);
     collect(r, m.name, 'operator');
     operatorRouter.use(r);
     if (m.registerPeer) {
