@@ -154,7 +154,7 @@ export const PlanSchema = z
     engine: EngineNameSchema,
     /**
      * Optional choice of binary per PROGRAM (for upgrades): program name -> one of the paths that machine's
-     * config allows for that same program. A plan can never make a role run another program (DESIGN §7).
+     * config allows for that same program. A plan can never make a role run another program (docs/SECURITY.md, "Process user").
      */
     binaries: z.record(ProgramNameSchema, SafeTextSchema.pipe(z.string().min(1).max(1024))).default({}),
     dataRoot: RelativePathSchema,
