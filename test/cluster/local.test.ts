@@ -116,6 +116,17 @@ test('dispatch local gives a working cluster; --down --purge leaves nothing runn
     assert.equal(kinds.filter((k) => k.includes(what)).length, n, `${n} ${what} running:\n${kinds.join('\n')}`);
   }
 
+  // Quiesce before the crash: every replica has flushed all of the leader's WAL, so whichever member
+  // Patroni makes leader after the reboot, no member holds WAL the others lack. What this test checks is
+  // that `dispatch local` brings the cluster back; a crash with WAL in flight needs pg_rewind, which is
+  // Patroni's part (see the closing note of this change: not covered here).
+  let caughtUp = '';
+  for (let k = 0; k < 150 && caughtUp !== '2'; k++) {
+    caughtUp = await psql(c.port, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND flush_lsn = pg_current_wal_lsn()").catch(() => '');
+    if (caughtUp !== '2') await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(caughtUp, '2', 'both replicas caught up with the leader before the reboot');
+
   // A "reboot": every daemon and cluster process SIGKILLed. The README's command again brings the cluster
   // back with its data (init never changes the existing tree's modes; success only when healthy).
   for (const p of pids) {
@@ -128,7 +139,13 @@ test('dispatch local gives a working cluster; --down --purge leaves nothing runn
   for (let k = 0; k < 50 && pids.some(pidAlive); k++) await new Promise((r) => setTimeout(r, 200));
   assert.deepEqual(pids.filter(pidAlive), [], 'everything was killed');
   const again = await dispatch(['local', ...common, '--json']);
-  assert.equal(again.code, 0, `dispatch local after a reboot failed:\n${again.stderr}\n${again.stdout}`);
+  if (again.code !== 0) {
+    // Say why: the log tail of every process that is not ready.
+    const view2 = JSON.parse((await dispatch(['status', '--json'], 30_000)).stdout || '{"processes":[]}');
+    const tails: string[] = [];
+    for (const p of view2.processes.filter((x: { state: string }) => x.state !== 'ready')) tails.push(`--- ${p.id} (${p.state})\n${(await dispatch(['logs', p.id, '-n', '40'], 30_000)).stdout}`);
+    assert.fail(`dispatch local after a reboot failed:\n${again.stderr}\n${again.stdout}\n${tails.join('\n')}`);
+  }
   const st2 = await dispatch(['status', '--json'], 30_000);
   assert.ok(JSON.parse(st2.stdout).processes.every((p: { state: string }) => p.state === 'ready'), st2.stdout);
   assert.equal(await psql(c.port, 'SELECT x FROM hello'), 'local', 'the rows written before the reboot are served');
