@@ -82,4 +82,42 @@ export interface PlanDiffView {
   base: PlanVersion;
   proposed: { hash: string };
   diff: PlanDiff;
+  /** The scale operation this change amounts to with the cluster's health now: its steps, or every reason it would be refused. */
+  scale: ScalePlan;
+}
+
+/**
+ * One step of a scale operation (docs/DESIGN.md, "Scaling"), in the order it would run. What the dry run
+ * shows; the scale operations execute the same list.
+ */
+export type ScaleStep =
+  /** First contact with a new dispatcher: it adopts the new plan version (docs/SECURITY.md, "first contact"). */
+  | { kind: 'adopt-dispatcher'; host: string }
+  /** Every host's guard lets the new hosts' addresses in, BEFORE any of their processes start. */
+  | { kind: 'widen-firewall'; hosts: string[]; addresses: string[] }
+  /** A dead member leaves the agency first, so the new one does not join a cluster that has lost a vote. */
+  | { kind: 'remove-dead-agent'; process: string; host: string }
+  /** `etcd member add`, then the new member starts with --initial-cluster-state=existing; one at a time. */
+  | { kind: 'add-agent'; process: string; host: string }
+  /** A new DB server starts and joins as a Patroni replica (it clones from the leader). */
+  | { kind: 'add-dbserver'; process: string; host: string }
+  | { kind: 'add-coordinator'; process: string; host: string }
+  /** Coordinators re-render their config for the new DB server list and reload gracefully. */
+  | { kind: 'reconfigure-coordinators'; processes: string[] }
+  /** The Patroni leader, if it is on a DB server that goes, is moved to one that stays first. */
+  | { kind: 'switchover-away'; from: string[] }
+  | { kind: 'remove-coordinator'; process: string; host: string }
+  /** Stop, then `patronictl remove` of its member key. */
+  | { kind: 'remove-dbserver'; process: string; host: string }
+  /** `etcd member remove`, then stop; one at a time, quorum checked before each. */
+  | { kind: 'remove-agent'; process: string; host: string }
+  /** After the processes are gone: every remaining host's guard stops letting the old hosts in. */
+  | { kind: 'shrink-firewall'; hosts: string[]; addresses: string[] }
+  /** The dispatcher forgets the cluster (its data dirs are kept; cleanup is explicit). */
+  | { kind: 'release-dispatcher'; host: string };
+
+/** The scale operation a proposed plan amounts to: its steps, or why it would be refused (every reason). */
+export interface ScalePlan {
+  steps: ScaleStep[];
+  problems: { path: string; message: string }[];
 }

@@ -3,7 +3,7 @@
  * running version — settings, dispatchers, processes with their ports, and every host's firewall rules as
  * +/- lines — and how to apply it against that version only. Pure: the diff comes from the dispatcher.
  */
-import type { FieldChange, PlanDiffView, PlanVersion, ProcessSummary } from '../api/plan-version.js';
+import type { FieldChange, PlanDiffView, PlanVersion, ProcessSummary, ScaleStep } from '../api/plan-version.js';
 
 const show = (v: unknown) => (v === undefined ? '(none)' : JSON.stringify(v));
 
@@ -14,6 +14,24 @@ function fieldLines(changes: FieldChange[], indent: string): string[] {
 function processLine(sign: '+' | '-', p: ProcessSummary): string {
   const ports = p.ports.map((x) => `${x.name} ${x.port} (${x.exposure})`).join(', ');
   return `${sign} process ${p.id}: ${p.role} on ${p.host} ${p.address}; ports ${ports}`;
+}
+
+function stepText(s: ScaleStep): string {
+  switch (s.kind) {
+    case 'widen-firewall':
+      return `widen the firewall on ${s.hosts.join(', ')} to let in ${s.addresses.join(', ')}`;
+    case 'shrink-firewall':
+      return `shrink the firewall on ${s.hosts.join(', ')}: ${s.addresses.join(', ')} no longer let in`;
+    case 'reconfigure-coordinators':
+      return `reconfigure coordinators ${s.processes.join(', ')} (re-render, graceful reload)`;
+    case 'switchover-away':
+      return `move the Patroni leader away from ${s.from.join(', ')} (switchover, if it leads)`;
+    case 'adopt-dispatcher':
+    case 'release-dispatcher':
+      return `${s.kind} ${s.host}`;
+    default:
+      return `${s.kind} ${s.process} on ${s.host}`;
+  }
 }
 
 /** `N:HASH`, the form `--base-version` takes. */
@@ -42,6 +60,11 @@ export function formatPlanDiff(view: PlanDiffView): string {
   }
   const unchanged = diff.firewall.filter((h) => h.change === 'unchanged').map((h) => h.host);
   if (unchanged.length) out.push(`  firewall rules unchanged on: ${unchanged.join(', ')}`);
+  if (view.scale.problems.length) {
+    out.push('', 'as a scale operation it would be REFUSED:', ...view.scale.problems.map((p) => `  - ${p.path}: ${p.message}`));
+  } else if (view.scale.steps.length) {
+    out.push('', 'scale steps, in order:', ...view.scale.steps.map((s, i) => `  ${String(i + 1).padStart(2)}. ${stepText(s)}`));
+  }
   out.push('', `computed against version ${base.number}; a change made with --base-version ${formatBaseVersion(base)} is refused if the plan changed since`, '');
   return out.join('\n');
 }

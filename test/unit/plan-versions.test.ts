@@ -14,6 +14,7 @@ import type { RuleLineChange } from '../../api/plan-version.js';
 import { assertBaseVersion, canonicalJson, nextHistory, planHash, PLAN_HISTORY_LIMIT } from '../../server/core/plan-version.js';
 import { lineDiff, LCS_CELL_LIMIT } from '../../server/core/line-diff.js';
 import { diffPlans } from '../../server/core/plan-diff.js';
+import { planScale } from '../../server/core/scale-plan.js';
 import { guardPolicyFromPlan } from '../../server/core/firewall-policy.js';
 import { renderNft } from '../../server/core/firewall-render.js';
 import { ClusterStore } from '../../server/cluster/store.js';
@@ -216,11 +217,17 @@ describe('plan diff', () => {
   });
 
   test('`dispatch plan --diff` text (golden)', () => {
-    const view = { base: { number: 2, hash: planHash(guardPlan) }, proposed: { hash: planHash(scaledOut()) }, diff: diffPlans(guardPlan, scaledOut()) };
+    const view = { base: { number: 2, hash: planHash(guardPlan) }, proposed: { hash: planHash(scaledOut()) }, diff: diffPlans(guardPlan, scaledOut()), scale: planScale(guardPlan, scaledOut()) };
     const text = formatPlanDiff(view);
     expectGolden('plan-diff/scale-out.txt', text);
     assert.match(text, /--base-version 2:[0-9a-f]{16}/);
-    assert.match(formatPlanDiff({ ...view, diff: diffPlans(guardPlan, guardPlan) }), /no changes/);
+    assert.match(text, /scale steps, in order:\n   1\. adopt-dispatcher d4\n   2\. widen the firewall on d1, d2, d3, d4 to let in 10\.0\.0\.4, fd00:10::4\n   3\. add-dbserver db-4 on d4/);
+    assert.match(formatPlanDiff({ ...view, diff: diffPlans(guardPlan, guardPlan), scale: { steps: [], problems: [] } }), /no changes/);
+    const refused = formatPlanDiff({ ...view, scale: planScale(guardPlan, scaledOut(), { downProcesses: new Set(['agent-1', 'agent-2']) }) });
+    assert.match(refused, /would be REFUSED:\n  - processes: the agency has lost quorum \(1 live of 3 members, a majority needs 2\)/);
+    const moved = structuredClone(guardPlan);
+    moved.processes[0].ports[0].port = 2479;
+    assert.match(formatPlanDiff({ ...view, diff: diffPlans(guardPlan, moved), scale: planScale(guardPlan, moved) }), /would be REFUSED:\n  - processes\[0\]: process agent-1 stays but changes/);
   });
 });
 

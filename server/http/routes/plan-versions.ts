@@ -1,7 +1,8 @@
 /**
  * The running plan and its version (GET /v1/cluster/plan), and the dry run of a plan change
  * (POST /v1/cluster/plan/diff), like `nomad job plan`: nothing is stored or applied; the answer names the
- * version it was computed against, which a change then carries as its base (docs/DESIGN.md, "Plan versions").
+ * version it was computed against, which a change then carries as its base, and the scale steps the change
+ * amounts to with the cluster's health now (or why it would be refused) (docs/DESIGN.md, "Plan versions").
  */
 import { PlanDiffRequestSchema, type PlanDiffView, type RunningPlanView } from '../../../api/plan-version.js';
 import { DispatcherError } from '../../../api/errors.js';
@@ -10,6 +11,7 @@ import { commonErrors, problemResponse } from '../openapi.js';
 import { assertValidPlan } from '../../core/validate-plan.js';
 import { diffPlans } from '../../core/plan-diff.js';
 import { planHash } from '../../core/plan-version.js';
+import { planScale, scaleHealthOf } from '../../core/scale-plan.js';
 import { defaultEngineCatalog } from '../../engines/loader.js';
 import type { ClusterStore } from '../../cluster/store.js';
 
@@ -28,13 +30,21 @@ export const planVersionsModule: RouteModule = {
       const view: RunningPlanView = { cluster: snap.plan.name, state: snap.state, version: store.version(), history: store.history(), plan: snap.plan };
       res.json(view);
     });
-    router.post('/v1/cluster/plan/diff', (req, res) => {
+    router.post('/v1/cluster/plan/diff', async (req, res) => {
       const store = ctx.cluster.store;
-      const snap = running(store);
+      running(store);
       const { plan: input } = validate(PlanDiffRequestSchema, req.body);
       // The same one validation as a launch: every problem of the proposed plan, with its path (400).
       const proposed = assertValidPlan(input, defaultEngineCatalog());
-      const view: PlanDiffView = { base: store.version(), proposed: { hash: planHash(proposed) }, diff: diffPlans(snap.plan, proposed) };
+      // The scale steps depend on what answers now (a dead host's members count against quorum).
+      const health = scaleHealthOf(await ctx.cluster.orchestrator.status());
+      const snap = running(store);
+      const view: PlanDiffView = {
+        base: store.version(),
+        proposed: { hash: planHash(proposed) },
+        diff: diffPlans(snap.plan, proposed),
+        scale: planScale(snap.plan, proposed, health),
+      };
       res.json(view);
     });
   },
