@@ -26,12 +26,21 @@ export interface PlanVersionEntry extends PlanVersion {
 /** POST /v1/cluster/plan/diff: the plan you would apply; the answer names the version it was computed against. */
 export const PlanDiffRequestSchema = z.object({ plan: PlanSchema }).strict();
 
+/** The plan version each dispatcher of the plan stores (absent when it did not answer). */
+export interface DispatcherPlanVersion {
+  id: string;
+  reachable: boolean;
+  version?: PlanVersion;
+}
+
 /** GET /v1/cluster/plan. */
 export interface RunningPlanView {
   cluster: string;
   state: string;
   version: PlanVersion;
   history: PlanVersionEntry[];
+  /** Every dispatcher's version: one that answers with another version missed a change. */
+  dispatchers: DispatcherPlanVersion[];
   plan: z.infer<typeof PlanSchema>;
 }
 
@@ -82,6 +91,8 @@ export interface PlanDiffView {
   base: PlanVersion;
   proposed: { hash: string };
   diff: PlanDiff;
+  /** Dispatchers that answered with another version than `base` (they missed a change), or did not answer. */
+  behind: DispatcherPlanVersion[];
   /** The scale operation this change amounts to with the cluster's health now: its steps, or every reason it would be refused. */
   scale: ScalePlan;
 }

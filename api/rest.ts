@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { FirewallPolicySchema, PlanSchema, RoleSchema, type FirewallPolicy, type Plan } from './plan.js';
 import type { ProcessStatus } from './process-status.js';
-import { PlanVersionSchema } from './plan-version.js';
+import { PlanVersionSchema, type PlanVersion } from './plan-version.js';
 
 /**
  * The plan version a change was computed against (from `GET /v1/cluster/plan` or a diff): when given and
@@ -134,6 +134,8 @@ export interface NodeStatusView {
   processes: ProcessStatus[];
   guard?: GuardStatusView;
   certificates?: CertificateView[];
+  /** The plan version this dispatcher stores (docs/DESIGN.md, "Plan versions"): a peer that missed a change shows another one. */
+  planVersion?: PlanVersion;
 }
 
 export type ClusterState = 'none' | 'launching' | 'running' | 'failed' | 'shutdown' | 'cleaned';
@@ -154,7 +156,7 @@ export interface ClusterView {
   name: string | null;
   engine?: string;
   state: ClusterState;
-  dispatchers: { id: string; endpoint: string; reachable: boolean; error?: string; guard?: GuardStatusView }[];
+  dispatchers: { id: string; endpoint: string; reachable: boolean; error?: string; guard?: GuardStatusView; planVersion?: PlanVersion }[];
   processes: ClusterProcessView[];
   coordinators: { id: string; host: string; port: number; readOnlyPort?: number }[];
   activeOperation?: string;
@@ -247,6 +249,7 @@ export const NodeStatusViewSchema = z.object({
   processes: z.array(ProcessStatusSchema),
   guard: GuardStatusViewSchema.optional(),
   certificates: z.array(CertificateViewSchema).optional(),
+  planVersion: PlanVersionSchema.optional(),
 });
 
 export const PreflightProblemSchema = z.object({ host: z.string(), check: z.string(), message: z.string() });

@@ -42,6 +42,9 @@ export function formatBaseVersion(v: PlanVersion): string {
 export function formatPlanDiff(view: PlanDiffView): string {
   const { diff, base } = view;
   const out: string[] = [`cluster ${diff.cluster}: proposed plan ${view.proposed.hash} against the running plan, version ${base.number} (${base.hash})`];
+  for (const d of view.behind) {
+    out.push(`! dispatcher ${d.id} ${!d.reachable ? 'did not answer' : d.version ? `stores version ${d.version.number} (${d.version.hash}): it missed a change` : 'stores no plan version'}`);
+  }
   if (!diff.changed) return out.concat('no changes', '').join('\n');
   for (const c of diff.settings) out.push(`~ setting ${c.path}: ${show(c.from)} => ${show(c.to)}`);
   for (const id of diff.dispatchers.added) out.push(`+ dispatcher ${id}`);

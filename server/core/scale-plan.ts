@@ -4,7 +4,8 @@
  * other without losing the agency's quorum — or every reason to refuse. The rules:
  * - a scale change adds or removes dispatchers and processes; anything that stays must stay the same
  *   (ports, addresses, binaries and policy have their own operations: restart --upgrade, firewall apply);
- * - firewall sets widen before a new host's processes start, and shrink only after the old ones are gone;
+ * - firewall sets widen before a new host's processes start, and shrink only after the old ones are gone
+ *   (by the addresses no remaining host shares);
  * - etcd membership changes one member at a time, dead members leave first, and no change may leave the
  *   agency without a majority of live voting members (etcd's runtime-reconfiguration rule);
  * - the Patroni leader is moved off a DB server before that server goes; at least one DB server stays.
@@ -43,8 +44,10 @@ function unchangedProblems(running: Plan, proposed: Plan): Problem[] {
   return problems;
 }
 
-function addressesOf(plan: Plan, hosts: readonly string[]): string[] {
-  return plan.dispatchers.filter((d) => hosts.includes(d.id)).flatMap((d) => d.addresses);
+/** Addresses of `hosts` that no other host of `plan` has (hosts may share one, e.g. loopback). */
+function ownAddresses(plan: Plan, hosts: readonly string[]): string[] {
+  const others = new Set(plan.dispatchers.filter((d) => !hosts.includes(d.id)).flatMap((d) => d.addresses));
+  return [...new Set(plan.dispatchers.filter((d) => hosts.includes(d.id)).flatMap((d) => d.addresses))].filter((a) => !others.has(a));
 }
 
 /**
@@ -125,7 +128,8 @@ export function planScale(running: Plan, proposed: Plan, health: ScaleHealth = {
   const steps: ScaleStep[] = [];
   for (const host of newHosts) steps.push({ kind: 'adopt-dispatcher', host });
   const stay = proposed.dispatchers.map((d) => d.id);
-  if (newHosts.length) steps.push({ kind: 'widen-firewall', hosts: stay, addresses: addressesOf(proposed, newHosts) });
+  const widen = ownAddresses(proposed, newHosts);
+  if (widen.length) steps.push({ kind: 'widen-firewall', hosts: stay, addresses: widen });
   steps.push(...agency.filter((s) => s.kind === 'remove-dead-agent' || s.kind === 'add-agent'));
   for (const p of byRole(added, 'dbserver')) steps.push({ kind: 'add-dbserver', process: p.id, host: p.dispatcher });
   const keptCoordinators = proposed.processes.filter((p) => p.role === 'coordinator' && runningIds.has(p.id)).map((p) => p.id);
@@ -141,7 +145,8 @@ export function planScale(running: Plan, proposed: Plan, health: ScaleHealth = {
   // Coordinators stop routing to removed DB servers once those are gone (Patroni no longer lists them).
   if (byRole(removed, 'dbserver').length && keptCoordinators.length && dbChanged) steps.push({ kind: 'reconfigure-coordinators', processes: keptCoordinators });
   steps.push(...agency.filter((s) => s.kind === 'remove-agent'));
-  if (goneHosts.length) steps.push({ kind: 'shrink-firewall', hosts: stay, addresses: addressesOf(running, goneHosts) });
+  const shrink = ownAddresses(running, goneHosts);
+  if (shrink.length) steps.push({ kind: 'shrink-firewall', hosts: stay, addresses: shrink });
   for (const host of goneHosts.filter((h) => !downHosts.has(h))) steps.push({ kind: 'release-dispatcher', host });
   return { steps, problems: [] };
 }

@@ -217,12 +217,14 @@ describe('plan diff', () => {
   });
 
   test('`dispatch plan --diff` text (golden)', () => {
-    const view = { base: { number: 2, hash: planHash(guardPlan) }, proposed: { hash: planHash(scaledOut()) }, diff: diffPlans(guardPlan, scaledOut()), scale: planScale(guardPlan, scaledOut()) };
+    const view = { base: { number: 2, hash: planHash(guardPlan) }, proposed: { hash: planHash(scaledOut()) }, diff: diffPlans(guardPlan, scaledOut()), behind: [], scale: planScale(guardPlan, scaledOut()) };
     const text = formatPlanDiff(view);
     expectGolden('plan-diff/scale-out.txt', text);
     assert.match(text, /--base-version 2:[0-9a-f]{16}/);
     assert.match(text, /scale steps, in order:\n   1\. adopt-dispatcher d4\n   2\. widen the firewall on d1, d2, d3, d4 to let in 10\.0\.0\.4, fd00:10::4\n   3\. add-dbserver db-4 on d4/);
     assert.match(formatPlanDiff({ ...view, diff: diffPlans(guardPlan, guardPlan), scale: { steps: [], problems: [] } }), /no changes/);
+    const behind = formatPlanDiff({ ...view, behind: [{ id: 'd2', reachable: true, version: { number: 1, hash: '0123456789abcdef' } }, { id: 'd3', reachable: false }] });
+    assert.match(behind, /! dispatcher d2 stores version 1 \(0123456789abcdef\): it missed a change\n! dispatcher d3 did not answer/);
     const refused = formatPlanDiff({ ...view, scale: planScale(guardPlan, scaledOut(), { downProcesses: new Set(['agent-1', 'agent-2']) }) });
     assert.match(refused, /would be REFUSED:\n  - processes: the agency has lost quorum \(1 live of 3 members, a majority needs 2\)/);
     const moved = structuredClone(guardPlan);

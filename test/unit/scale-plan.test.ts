@@ -76,6 +76,22 @@ describe('scale planner', () => {
     assert.deepEqual(r.steps.at(-2), { kind: 'shrink-firewall', hosts: ['d1', 'd2'], addresses: ['10.0.0.3', 'fd00:10::3'] });
   });
 
+  test('an address another host keeps (or already had) is neither removed from nor added to the sets', () => {
+    const shared = grown((p) => {
+      p.dispatchers.push({ ...p.dispatchers[0], id: 'd4', endpoint: 'https://10.0.0.1:8529', addresses: ['10.0.0.1', '10.0.0.44'] });
+      p.processes.push(proc('db-4', 'dbserver', 'd4', 1));
+    });
+    const out = planScale(guardPlan, shared);
+    assert.deepEqual(out.steps.find((s) => s.kind === 'widen-firewall'), { kind: 'widen-firewall', hosts: ['d1', 'd2', 'd3', 'd4'], addresses: ['10.0.0.44'] });
+    const back = planScale(shared, guardPlan);
+    assert.deepEqual(back.steps.find((s) => s.kind === 'shrink-firewall'), { kind: 'shrink-firewall', hosts: ['d1', 'd2', 'd3'], addresses: ['10.0.0.44'] });
+    const sameAddress = grown((p) => {
+      p.dispatchers.push({ ...p.dispatchers[0], id: 'd4', endpoint: 'https://10.0.0.1:8529' });
+      p.processes.push(proc('db-4', 'dbserver', 'd4', 1));
+    });
+    assert.ok(!planScale(guardPlan, sameAddress).steps.some((s) => s.kind === 'widen-firewall'));
+  });
+
   test('scale in that would lose quorum is refused with the reason (a member is already down)', () => {
     const next = grown((p) => (p.processes = p.processes.filter((x) => x.id !== 'agent-3')));
     const r = planScale(guardPlan, next, { downProcesses: new Set(['agent-2']) });

@@ -4,7 +4,8 @@
  * version it was computed against, which a change then carries as its base, and the scale steps the change
  * amounts to with the cluster's health now (or why it would be refused) (docs/DESIGN.md, "Plan versions").
  */
-import { PlanDiffRequestSchema, type PlanDiffView, type RunningPlanView } from '../../../api/plan-version.js';
+import { PlanDiffRequestSchema, type DispatcherPlanVersion, type PlanDiffView, type RunningPlanView } from '../../../api/plan-version.js';
+import type { ClusterView } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
@@ -21,13 +22,19 @@ function running(store: ClusterStore) {
   return snap;
 }
 
+function dispatcherVersions(view: ClusterView): DispatcherPlanVersion[] {
+  return view.dispatchers.map((d) => ({ id: d.id, reachable: d.reachable, ...(d.planVersion ? { version: d.planVersion } : {}) }));
+}
+
 export const planVersionsModule: RouteModule = {
   name: 'plan-versions',
   register(router, ctx) {
-    router.get('/v1/cluster/plan', (_req, res) => {
+    router.get('/v1/cluster/plan', async (_req, res) => {
       const store = ctx.cluster.store;
+      running(store);
+      const cluster = await ctx.cluster.orchestrator.status();
       const snap = running(store);
-      const view: RunningPlanView = { cluster: snap.plan.name, state: snap.state, version: store.version(), history: store.history(), plan: snap.plan };
+      const view: RunningPlanView = { cluster: snap.plan.name, state: snap.state, version: store.version(), history: store.history(), dispatchers: dispatcherVersions(cluster), plan: snap.plan };
       res.json(view);
     });
     router.post('/v1/cluster/plan/diff', async (req, res) => {
@@ -37,13 +44,15 @@ export const planVersionsModule: RouteModule = {
       // The same one validation as a launch: every problem of the proposed plan, with its path (400).
       const proposed = assertValidPlan(input, defaultEngineCatalog());
       // The scale steps depend on what answers now (a dead host's members count against quorum).
-      const health = scaleHealthOf(await ctx.cluster.orchestrator.status());
+      const cluster = await ctx.cluster.orchestrator.status();
       const snap = running(store);
+      const base = store.version();
       const view: PlanDiffView = {
-        base: store.version(),
+        base,
         proposed: { hash: planHash(proposed) },
         diff: diffPlans(snap.plan, proposed),
-        scale: planScale(snap.plan, proposed, health),
+        behind: dispatcherVersions(cluster).filter((d) => !d.version || d.version.hash !== base.hash || d.version.number !== base.number),
+        scale: planScale(snap.plan, proposed, scaleHealthOf(cluster)),
       };
       res.json(view);
     });
