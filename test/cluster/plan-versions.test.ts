@@ -70,6 +70,8 @@ test('the launched plan is version 1, with the same hash on every dispatcher', a
     assert.equal(v.version.hash, views[0].version.hash);
     assert.deepEqual(v.history.map((h) => h.number), [1]);
     assert.equal(v.cluster, 'planver');
+    // Each dispatcher also reports what its peers store (GET /v1/node/status carries the version).
+    assert.deepEqual(v.dispatchers, plan.dispatchers.map((d) => ({ id: d.id, reachable: true, version: views[0].version })));
   }
 });
 
@@ -78,6 +80,8 @@ test('dry run: the same plan changes nothing; a moved coordinator port changes t
   const same = await tc.client(1).post<PlanDiffView>('/v1/cluster/plan/diff', { plan });
   assert.equal(same.diff.changed, false);
   assert.deepEqual(same.base, base);
+  assert.deepEqual(same.behind, []);
+  assert.deepEqual(same.scale, { steps: [], problems: [] });
 
   const moved = structuredClone(plan);
   const coord = moved.processes.find((p) => p.role === 'coordinator')!;
@@ -102,6 +106,9 @@ test('dry run: the same plan changes nothing; a moved coordinator port changes t
   const view = JSON.parse(j.stdout) as PlanDiffView;
   assert.deepEqual(view.diff.processes.changed.map((c) => c.id), [coord.id]);
   assert.deepEqual(view.diff.firewall.filter((f) => f.change !== 'unchanged').map((f) => f.host), [coord.dispatcher]);
+  // A moved port is not a scale change: the dry run says so, naming the process.
+  assert.match(view.scale.problems.map((p) => p.message).join('\n'), new RegExp(`process ${coord.id} stays but changes`));
+  assert.match(r.stdout, /as a scale operation it would be REFUSED/);
   // A dry run stores nothing.
   assert.deepEqual((await running(0)).version, base);
 });
@@ -123,6 +130,44 @@ test('a bad proposed plan is a 400 naming every problem; the CLI exits 2', async
   const r = await dispatch(['plan', '--diff', file]);
   assert.equal(r.code, 2, r.stdout + r.stderr);
   assert.match(r.stderr, /processes\[0\]\.ports\[0\]\.port/);
+});
+
+test('the dry run with a dispatcher down: named as not answering; removing its host removes its dead members first, asks it nothing', async () => {
+  const i = 2;
+  const gone = plan.dispatchers[i].id;
+  await tc.dispatchers[i].kill9();
+  try {
+    const shrunk = structuredClone(plan);
+    shrunk.dispatchers = shrunk.dispatchers.filter((d) => d.id !== gone);
+    const movedAway = shrunk.processes.filter((p) => p.dispatcher === gone);
+    shrunk.processes = shrunk.processes.filter((p) => p.dispatcher !== gone);
+    // Keep the agency odd: one more live agent goes too (3 → 1), after the dead one.
+    const secondAgent = shrunk.processes.filter((p) => p.role === 'agent').at(-1)!;
+    shrunk.processes = shrunk.processes.filter((p) => p.id !== secondAgent.id);
+    movedAway.push(secondAgent);
+    const view = await tc.client(0).post<PlanDiffView>('/v1/cluster/plan/diff', { plan: shrunk });
+    assert.deepEqual(view.behind, [{ id: gone, reachable: false }]);
+    assert.deepEqual(view.diff.dispatchers.removed, [gone]);
+    assert.deepEqual(view.diff.processes.removed.map((p) => p.id).sort(), movedAway.map((p) => p.id).sort());
+    assert.equal(view.diff.firewall.find((f) => f.host === gone)!.change, 'removed');
+    // Its processes count as down: the dead agent leaves first, its DB server goes without a switchover,
+    // the host is not asked to release anything, and loopback (shared by every host) stays in the sets.
+    const agentGone = movedAway.find((p) => p.role === 'agent' && p.dispatcher === gone)!;
+    const dbGone = movedAway.find((p) => p.role === 'dbserver')!;
+    assert.deepEqual(view.scale, {
+      problems: [],
+      steps: [
+        { kind: 'remove-dead-agent', process: agentGone.id, host: gone },
+        { kind: 'remove-dbserver', process: dbGone.id, host: gone },
+        { kind: 'reconfigure-coordinators', processes: shrunk.processes.filter((p) => p.role === 'coordinator').map((p) => p.id) },
+        { kind: 'remove-agent', process: secondAgent.id, host: secondAgent.dispatcher },
+      ],
+    });
+  } finally {
+    await tc.restart(i);
+  }
+  const back = await running(0);
+  assert.ok(back.dispatchers.every((d) => d.reachable), JSON.stringify(back.dispatchers));
 });
 
 test('a firewall change is version 2 everywhere once confirmed; changes against version 1 are then refused with 409 naming both', async () => {
