@@ -73,6 +73,12 @@ function agencySteps(removed: PlanProcess[], added: PlanProcess[], members: numb
     n -= 1;
   }
   for (const p of added) {
+    // etcd adds a voting member only while every member is connected (measured: "unhealthy cluster"
+    // otherwise), so a member that is down and stays blocks every add — dead members leave first.
+    if (live < n) {
+      problems.push({ path: 'processes', message: `adding agent ${p.id} needs every agency member up (${live} live of ${n}); etcd refuses to add a member while one is down: remove the dead member in the same change` });
+      return steps;
+    }
     // Between `member add` and the new member's start, it votes but does not answer yet.
     if (!check(`adding agent ${p.id}`, n + 1, live)) return steps;
     steps.push({ kind: 'add-agent', process: p.id, host: p.dispatcher });

@@ -102,13 +102,13 @@ describe('scale planner', () => {
     assert.deepEqual(planScale(guardPlan, next).problems, []);
   });
 
-  test('adding a member while one is down and stays is refused (the new member would not count until it runs)', () => {
+  test('adding a member while one is down and stays is refused (etcd adds only while every member is connected)', () => {
     const next = grown((p) => {
       host(p, 'd4', 4);
       p.processes.push(proc('agent-4', 'agent', 'd4', 4));
     });
     const r = planScale(guardPlan, next, { downProcesses: new Set(['agent-3']) });
-    assert.match(r.problems[0]?.message ?? '', /adding agent agent-4 would leave the agency with 2 live of 4 members \(a majority needs 3\)/);
+    assert.match(r.problems[0]?.message ?? '', /adding agent agent-4 needs every agency member up \(2 live of 3\).*remove the dead member in the same change/);
   });
 
   test('replace a dead host: its agent leaves first, the new one joins, no switchover from the dead DB server, no release of the dead host', () => {
