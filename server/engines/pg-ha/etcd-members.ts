@@ -5,8 +5,9 @@
  *
  * Each step is safe to repeat, because a scale operation resumes after a crash: adding a peer URL that is
  * already a member answers that member; removing a member that is gone is a no-op. etcd itself refuses a
- * change that would leave fewer started members than a quorum (--strict-reconfig-check, on by default);
- * that refusal comes back as a 409 naming it. Member ids are uint64: kept as decimal strings, never numbers.
+ * change that would leave fewer started members than a quorum, and any add while a member is not connected
+ * ("unhealthy cluster": one new member at a time, started before the next; --strict-reconfig-check, on by
+ * default); that refusal comes back as a 409 naming it. Member ids are uint64: kept as decimal strings, never numbers.
  */
 import { DispatcherError } from '../../../api/errors.js';
 import type { Plan, PlanProcess } from '../../../api/plan.js';
