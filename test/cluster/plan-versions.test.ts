@@ -4,7 +4,7 @@
  * --diff` (the real CLI) and POST /v1/cluster/plan/diff show a moved port and the one host whose rules
  * change; a bad plan is a 400 naming every problem; a firewall change is version 2 everywhere once
  * confirmed; changes computed against another version are refused with 409 naming both, before anything
- * runs.
+ * runs. Last, the engine's agency membership steps (etcd member add/remove) against the real etcd.
  *
  * Needs root, the pg-ha Debian packages and the cluster-dispatcher user (deploy/install-deps.sh).
  */
@@ -20,6 +20,9 @@ import { isDispatcherError, type DispatcherError } from '../../api/errors.js';
 import { DispatcherClient } from '../../client/dispatcher-client.js';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
 import { REPO_ROOT } from '../helpers/daemon.js';
+import { dispatcherClientTls } from '../helpers/pg-cluster.js';
+import { addMember, agencyEndpoints, listMembers, removeMember } from '../../server/engines/pg-ha/etcd-members.js';
+import { agencyStatus } from '../../server/engines/pg-ha-health.js';
 
 let tc: TestCluster;
 let plan: Plan;
@@ -212,4 +215,31 @@ test('a firewall change is version 2 everywhere once confirmed; changes against 
   const cli = await dispatch(['restart', '--base-version', `1:${v1.hash}`]);
   assert.equal(cli.code, 1, cli.stdout + cli.stderr);
   assert.match(cli.stderr, /running plan is version 2/);
+});
+
+test('etcd membership steps on the real agency: add is idempotent, a second add before the first member runs is a 409, remove restores it', async () => {
+  const tls = dispatcherClientTls(tc.dispatchers[0].dir.dataDir);
+  const endpoints = agencyEndpoints(plan);
+  const opts = { tls, timeoutMs: 5000 };
+  const before = await listMembers(endpoints, opts);
+  assert.deepEqual(before.map((m) => m.name).sort(), plan.processes.filter((p) => p.role === 'agent').map((p) => p.id).sort());
+  // Peer URLs nobody listens on: members that never start (what a new host is between `member add` and its start).
+  const urls = [27, 28].map((k) => `https://127.0.0.1:${tc.portBase + k}`);
+  try {
+    const a = await addMember(endpoints, urls[0], opts);
+    assert.equal(a.name, '', 'an added member is unstarted');
+    assert.equal((await addMember(endpoints, urls[0], opts)).id, a.id, 'adding the same peer URL again answers the same member');
+    // 3 started of 4: still a majority, the agency keeps its leader.
+    assert.ok((await agencyStatus(plan, { tls })).hasLeader);
+    // A second add before the first member runs: etcd refuses (one member at a time), and so do we, with 409.
+    const refused = await refusal(addMember(endpoints, urls[1], opts));
+    assert.equal(refused.status, 409, refused.message);
+    assert.match(refused.message, /etcd refused to add member .*unhealthy cluster/);
+    assert.equal((await listMembers(endpoints, opts)).length, 4);
+  } finally {
+    for (const u of urls) await removeMember(endpoints, u, opts);
+  }
+  assert.deepEqual((await listMembers(endpoints, opts)).map((m) => m.id).sort(), before.map((m) => m.id).sort());
+  assert.equal(await removeMember(endpoints, urls[0], opts), false, 'removing a removed member is a no-op');
+  assert.ok((await agencyStatus(plan, { tls })).hasLeader);
 });
