@@ -5,6 +5,13 @@
 import { z } from 'zod';
 import { FirewallPolicySchema, PlanSchema, RoleSchema, type FirewallPolicy, type Plan } from './plan.js';
 import type { ProcessStatus } from './process-status.js';
+import { PlanVersionSchema, type PlanVersion } from './plan-version.js';
+
+/**
+ * The plan version a change was computed against (from `GET /v1/cluster/plan` or a diff): when given and
+ * the running plan is another version, the change is refused with 409 naming both (docs/DESIGN.md, "Plan versions").
+ */
+const BaseVersionField = PlanVersionSchema.optional().describe('refuse unless the running plan is still this version');
 
 export const CredentialSchema = z.object({ user: z.string().min(1), password: z.string().min(1) }).strict();
 export type Credential = z.infer<typeof CredentialSchema>;
@@ -44,6 +51,7 @@ export const RestartRequestSchema = z
     upgrade: z.record(z.string(), z.string()).optional(),
     force: z.boolean().default(false),
     readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+    baseVersion: BaseVersionField,
   })
   .strict();
 export type RestartRequest = z.input<typeof RestartRequestSchema>;
@@ -55,6 +63,7 @@ export const FirewallChangeSchema = z
     confirmWithinSeconds: z.number().int().min(5).max(3600).default(60),
     /** Set by the contacted dispatcher for its peers (one token for the change on every host); clients omit it. */
     token: z.string().regex(/^[0-9a-f]{32}$/, 'a change token is 32 hex digits').optional(),
+    baseVersion: BaseVersionField,
   })
   .strict();
 export type FirewallChange = z.input<typeof FirewallChangeSchema>;
@@ -125,6 +134,8 @@ export interface NodeStatusView {
   processes: ProcessStatus[];
   guard?: GuardStatusView;
   certificates?: CertificateView[];
+  /** The plan version this dispatcher stores (docs/DESIGN.md, "Plan versions"): a peer that missed a change shows another one. */
+  planVersion?: PlanVersion;
 }
 
 export type ClusterState = 'none' | 'launching' | 'running' | 'failed' | 'shutdown' | 'cleaned';
@@ -145,7 +156,7 @@ export interface ClusterView {
   name: string | null;
   engine?: string;
   state: ClusterState;
-  dispatchers: { id: string; endpoint: string; reachable: boolean; error?: string; guard?: GuardStatusView }[];
+  dispatchers: { id: string; endpoint: string; reachable: boolean; error?: string; guard?: GuardStatusView; planVersion?: PlanVersion }[];
   processes: ClusterProcessView[];
   coordinators: { id: string; host: string; port: number; readOnlyPort?: number }[];
   activeOperation?: string;
@@ -238,6 +249,7 @@ export const NodeStatusViewSchema = z.object({
   processes: z.array(ProcessStatusSchema),
   guard: GuardStatusViewSchema.optional(),
   certificates: z.array(CertificateViewSchema).optional(),
+  planVersion: PlanVersionSchema.optional(),
 });
 
 export const PreflightProblemSchema = z.object({ host: z.string(), check: z.string(), message: z.string() });

@@ -9,6 +9,7 @@ import type { DispatcherConfig } from './config.js';
 import type { Logger } from './log.js';
 import { clusterModule } from './http/routes/cluster.js';
 import { plansModule } from './http/routes/plans.js';
+import { planVersionsModule } from './http/routes/plan-versions.js';
 import { restartModule } from './http/routes/restart.js';
 import type { NodeGuard } from './cluster/node-api.js';
 import { createClusterRuntime, guardBeforeProcesses, nodeGuard, type ClusterRuntime } from './cluster/setup.js';
@@ -23,7 +24,7 @@ export function clusterDaemonOptions(): {
   let runtime: ClusterRuntime | undefined;
   let guard: (NodeGuard & { close(): void }) | undefined;
   return {
-    modules: [plansModule, clusterModule, restartModule],
+    modules: [plansModule, planVersionsModule, clusterModule, restartModule],
     beforeProcesses: async (config, logger) => {
       guard = nodeGuard(config.id, config, logger);
       return { restartGone: await guardBeforeProcesses(guard, config, logger) };

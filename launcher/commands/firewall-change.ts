@@ -8,7 +8,7 @@ import { Option, type Command } from 'commander';
 import YAML from 'yaml';
 import { DispatcherError } from '../../api/errors.js';
 import { FirewallPolicySchema, zodProblems } from '../../api/plan.js';
-import { wholeNumber } from '../args.js';
+import { planVersionArg, wholeNumber } from '../args.js';
 import { globals, printJson, withClient } from '../command-kit.js';
 
 const tokenOption = () => new Option('--token <token>', 'the token `dispatch firewall apply` printed').makeOptionMandatory();
@@ -19,7 +19,8 @@ export function registerFirewallChangeCommands(firewall: Command): void {
     .description("change the running cluster's firewall policy on every dispatcher; it rolls back by itself unless `dispatch firewall confirm` follows in time")
     .requiredOption('--policy <file>', 'firewall policy (YAML/JSON): mode, backend, clientSources, operatorSources, sshPort, outboundAllow')
     .addOption(new Option('--confirm-within <seconds>', 'roll back unless confirmed within this many seconds').default(60).argParser(wholeNumber(1)))
-    .action(async (opts: { policy: string; confirmWithin: number }, cmd: Command) => {
+    .addOption(new Option('--base-version <version:hash>', 'refuse unless the running plan is still this version (as `dispatch plan --diff` prints it)').argParser(planVersionArg))
+    .action(async (opts: { policy: string; confirmWithin: number; baseVersion?: { number: number; hash: string } }, cmd: Command) => {
       const text = await readFile(opts.policy, 'utf8').catch((e) => {
         throw new DispatcherError('bad_request', `cannot read ${opts.policy}: ${e.code ?? e.message}`, { cause: e });
       });
@@ -32,7 +33,7 @@ export function registerFirewallChangeCommands(firewall: Command): void {
       const parsed = FirewallPolicySchema.safeParse(raw);
       if (!parsed.success) throw new DispatcherError('validation_failed', `${opts.policy} is not a valid firewall policy`, { problems: zodProblems(parsed.error) });
       await withClient(cmd, async (client) => {
-        const r = await client.post<{ confirmBy?: string; token?: string }>('/v1/cluster/firewall', { firewall: parsed.data, confirmWithinSeconds: opts.confirmWithin });
+        const r = await client.post<{ confirmBy?: string; token?: string }>('/v1/cluster/firewall', { firewall: parsed.data, confirmWithinSeconds: opts.confirmWithin, ...(opts.baseVersion ? { baseVersion: opts.baseVersion } : {}) });
         if (globals(cmd).json) printJson(r);
         else {
           process.stdout.write(

@@ -2,7 +2,7 @@
 import { Option, type Command } from 'commander';
 import { DispatcherError } from '../../api/errors.js';
 import type { RestartRequest } from '../../api/rest.js';
-import { wholeNumber } from '../args.js';
+import { planVersionArg, wholeNumber } from '../args.js';
 import { runOperation } from '../command-kit.js';
 
 function collect(v: string, prev: string[]) {
@@ -19,6 +19,7 @@ export function registerRestartCommand(program: Command): void {
     .option('--all-at-once', 'restart everything at once (downtime!) instead of rolling')
     .option('--upgrade <program=path>', 'upgrade: run this program from a new binary path (must be allowed on every machine); repeatable', collect, [])
     .option('--force', 'start even when the cluster is not healthy')
+    .addOption(new Option('--base-version <version:hash>', 'refuse unless the running plan is still this version (as `dispatch plan --diff` prints it)').argParser(planVersionArg))
     .addOption(new Option('--ready-timeout <seconds>', 'how long each process may take to become ready again').default(120).argParser(wholeNumber(1)))
     .action(async (o, cmd) => {
       const upgrade: Record<string, string> = {};
@@ -37,6 +38,7 @@ export function registerRestartCommand(program: Command): void {
         ...(Object.keys(upgrade).length ? { upgrade } : {}),
         force: !!o.force,
         readyTimeoutMs: (o.readyTimeout as number) * 1000,
+        ...(o.baseVersion ? { baseVersion: o.baseVersion } : {}),
       };
       await runOperation(cmd, 'rolling restart', [], (k) => k.rollingRestart(req));
     });

@@ -15,7 +15,7 @@ export function clusterViewOf(plan: Plan, state: ClusterView['state'], res: Sett
     dispatchers: plan.dispatchers.map((d) => {
       const st = res.values.get(d.id);
       const f = res.failed.find((x) => x.host === d.id);
-      return { id: d.id, endpoint: d.endpoint, reachable: !!st, ...(f ? { error: f.error.message } : {}), ...(st?.guard ? { guard: st.guard } : {}) };
+      return { id: d.id, endpoint: d.endpoint, reachable: !!st, ...(f ? { error: f.error.message } : {}), ...(st?.guard ? { guard: st.guard } : {}), ...(st?.planVersion ? { planVersion: st.planVersion } : {}) };
     }),
     processes: plan.processes.map((p) => {
       const s = byId.get(p.id);

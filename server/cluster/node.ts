@@ -184,6 +184,7 @@ export class LocalNode implements NodeApi {
       processes: this.deps.supervisor.list().filter((s) => ids.has(s.id)),
       guard: this.deps.guard.status(),
       ...(snap?.tls ? { certificates: this.certificates.views() } : {}),
+      ...(snap ? { planVersion: this.deps.store.version() } : {}),
     };
   }
 

@@ -1,6 +1,7 @@
 /**
  * What a dispatcher persists about the cluster it takes part in: the plan (whose pinned fingerprints are
- * the peers it trusts), the cluster's state and the engine secrets (both 0600). Files live in <dataDir>/cluster/ and are written
+ * the peers it trusts) with its version history (docs/DESIGN.md, "Plan versions"), the cluster's state and
+ * the engine secrets (both 0600). Files live in <dataDir>/cluster/ and are written
  * atomically. A damaged file stops start-up with a clear message instead of being silently replaced.
  */
 import { readFile, mkdir, rm } from 'node:fs/promises';
@@ -8,6 +9,8 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { PlanSchema, type Plan } from '../../api/plan.js';
 import { assertValidPlan } from '../core/validate-plan.js';
+import { currentVersion, historyOf, nextHistory } from '../core/plan-version.js';
+import { PlanHashSchema, type PlanVersion, type PlanVersionEntry } from '../../api/plan-version.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
 import { CredentialSchema, type ClusterState } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
@@ -18,6 +21,8 @@ const ClusterRecordSchema = z
     plan: PlanSchema,
     state: z.enum(['none', 'launching', 'running', 'failed', 'shutdown', 'cleaned']),
     updatedAt: z.string(),
+    /** Plan versions, newest last (absent in records written before versions existed: then the plan is version 1). */
+    versions: z.array(z.object({ number: z.number().int().min(1), hash: PlanHashSchema, at: z.string() }).strict()).optional(),
   })
   .strict();
 type ClusterRecord = z.infer<typeof ClusterRecordSchema>;
@@ -57,6 +62,7 @@ export interface ClusterSnapshot {
 export class ClusterStore {
   private readonly dir: string;
   private current?: ClusterSnapshot;
+  private versions: PlanVersionEntry[] = [];
 
   constructor(dataDir: string) {
     this.dir = join(dataDir, 'cluster');
@@ -79,16 +85,31 @@ export class ClusterStore {
   /** Loads what is on disk; throws state_damaged (keeping the file) when it cannot be read. */
   async load(): Promise<ClusterSnapshot | undefined> {
     const record = await readJson(this.recordFile, ClusterRecordSchema);
-    if (!record) return (this.current = undefined);
+    if (!record) {
+      this.versions = [];
+      return (this.current = undefined);
+    }
     const secrets = await readJson(this.secretsFile, SecretsSchema);
     if (!secrets) throw new DispatcherError('state_damaged', `${this.secretsFile} is missing while ${this.recordFile} exists; refusing to guess. Inspect both files.`);
     const tls = await readJson(this.tlsFile, ClusterTlsSchema);
     this.current = { plan: record.plan, state: record.state, secrets: secrets.secrets, ...(tls ? { tls } : {}) };
+    this.versions = historyOf(record.plan, record.versions, record.updatedAt);
     return this.current;
   }
 
   get(): ClusterSnapshot | undefined {
     return this.current;
+  }
+
+  /** The running plan's version (number and hash); not_found without a plan. */
+  version(): PlanVersion {
+    if (!this.current) throw new DispatcherError('not_found', 'this dispatcher has no cluster plan');
+    return currentVersion(this.versions);
+  }
+
+  /** The plan versions this dispatcher stored, newest last. */
+  history(): PlanVersionEntry[] {
+    return this.current ? [...this.versions] : [];
   }
 
   async save(snapshot: ClusterSnapshot): Promise<void> {
@@ -104,9 +125,13 @@ export class ClusterStore {
     } else {
       await rm(this.tlsFile, { force: true });
     }
-    const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt: new Date().toISOString() };
+    const updatedAt = new Date().toISOString();
+    // Every change of the plan is a new version; a state change or a TLS change keeps the version.
+    const versions = nextHistory(this.current && { plan: this.current.plan, history: this.versions, cleaned: this.current.state === 'cleaned' }, snapshot.plan, updatedAt);
+    const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt, versions };
     await writeFileAtomic(this.recordFile, JSON.stringify(record, null, 2), 0o600);
     this.current = snapshot;
+    this.versions = versions;
   }
 
   async setState(state: ClusterState): Promise<void> {
@@ -121,6 +146,7 @@ export class ClusterStore {
     await rm(this.tlsFile, { force: true });
     await rm(this.caFile, { force: true });
     this.current = undefined;
+    this.versions = [];
   }
 }
 

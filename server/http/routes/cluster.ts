@@ -14,6 +14,7 @@ import { commonErrors, problemResponse } from '../openapi.js';
 import { LogQuerySchema } from './processes.js';
 import type { ClusterService } from '../../cluster/service.js';
 import { parseBasicCredential } from '../auth/basic-credential.js';
+import { assertBaseVersion } from '../../core/plan-version.js';
 
 const RelaunchSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000) }).strict();
 const PreflightSchema = z.object({ callerTime: z.number() }).strict();
@@ -110,7 +111,8 @@ export const clusterModule: RouteModule = {
       accepted(res, await ctx.cluster.cleanup(confirmName));
     });
     router.post('/v1/cluster/firewall', async (req, res) => {
-      const { firewall, confirmWithinSeconds } = validate(FirewallChangeSchema, req.body);
+      const { firewall, confirmWithinSeconds, baseVersion } = validate(FirewallChangeSchema, req.body);
+      assertBaseVersion(ctx.cluster.store.version(), baseVersion);
       const result = await ctx.cluster.orchestrator.changeFirewall(firewall, confirmWithinSeconds);
       changeConnections.set(req.socket, String(result.token));
       res.json(result);
