@@ -124,6 +124,7 @@ export async function startPgCluster(opts: { name: string; basePort: number; coo
         'coordinator.client': b + 200,
         'coordinator.readonly': b + 201,
         'coordinator.stats': b + 202,
+        'coordinator.router': b + 203,
       },
       firewall: { backend: 'none' },
     });

@@ -10,6 +10,7 @@ import { agencyStatus, dbserverState } from '../pg-ha-health.js';
 import { clusterHttps, psqlTlsEnv, type ClusterClientTls } from '../cluster-https.js';
 import { hostPort } from '../template.js';
 import type { RestartActions } from '../../core/restart-actions.js';
+import { poolerPause } from './pooler-pause.js';
 
 function port(p: PlanProcess, name: string): number {
   const x = p.ports.find((q) => q.name === name);
@@ -29,7 +30,7 @@ function psqlRun(psql: string, p: PlanProcess, password: string, sql: string, ti
 /**
  * pg-ha: the agency leader from etcd, the DB leader from Patroni, and Patroni 3.0.2's switchover
  * (POST /switchover {"leader", "candidate"}), preceded by a CHECKPOINT on the leader so its shutdown
- * checkpoint — part of the write gap — is short.
+ * checkpoint — part of the write gap — is short; and PgBouncer's PAUSE/RESUME (pooler-pause.ts).
  */
 export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls | undefined }): RestartActions {
   const tls = () => opts.tls?.();
@@ -74,6 +75,7 @@ export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls 
       });
       return candidate;
     },
+    ...poolerPause({ psql: opts.psql, tls }),
     supports: (action) => action === 'switchover',
   };
 }

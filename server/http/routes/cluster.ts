@@ -18,6 +18,8 @@ import { parseBasicCredential } from '../auth/basic-credential.js';
 const RelaunchSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000) }).strict();
 const PreflightSchema = z.object({ callerTime: z.number() }).strict();
 const StartSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000) }).strict();
+/** keepCompanion: a rolling restart restarts the main program only (server/cluster/node.ts). */
+const StopSchema = z.object({ keepCompanion: z.boolean().optional() }).strict();
 const StateSchema = z.object({ state: z.enum(['launching', 'running', 'failed', 'shutdown']) }).strict();
 const DiscardSchema = z.object({ name: z.string().min(1) }).strict();
 
@@ -188,7 +190,8 @@ export const clusterModule: RouteModule = {
       res.json(await node().startProcess(String(req.params.id), readyTimeoutMs));
     });
     router.post('/processes/:id/stop', async (req, res) => {
-      await node().stopProcess(String(req.params.id));
+      const { keepCompanion } = validate(StopSchema, req.body ?? {});
+      await node().stopProcess(String(req.params.id), keepCompanion ? { keepCompanion } : {});
       res.status(204).end();
     });
     router.get('/processes/:id/log', async (req, res) => {
