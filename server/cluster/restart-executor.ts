@@ -232,6 +232,7 @@ export class RestartExecutor {
         return;
       }
       op.event({ level: 'info', step: 'switchover', process: entry.process, message: `moving leadership away from ${entry.process} (Patroni switchover)` });
+      await this.deps.actions.prepareSwitchover?.(plan, secrets, entry.process);
       const t0 = this.clock.now();
       const pause = this.deps.engine(plan.engine).manifest.roles[entry.role].rollingRestart.pause;
       const coordinators = pause?.scope === 'all-coordinators' ? plan.processes.filter((p) => p.role === 'coordinator').map((p) => p.id) : [];

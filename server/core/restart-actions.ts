@@ -9,6 +9,8 @@ import type { Plan } from '../../api/plan.js';
 export interface RestartActions {
   agencyLeader(plan: Plan): Promise<string | undefined>;
   dbLeader(plan: Plan, secrets: Record<string, string>): Promise<string | undefined>;
+  /** Before the switchover and outside any pause: work that shortens it (pg-ha: a CHECKPOINT on the leader). */
+  prepareSwitchover?(plan: Plan, secrets: Record<string, string>, leader: string): Promise<void>;
   /** Moves DB leadership from `leader` to a healthy, caught-up replica (preferring `prefer`); returns the new leader. */
   switchover(plan: Plan, secrets: Record<string, string>, leader: string, prefer: string[], timeoutMs: number): Promise<string>;
   /**

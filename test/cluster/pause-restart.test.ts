@@ -31,6 +31,10 @@ async function restartDuring(connectPerTransaction: boolean) {
 function report(label: string, op: OperationView, r: Awaited<ReturnType<typeof pgbenchRun>>) {
   const pauses = op.events.filter((e) => e.step === 'pause' || e.step === 'resume').map((e) => e.message);
   console.log(`# ${label}: ${r.processed} transactions, ${r.failed} failed, ${r.abortedClients} aborted clients, longest transaction ${r.maxLatencyMs} ms; restart ${op.result?.durationMs} ms; ${pauses.join(' | ')}`);
+  // What the operation did while the longest transaction waited (which step a client noticed most).
+  const from = r.maxLatencyEndMs - r.maxLatencyMs - 1000;
+  const during = op.events.filter((e) => Date.parse(e.at) >= from && Date.parse(e.at) <= r.maxLatencyEndMs + 200);
+  console.log(`#   during the longest transaction: ${during.map((e) => `[${Date.parse(e.at) - (r.maxLatencyEndMs - r.maxLatencyMs)} ms] ${e.step} ${e.message.slice(0, 90)}`).join(' | ')}`);
 }
 
 describe('rolling restart behind PgBouncer: pgbench sees no failure', { timeout: 600_000 }, () => {

@@ -20,6 +20,8 @@ export interface PgbenchResult {
   abortedClients: number;
   /** Longest latency of one transaction in the per-transaction log (ms). */
   maxLatencyMs: number;
+  /** When that transaction ended (epoch ms), to tell which step of a restart it waited for. */
+  maxLatencyEndMs: number;
   output: string;
 }
 
@@ -70,11 +72,17 @@ export async function pgbenchRun(t: PgbenchTarget, opts: { seconds: number; conn
     const args = [...base(t), '-c', '4', '-j', '2', '-T', String(opts.seconds), '-n', '-l', '--log-prefix', join(dir, 'tx'), ...(opts.connectPerTransaction ? ['-C'] : []), 'postgres'];
     const r = await run(args, env(t, dir), dir, (opts.seconds + 120) * 1000);
     let maxUs = 0;
+    let endMs = 0;
     for (const f of readdirSync(dir).filter((n) => n.startsWith('tx'))) {
       for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) {
-        // client_id transaction_no time script_no time_epoch time_us: time is the latency in µs.
-        const us = Number(line.split(' ')[2]);
-        if (Number.isFinite(us) && us > maxUs) maxUs = us;
+        // client_id transaction_no time script_no time_epoch time_us: time is the latency in µs, the
+        // transaction ended at time_epoch s + time_us µs.
+        const f6 = line.split(' ');
+        const us = Number(f6[2]);
+        if (Number.isFinite(us) && us > maxUs) {
+          maxUs = us;
+          endMs = Number(f6[4]) * 1000 + Math.round(Number(f6[5]) / 1000);
+        }
       }
     }
     const num = (re: RegExp) => Number(re.exec(r.out)?.[1] ?? NaN);
@@ -84,6 +92,7 @@ export async function pgbenchRun(t: PgbenchTarget, opts: { seconds: number; conn
       failed: num(/number of failed transactions: (\d+)/),
       abortedClients: (r.out.match(/client \d+ aborted/g) ?? []).length,
       maxLatencyMs: Math.round(maxUs / 1000),
+      maxLatencyEndMs: endMs,
       output: r.out,
     };
   } finally {
