@@ -19,25 +19,25 @@ import type { OperationHandle } from './operations.js';
 export async function pausedCoordinators<T>(actions: RestartActions, clock: Clock, op: OperationHandle, plan: Plan, secrets: Record<string, string>, ids: string[], maxMs: number, what: string, work: () => Promise<T>): Promise<T> {
   const { pauseCoordinators, resumeCoordinators } = actions;
   if (!ids.length || !pauseCoordinators || !resumeCoordinators) return work();
+  const t0 = clock.now();
   let resumed: Promise<void> | undefined;
   const resume = (why: string) =>
     (resumed ??= (async () => {
       try {
         await resumeCoordinators.call(actions, plan, secrets, ids);
-        op.event({ level: why === 'done' ? 'info' : 'warn', step: 'resume', message: `resumed ${ids.join(', ')}${why === 'done' ? '' : ` (${why})`}` });
+        op.event({ level: why === 'done' ? 'info' : 'warn', step: 'pooler-resume', message: `resumed ${ids.join(', ')} after ${clock.now() - t0} ms${why === 'done' ? '' : ` (${why})`}` });
       } catch (e) {
-        op.event({ level: 'error', step: 'resume', message: `could not resume ${ids.join(', ')}: ${(e as Error).message}` });
+        op.event({ level: 'error', step: 'pooler-resume', message: `could not resume ${ids.join(', ')}: ${(e as Error).message}` });
         throw e;
       }
     })());
-  const t0 = clock.now();
   const timer = setTimeout(() => void resume(`the pause reached its bound of ${maxMs} ms`).catch(() => undefined), maxMs);
   try {
     try {
       await pauseCoordinators.call(actions, plan, secrets, ids, Math.min(5000, maxMs));
-      op.event({ level: 'info', step: 'pause', message: `paused ${ids.join(', ')} for the ${what} (${clock.now() - t0} ms to drain running transactions)` });
+      op.event({ level: 'info', step: 'pooler-pause', message: `paused ${ids.join(', ')} for the ${what} (${clock.now() - t0} ms to drain running transactions)` });
     } catch (e) {
-      op.event({ level: 'warn', step: 'pause', message: `could not pause ${ids.join(', ')} (${(e as Error).message}); the ${what} goes ahead unpaused` });
+      op.event({ level: 'warn', step: 'pooler-pause', message: `could not pause ${ids.join(', ')} (${(e as Error).message}); the ${what} goes ahead unpaused` });
       await resume('the pause did not take');
       return await work();
     }

@@ -116,7 +116,7 @@ export class RestartExecutor {
       // first of all) starts by resuming every coordinator; one that is not paused stays as it is.
       const coordinators = plan.processes.filter((p) => p.role === 'coordinator').map((p) => p.id);
       if (coordinators.length && this.deps.actions.resumeCoordinators) {
-        await this.deps.actions.resumeCoordinators(plan, secrets, coordinators).catch((e: Error) => op.event({ level: 'warn', step: 'resume', message: `could not check that the coordinators are not paused: ${e.message}` }));
+        await this.deps.actions.resumeCoordinators(plan, secrets, coordinators).catch((e: Error) => op.event({ level: 'warn', step: 'pooler-resume', message: `could not check that the coordinators are not paused: ${e.message}` }));
       }
 
       const programOf = (role: Role) => this.deps.engine(plan.engine).manifest.roles[role].program;

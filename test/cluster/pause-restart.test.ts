@@ -29,7 +29,7 @@ async function restartDuring(connectPerTransaction: boolean) {
 }
 
 function report(label: string, op: OperationView, r: Awaited<ReturnType<typeof pgbenchRun>>) {
-  const pauses = op.events.filter((e) => e.step === 'pause' || e.step === 'resume').map((e) => e.message);
+  const pauses = op.events.filter((e) => e.step === 'pooler-pause' || e.step === 'pooler-resume').map((e) => e.message);
   console.log(`# ${label}: ${r.processed} transactions, ${r.failed} failed, ${r.abortedClients} aborted clients, longest transaction ${r.maxLatencyMs} ms; restart ${op.result?.durationMs} ms; ${pauses.join(' | ')}`);
   // What the operation did while the longest transaction waited (which step a client noticed most).
   const from = r.maxLatencyEndMs - r.maxLatencyMs - 1000;
@@ -54,8 +54,8 @@ describe('rolling restart behind PgBouncer: pgbench sees no failure', { timeout:
       report(label, op, r);
       assert.equal(op.state, 'succeeded', `${op.error?.message}\n${op.events.slice(-8).map((e) => e.message).join('\n')}`);
       // The switchover and the coordinator's HAProxy restart each ran paused, and each pause was resumed.
-      assert.ok(op.events.filter((e) => e.step === 'pause' && /^paused/.test(e.message)).length >= 2, 'paused for the switchover and the HAProxy restart');
-      assert.equal(op.events.filter((e) => e.step === 'resume' && /^resumed/.test(e.message)).length, op.events.filter((e) => e.step === 'pause' && /^paused/.test(e.message)).length);
+      assert.ok(op.events.filter((e) => e.step === 'pooler-pause' && /^paused/.test(e.message)).length >= 2, 'paused for the switchover and the HAProxy restart');
+      assert.equal(op.events.filter((e) => e.step === 'pooler-resume' && /^resumed/.test(e.message)).length, op.events.filter((e) => e.step === 'pooler-pause' && /^paused/.test(e.message)).length);
       assert.equal(r.abortedClients, 0, r.output);
       assert.equal(r.exitCode, 0, r.output);
       assert.equal(r.failed, 0, r.output);
@@ -89,7 +89,7 @@ describe('rolling restart behind PgBouncer: pgbench sees no failure', { timeout:
     const { operation } = await c.post<{ operation: string }>('/v1/cluster/restart', { processes: { roles: ['coordinator'] }, readyTimeoutMs: 60_000 });
     const op = await waitOperation(c, operation, 90_000);
     assert.equal(op.state, 'succeeded', op.error?.message);
-    assert.ok(op.events.some((e) => e.step === 'pause' && /could not pause/.test(e.message)), op.events.map((e) => e.message).join('\n'));
+    assert.ok(op.events.some((e) => e.step === 'pooler-pause' && /could not pause/.test(e.message)), op.events.map((e) => e.message).join('\n'));
     // Not left paused: a new statement through the coordinator answers at once.
     assert.equal(await sql(cl.pgpass, target.port, 'SELECT 7', 5000), '7');
     await holder;
