@@ -186,7 +186,7 @@ export class RestartExecutor {
             if (pause?.scope === 'self') {
               await pausedCoordinators(this.deps.actions, this.clock, op, plan, secrets, [p.id], pause.maxMs, `restart of ${p.id}`, async () => {
                 await restartOne(p);
-                await this.deps.actions.waitCoordinatorsRouting?.(plan, [p.id], undefined, pause.maxMs);
+                await this.deps.actions.waitCoordinatorsRouting?.(plan, [p.id], undefined, pause.maxMs).catch((e: Error) => op.event({ level: 'warn', step: 'ready', process: p.id, message: e.message }));
               });
             } else await restartOne(p);
             for (const s of entry.after) if (s.action !== 'wait-ready' && !GATE_ACTIONS.has(s.action)) await this.action(op, plan, secrets, s, entry, progress);
@@ -240,7 +240,8 @@ export class RestartExecutor {
         const leader = await this.deps.actions.switchover(plan, secrets, entry.process, progress.done, s.timeoutMs ?? 30_000);
         // Resume only once every coordinator's HAProxy routes to the new leader alone: a stale route to the
         // demoted one would turn held writes into read-only errors.
-        await this.deps.actions.waitCoordinatorsRouting?.(plan, coordinators, leader, pause?.maxMs ?? 10_000);
+        // Not fatal past the bound: the pause ends anyway, and the cluster-health gate waits for routing.
+        await this.deps.actions.waitCoordinatorsRouting?.(plan, coordinators, leader, pause?.maxMs ?? 10_000).catch((e: Error) => op.event({ level: 'warn', step: 'switchover', process: entry.process, message: e.message }));
         return leader;
       });
       op.event({ level: 'info', step: 'switchover', process: entry.process, message: `${to} leads now (${this.clock.now() - t0} ms); ${entry.process} is a replica` });

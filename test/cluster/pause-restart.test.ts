@@ -20,12 +20,15 @@ let target: PgbenchTarget;
 
 async function restartDuring(connectPerTransaction: boolean) {
   const c = cl.client(0);
+  const started = Date.now();
   const bench = pgbenchRun(target, { seconds: 45, connectPerTransaction });
   await new Promise((r) => setTimeout(r, 2000));
   const { operation } = await c.post<{ operation: string }>('/v1/cluster/restart', { readyTimeoutMs: 60_000 });
   const op = await waitOperation(c, operation, 150_000);
   const r = await bench;
-  return { op, r };
+  // The operation's steps on pgbench's clock, for a failure message that says which step a client saw.
+  const timeline = op.events.map((e) => `[${((Date.parse(e.at) - started) / 1000).toFixed(1)} s] ${e.step} ${e.message.split('\n')[0].slice(0, 100)}`).join('\n');
+  return { op, r, timeline };
 }
 
 function report(label: string, op: OperationView, r: Awaited<ReturnType<typeof pgbenchRun>>) {
@@ -50,16 +53,17 @@ describe('rolling restart behind PgBouncer: pgbench sees no failure', { timeout:
   for (const connectPerTransaction of [false, true]) {
     const label = connectPerTransaction ? 'pgbench -C (a connection per transaction)' : 'pgbench (persistent connections)';
     test(`${label}: 0 aborted clients, 0 failed transactions during a restart of every role`, async () => {
-      const { op, r } = await restartDuring(connectPerTransaction);
+      const { op, r, timeline } = await restartDuring(connectPerTransaction);
       report(label, op, r);
       assert.equal(op.state, 'succeeded', `${op.error?.message}\n${op.events.slice(-8).map((e) => e.message).join('\n')}`);
       // The switchover and the coordinator's HAProxy restart each ran paused, and each pause was resumed.
       assert.ok(op.events.filter((e) => e.step === 'pooler-pause' && /^paused/.test(e.message)).length >= 2, 'paused for the switchover and the HAProxy restart');
       assert.equal(op.events.filter((e) => e.step === 'pooler-resume' && /^resumed/.test(e.message)).length, op.events.filter((e) => e.step === 'pooler-pause' && /^paused/.test(e.message)).length);
-      assert.equal(r.abortedClients, 0, r.output);
-      assert.equal(r.exitCode, 0, r.output);
-      assert.equal(r.failed, 0, r.output);
-      assert.ok(r.processed > 100, r.output);
+      const why = `${r.output}\n${timeline}`;
+      assert.equal(r.abortedClients, 0, why);
+      assert.equal(r.exitCode, 0, why);
+      assert.equal(r.failed, 0, why);
+      assert.ok(r.processed > 100, why);
     });
   }
 
