@@ -264,7 +264,7 @@ export const clusterModule: RouteModule = {
     '/v1/node/guard': { post: { operationId: 'nodeGuard', summary: '(peer) install the firewall guard', responses: json('guard status') } },
     '/v1/node/guard/verify': { post: { operationId: 'nodeGuardVerify', summary: '(peer) read the guard back', responses: json('guard status') } },
     '/v1/node/processes/{id}/start': { post: { operationId: 'nodeStartProcess', summary: '(peer) start a planned process and wait until ready', parameters: [idParam], requestBody: body, responses: json('process status') } },
-    '/v1/node/processes/{id}/stop': { post: { operationId: 'nodeStopProcess', summary: '(peer) stop a process gracefully', parameters: [idParam], responses: { '204': { description: 'stopped' }, ...commonErrors } } },
+    '/v1/node/processes/{id}/stop': { post: { operationId: 'nodeStopProcess', summary: '(peer) stop a process gracefully, and its companion unless {"keepCompanion": true} (a rolling restart)', parameters: [idParam], requestBody: { ...body, required: false }, responses: { '204': { description: 'stopped' }, ...commonErrors } } },
     '/v1/node/state': { post: { operationId: 'nodeSetState', summary: '(peer) record the cluster state', requestBody: body, responses: { '204': { description: 'recorded' }, ...commonErrors } } },
     '/v1/node/processes/{id}/log': { get: { operationId: 'nodeProcessLog', summary: '(peer) last lines of a process log', parameters: [idParam], responses: json('log lines') } },
     '/v1/node/status': { get: { operationId: 'nodeStatus', summary: '(peer) processes and guard of this dispatcher', responses: json('node status') } },
