@@ -23,7 +23,7 @@ async function main() {
   const rounds = arg('rounds', 3);
   const seconds = arg('seconds', 45);
   const cl = await startPgCluster({ name: 'pausebench', basePort: arg('base-port', 26700), coordinators: 1 });
-  const rows: { round: number; run: string; r: PgbenchResult; restartMs?: number }[] = [];
+  const rows: { round: number; run: string; r: PgbenchResult; restartMs?: number; pauses?: string }[] = [];
   try {
     const target = { port: cl.coordinatorPorts[0], pgpass: cl.pgpass, ca: dispatcherClientTls(cl.dispatchers[0].dataDir).ca };
     await pgbenchInit(target);
@@ -37,14 +37,17 @@ async function main() {
         const op = await waitOperation(c, operation, 300_000);
         const r = await bench;
         if (op.state !== 'succeeded') throw new Error(`restart ${op.state}: ${op.error?.message}`);
-        rows.push({ round, run: connectPerTransaction ? 'restart, -C' : 'restart, persistent', r, restartMs: Number(op.result?.durationMs) });
+        // Which step the longest transaction waited for: the pooler pauses and the steps around its end.
+        const around = op.events.filter((e) => Math.abs(Date.parse(e.at) - (r.maxLatencyEndMs - r.maxLatencyMs / 2)) <= r.maxLatencyMs / 2 + 1000);
+        const pauses = around.map((e) => `${e.step}: ${e.message.split('\n')[0].slice(0, 80)}`).join(' | ');
+        rows.push({ round, run: connectPerTransaction ? 'restart, -C' : 'restart, persistent', r, restartMs: Number(op.result?.durationMs), pauses });
       }
     }
   } finally {
     await cl.close();
   }
   for (const x of rows) {
-    console.log(`round ${x.round} ${x.run}: ${x.r.processed} tx, ${x.r.failed} failed, ${x.r.abortedClients} aborted clients, longest ${x.r.maxLatencyMs} ms${x.restartMs ? `, restart ${x.restartMs} ms` : ''}`);
+    console.log(`round ${x.round} ${x.run}: ${x.r.processed} tx, ${x.r.failed} failed, ${x.r.abortedClients} aborted clients, longest ${x.r.maxLatencyMs} ms${x.restartMs ? `, restart ${x.restartMs} ms` : ''}${x.pauses ? `\n  during the longest: ${x.pauses}` : ''}`);
   }
   const summary: Record<string, unknown> = {};
   const base = rows.filter((x) => x.run.startsWith('baseline')).map((x) => x.r.maxLatencyMs);
