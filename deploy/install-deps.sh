@@ -16,7 +16,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy \
+  etcd-server etcd-client postgresql-15 postgresql-client-15 patroni python3-psycopg2 haproxy pgbouncer \
   nftables iptables ipset iproute2 nmap openssh-server openssh-client tmux procps systemd curl ca-certificates openssl tcpdump strace ufw chromium >/dev/null
 # ufw and firewalld are here only for the network-tier tests, which run them inside namespaces with
 # private copies of their config. Neither may become this machine's firewall: ufw installs with
@@ -36,7 +36,7 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl disable --now firewalld >/dev/null 2>&1 || true
 fi
 # Debian's packages may start their services on hosts with a real init; our processes need the ports.
-for svc in etcd postgresql patroni haproxy; do
+for svc in etcd postgresql patroni haproxy pgbouncer; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     echo "install-deps.sh: note: the distribution's $svc service is running; cluster-dispatcher uses its own ports, but you may want: systemctl disable --now $svc" >&2
   fi

@@ -71,7 +71,7 @@ export async function checkBinaries(): Promise<void> {
     }
   }
   if (missing.length) {
-    throw new DispatcherError('preflight_failed', `the pg-ha programs are not installed: ${missing.join(', ')}. Run \`bash deploy/install-deps.sh\` once as root (Debian packages etcd-server, patroni, postgresql-15, haproxy).`);
+    throw new DispatcherError('preflight_failed', `the pg-ha programs are not installed: ${missing.join(', ')}. Run \`bash deploy/install-deps.sh\` once as root (Debian packages etcd-server, patroni, postgresql-15, haproxy, pgbouncer).`);
   }
 }
 

@@ -86,7 +86,8 @@ export function caFileOf(opts: Pick<LocalOptions, 'dir'>): string {
 
 /**
  * The cluster CA next to the pgpass, from the API (GET /v1/cluster/connection), so clients can verify the
- * DB server with sslmode=verify-full (docs/SECURITY.md, "Cluster-internal TLS").
+ * coordinator (PgBouncer presents a certificate of the cluster CA) with sslmode=verify-full
+ * (docs/SECURITY.md, "Cluster-internal TLS").
  */
 async function writeCaFile(opts: LocalOptions, client: DispatcherClient): Promise<void> {
   const conn = await client.get<ClusterConnectionView>('/v1/cluster/connection');

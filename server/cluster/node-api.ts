@@ -26,7 +26,8 @@ export interface NodeApi {
   verifyGuard(): Promise<GuardStatusView>;
   /** Renders, starts and waits until the process is ready (its own probe). */
   startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus>;
-  stopProcess(processId: string): Promise<void>;
+  /** Stops the process and its companion (keepCompanion: the main program only, for a rolling restart). */
+  stopProcess(processId: string, opts?: { keepCompanion?: boolean }): Promise<void>;
   setClusterState(state: ClusterState): Promise<void>;
   status(): Promise<NodeStatusView>;
   /** Deletes the data dirs of the stored plan's processes on this machine and forgets the plan. */
@@ -66,7 +67,7 @@ export interface ProcessRenderer {
     plan: Plan,
     processId: string,
     ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; tls?: ProcessTls },
-  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[] };
+  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; companion?: { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; reloadSignal?: NodeJS.Signals } };
   /** Absolute binary paths the process of this role needs on this machine. */
   binariesFor(plan: Plan, role: string): string[];
   generateSecrets(engine: string): Record<string, string>;

@@ -8,7 +8,7 @@
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
-import type { ProcessStatus, Supervisor } from '../supervisor/types.js';
+import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { assertValidPlan } from '../core/validate-plan.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
@@ -116,19 +116,63 @@ export class LocalNode implements NodeApi {
     if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
     const dir = this.processDir(p);
     const tls = this.certificates.material(processId);
-    const { spec, files } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, ...(tls ? { tls } : {}) });
-    await writeProcessFiles(this.deps.dataDir, dir, files, this.deps.runAs);
+    const { spec, files, companion } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, ...(tls ? { tls } : {}) });
+    await writeProcessFiles(this.deps.dataDir, dir, [...files, ...(companion?.files ?? [])], this.deps.runAs);
+    let current = processId;
     try {
       await this.deps.supervisor.start(spec);
-      return await this.deps.supervisor.waitReady(processId, readyTimeoutMs);
+      const st = await this.deps.supervisor.waitReady(processId, readyTimeoutMs);
+      if (companion) {
+        current = companion.spec.id;
+        await this.startCompanion(companion.spec, readyTimeoutMs, companion.reloadSignal);
+      }
+      return st;
     } catch (e) {
-      const logTail = await this.deps.supervisor.logTail(processId, 20).catch(() => []);
+      const logTail = await this.deps.supervisor.logTail(current, 20).catch(() => []);
       const msg = isDispatcherError(e) ? e.message : (e as Error).message;
-      throw new DispatcherError('operation_failed', `${processId} on ${this.id} did not become ready: ${msg}`, {
+      throw new DispatcherError('operation_failed', `${current} on ${this.id} did not become ready: ${msg}`, {
         details: { host: this.id, process: processId, logTail },
         cause: e,
       });
     }
+  }
+
+  /**
+   * Starts a companion after its main program is ready. One that runs with the same spec is kept (a rolling
+   * restart of the main program keeps PgBouncer and its clients); one whose spec changed (an upgrade of its
+   * binary) is restarted, which closes its clients' connections (docs/DESIGN.md, "Rolling restart without
+   * failed statements").
+   */
+  private async startCompanion(spec: ProcessSpec, readyTimeoutMs: number, reloadSignal?: NodeJS.Signals): Promise<void> {
+    const sup = this.deps.supervisor;
+    const cur = sup.get(spec.id);
+    if (cur && cur.state !== 'stopped' && cur.state !== 'failed') {
+      try {
+        const kept = await sup.start(spec);
+        // Kept: its files were just rewritten (a certificate rotation); it re-reads them (PgBouncer: SIGHUP).
+        // The pid the supervisor watches right now; one that exited meanwhile is restarted by it anyway.
+        if (reloadSignal && kept.pid) {
+          try {
+            process.kill(kept.pid, reloadSignal);
+          } catch {
+            /* gone: the supervisor starts it again with the new files */
+          }
+        }
+      } catch (e) {
+        if (!isDispatcherError(e) || e.code !== 'conflict') throw e;
+        await sup.stop(spec.id);
+        await sup.start(spec);
+      }
+    } else await sup.start(spec);
+    await sup.waitReady(spec.id, readyTimeoutMs);
+  }
+
+  /** Supervisor ids of a plan process's companions (the engine's naming: render.ts companionId). */
+  private companionsOf(processId: string): string[] {
+    return this.deps.supervisor
+      .list()
+      .map((s) => s.id)
+      .filter((id) => id.startsWith(`${processId}.`));
   }
 
   async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView> {
@@ -165,7 +209,9 @@ export class LocalNode implements NodeApi {
     return this.deps.supervisor.logTail(processId, lines);
   }
 
-  async stopProcess(processId: string): Promise<void> {
+  async stopProcess(processId: string, opts: { keepCompanion?: boolean } = {}): Promise<void> {
+    // The companion first: PgBouncer's safe shutdown lets running transactions finish through HAProxy.
+    if (!opts.keepCompanion) for (const c of this.companionsOf(processId)) await this.deps.supervisor.stop(c);
     if (this.deps.supervisor.get(processId)) await this.deps.supervisor.stop(processId);
     const snap = this.deps.store.get();
     if (snap) await this.deps.afterStop?.(snap.plan, processId);
@@ -197,7 +243,9 @@ export class LocalNode implements NodeApi {
       throw new DispatcherError('conflict', `cluster ${plan.name} is ${state} on ${this.id}: shut it down before cleanup`, { details: { host: this.id } });
     }
     for (const p of this.myProcesses(plan).reverse()) {
+      const companions = this.companionsOf(p.id);
       await this.stopProcess(p.id);
+      for (const c of companions) await this.deps.supervisor.remove(c);
       if (this.deps.supervisor.get(p.id)) await this.deps.supervisor.remove(p.id);
       await removeProcessDir(this.processDir(p), this.deps.runAs);
     }

@@ -66,8 +66,8 @@ export class RemoteNode implements NodeApi {
   async startProcess(processId: string, readyTimeoutMs: number) {
     return (await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/start`, ProcessStatusSchema, { body: { readyTimeoutMs }, timeoutMs: readyTimeoutMs + 15_000 })) as ProcessStatus;
   }
-  async stopProcess(processId: string) {
-    await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/stop`, NoContentSchema, { timeoutMs: 120_000 });
+  async stopProcess(processId: string, opts: { keepCompanion?: boolean } = {}) {
+    await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/stop`, NoContentSchema, { ...(opts.keepCompanion ? { body: { keepCompanion: true } } : {}), timeoutMs: 120_000 });
   }
   async setClusterState(state: ClusterState) {
     await this.client.call('POST', '/v1/node/state', NoContentSchema, { body: { state } });

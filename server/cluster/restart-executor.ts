@@ -10,6 +10,7 @@ import { ROLE_ORDER, type Plan, type PlanProcess, type Role } from '../../api/pl
 import { allAtOncePlan, describeRestartPlan, rollingRestartPlan, upgradeBinaries, type PlanStep, type RestartEntry } from '../core/restart-plan.js';
 import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 import type { OperationHandle } from './operations.js';
+import { pausedCoordinators } from './paused-coordinators.js';
 import { enginePrograms } from '../engines/loader.js';
 import {
   GATE_ACTIONS,
@@ -111,6 +112,12 @@ export class RestartExecutor {
       }
       const secrets = snap.secrets;
       const timeout = req.readyTimeoutMs;
+      // A pause left by a dispatcher that died mid-switchover is an outage: every operation (a resumed one
+      // first of all) starts by resuming every coordinator; one that is not paused stays as it is.
+      const coordinators = plan.processes.filter((p) => p.role === 'coordinator').map((p) => p.id);
+      if (coordinators.length && this.deps.actions.resumeCoordinators) {
+        await this.deps.actions.resumeCoordinators(plan, secrets, coordinators).catch((e: Error) => op.event({ level: 'warn', step: 'pooler-resume', message: `could not check that the coordinators are not paused: ${e.message}` }));
+      }
 
       const programOf = (role: Role) => this.deps.engine(plan.engine).manifest.roles[role].program;
       const restartOne = async (p: PlanProcess) => {
@@ -118,7 +125,8 @@ export class RestartExecutor {
         progress.current = p.id;
         await save();
         op.event({ level: 'info', step: 'stop', host: p.dispatcher, process: p.id, message: `stopping ${p.role} ${p.id}` });
-        await node.stopProcess(p.id);
+        // A rolling restart restarts the main program; its companion (PgBouncer) keeps its clients.
+        await node.stopProcess(p.id, { keepCompanion: true });
         if (!progress.stopped.includes(p.id)) progress.stopped.push(p.id);
         await save();
         op.event({ level: 'info', step: 'start', host: p.dispatcher, process: p.id, message: `starting ${p.id}${Object.hasOwn(plan.binaries, programOf(p.role)) ? ` on ${plan.binaries[programOf(p.role)]}` : ''}` });
@@ -174,7 +182,13 @@ export class RestartExecutor {
             if (ctl.signal.aborted) throw abortedError();
             const p = plan.processes.find((x) => x.id === entry.process)!;
             for (const s of entry.before) await this.action(op, plan, secrets, s, entry, progress);
-            await restartOne(p);
+            const pause = this.deps.engine(plan.engine).manifest.roles[p.role].rollingRestart.pause;
+            if (pause?.scope === 'self') {
+              await pausedCoordinators(this.deps.actions, this.clock, op, plan, secrets, [p.id], pause.maxMs, `restart of ${p.id}`, async () => {
+                await restartOne(p);
+                await this.deps.actions.waitCoordinatorsRouting?.(plan, [p.id], undefined, pause.maxMs).catch((e: Error) => op.event({ level: 'warn', step: 'ready', process: p.id, message: e.message }));
+              });
+            } else await restartOne(p);
             for (const s of entry.after) if (s.action !== 'wait-ready' && !GATE_ACTIONS.has(s.action)) await this.action(op, plan, secrets, s, entry, progress);
             const detail = await this.waitClusterHealthy(op, plan, secrets, timeout, p.id, ctl.signal);
             op.event({ level: 'info', step: 'healthy', process: p.id, message: `cluster healthy after ${p.id}: ${detail}` });
@@ -218,8 +232,18 @@ export class RestartExecutor {
         return;
       }
       op.event({ level: 'info', step: 'switchover', process: entry.process, message: `moving leadership away from ${entry.process} (Patroni switchover)` });
+      await this.deps.actions.prepareSwitchover?.(plan, secrets, entry.process);
       const t0 = this.clock.now();
-      const to = await this.deps.actions.switchover(plan, secrets, entry.process, progress.done, s.timeoutMs ?? 30_000);
+      const pause = this.deps.engine(plan.engine).manifest.roles[entry.role].rollingRestart.pause;
+      const coordinators = pause?.scope === 'all-coordinators' ? plan.processes.filter((p) => p.role === 'coordinator').map((p) => p.id) : [];
+      const to = await pausedCoordinators(this.deps.actions, this.clock, op, plan, secrets, coordinators, pause?.maxMs ?? 10_000, `switchover from ${entry.process}`, async () => {
+        const leader = await this.deps.actions.switchover(plan, secrets, entry.process, progress.done, s.timeoutMs ?? 30_000);
+        // Resume only once every coordinator's HAProxy routes to the new leader alone: a stale route to the
+        // demoted one would turn held writes into read-only errors.
+        // Not fatal past the bound: the pause ends anyway, and the cluster-health gate waits for routing.
+        await this.deps.actions.waitCoordinatorsRouting?.(plan, coordinators, leader, pause?.maxMs ?? 10_000).catch((e: Error) => op.event({ level: 'warn', step: 'switchover', process: entry.process, message: e.message }));
+        return leader;
+      });
       op.event({ level: 'info', step: 'switchover', process: entry.process, message: `${to} leads now (${this.clock.now() - t0} ms); ${entry.process} is a replica` });
       return;
     }

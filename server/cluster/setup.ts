@@ -65,7 +65,7 @@ export function engineRenderer(config: DispatcherConfig): ProcessRenderer & { le
       const e = engine(plan.engine);
       const r = e.manifest.roles[role as Role];
       const chosen = chosenBinaries(e, plan, { dispatcherDataDir: config.dataDir, binaries: binaries(plan.engine), secrets: {} }, role as Role);
-      return [r.program, ...r.requires].map((prog) => chosen[prog]);
+      return [r.program, ...r.requires, ...(r.companion ? [r.companion.program] : [])].map((prog) => chosen[prog]);
     },
     generateSecrets: (name) => generateSecrets(engine(name)),
     leftoverPidFile(plan, id, dataDir) {

@@ -1,5 +1,5 @@
 /**
- * Where Debian 12's packages put each engine's programs (etcd-server, patroni, postgresql-15, haproxy).
+ * Where Debian 12's packages put each engine's programs (etcd-server, patroni, postgresql-15, haproxy, pgbouncer).
  * The default for a machine's config (`engines.<name>.binaries`) when it runs the Debian packages; a plan
  * can never choose a binary, only a machine's config can.
  */
@@ -10,4 +10,5 @@ export const PG_HA_DEBIAN_BINARIES: Readonly<Record<string, string>> = Object.fr
   postgres: '/usr/lib/postgresql/15/bin/postgres',
   psql: '/usr/lib/postgresql/15/bin/psql',
   haproxy: '/usr/sbin/haproxy',
+  pgbouncer: '/usr/sbin/pgbouncer',
 });

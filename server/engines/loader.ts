@@ -69,7 +69,7 @@ export function loadEngine(name: string, dir = templatesDir()): Engine {
   if (listProblems.length) throw new DispatcherError('config_invalid', `engine ${name}: ${listProblems.join('; ')}`);
   const templates: Record<string, string> = {};
   for (const role of ROLES) {
-    for (const f of manifest.roles[role].files) {
+    for (const f of [...manifest.roles[role].files, ...(manifest.roles[role].companion?.files ?? [])]) {
       if (f.template !== undefined && !(f.template in templates)) {
         if (f.template.includes('/') || f.template.startsWith('.')) {
           throw new DispatcherError('config_invalid', `engine ${name}: template ${f.template} must be a file name in the engine folder`);
@@ -105,6 +105,7 @@ export function enginePrograms(engine: Engine): string[] {
     out.add(r.program);
     for (const q of r.requires) out.add(q);
     if (r.readiness.kind === 'command') out.add(r.readiness.program);
+    if (r.companion) out.add(r.companion.program);
   }
   return [...out].sort();
 }

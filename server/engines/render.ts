@@ -49,6 +49,13 @@ export interface RenderedProcess {
   files: RenderedFile[];
   /** A pid file a grandchild may leave running after the process stops (postgres under Patroni). */
   leftoverPidFile?: string;
+  /** The role's companion program (server/engines/types.ts EngineCompanionSchema), same dir and TLS files. */
+  companion?: { spec: ProcessSpec; files: RenderedFile[]; reloadSignal?: NodeJS.Signals };
+}
+
+/** The supervisor id of a process's companion. */
+export function companionId(processId: string, name: string): string {
+  return `${processId}.${name}`;
 }
 
 /**
@@ -157,7 +164,7 @@ export function allowedPaths(binaries: RenderContext['binaries'], program: strin
  */
 export function chosenBinaries(engine: Engine, plan: Plan, ctx: RenderContext, role: Role): Record<string, string> {
   const r = engine.manifest.roles[role];
-  const programs = new Set([r.program, ...r.requires, ...(r.readiness.kind === 'command' ? [r.readiness.program] : [])]);
+  const programs = new Set([r.program, ...r.requires, ...(r.readiness.kind === 'command' ? [r.readiness.program] : []), ...(r.companion ? [r.companion.program] : [])]);
   const out: Record<string, string> = Object.create(null);
   for (const [program, path] of Object.entries(plan.binaries)) {
     if (!allowedPaths(ctx.binaries, program).includes(path)) {
@@ -208,39 +215,40 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
   const data = templateData(engine, plan, proc, dir, chosen, ctx);
   const argv = [executable, ...renderArgv(role.argv, data, `argv of ${what}`), ...proc.args];
 
-  const files = role.files.map((f) => {
+  const renderFile = (f: (typeof role.files)[number], whose: string): RenderedFile => {
     const path = resolve(dir, f.path);
     if (!path.startsWith(dir + sep)) throw new DispatcherError('config_invalid', `engine ${engine.name}: file ${f.path} escapes the process dir`);
-    const content = f.secret !== undefined ? ctx.secrets[f.secret] : renderTemplate(engine.templates[f.template!], data, `${f.template} of ${what}`);
+    const content = f.secret !== undefined ? ctx.secrets[f.secret] : renderTemplate(engine.templates[f.template!], data, `${f.template} of ${whose}`);
     if (content === undefined) throw new DispatcherError('config_invalid', `secret "${f.secret}" of engine ${engine.name} is missing`);
     return { path, content, mode: f.mode };
-  });
+  };
+  const files = role.files.map((f) => renderFile(f, what));
   if (ctx.tls) {
     const t = ctx.tls;
     const content = { caFile: t.ca, certFile: t.cert, keyFile: t.key, pemFile: `${t.cert.trimEnd()}\n${t.key}` };
     for (const [k, f] of Object.entries(TLS_FILES)) files.push({ path: resolve(dir, f), content: content[k as keyof typeof TLS_FILES], mode: 0o600 });
   }
 
-  const r = role.readiness;
-  const readiness: ProbeSpec =
+  const probe = (r: typeof role.readiness, whose: string): ProbeSpec =>
     r.kind === 'tcp'
-      ? { kind: 'tcp', host: proc.address, port: Number(renderTemplate(`{{ports.${r.port}}}`, data, `readiness of ${what}`)) }
+      ? { kind: 'tcp', host: proc.address, port: Number(renderTemplate(`{{ports.${r.port}}}`, data, `readiness of ${whose}`)) }
       : r.kind === 'command'
       ? {
           kind: 'command',
-          argv: [chosen[r.program], ...r.args.map((a) => renderTemplate(a, data, `readiness of ${what}`))],
+          argv: [chosen[r.program], ...r.args.map((a) => renderTemplate(a, data, `readiness of ${whose}`))],
           ...(r.timeoutMs ? { timeoutMs: r.timeoutMs } : {}),
           // As the process user: the probe reads that user's files (probe.pgpass) and nothing of root's.
           ...(ctx.runAs ? { runAs: { uid: ctx.runAs.uid, gid: ctx.runAs.gid } } : {}),
         }
       : {
           kind: 'http',
-          url: renderTemplate(r.url, data, `readiness of ${what}`),
+          url: renderTemplate(r.url, data, `readiness of ${whose}`),
           ...(r.expectStatus ? { expectStatus: r.expectStatus } : {}),
           ...(r.bodyMatch ? { bodyMatch: r.bodyMatch } : {}),
           ...(r.clusterTls ? { tls: requireTls(data) } : {}),
         };
 
+  const readiness = probe(role.readiness, what);
   const env = Object.fromEntries(Object.entries(role.env).map(([k, v]) => [k, renderTemplate(v, data, `env ${k} of ${what}`)]));
   const spec: ProcessSpec = {
     id: proc.id,
@@ -258,6 +266,25 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
     restart: { ...DEFAULT_RESTART_POLICY },
   };
   const out: RenderedProcess = { spec, files };
+  const c = role.companion;
+  if (c) {
+    const cwhat = `${what}.${c.name}`;
+    out.companion = {
+      spec: {
+        ...spec,
+        id: companionId(proc.id, c.name),
+        argv: [chosen[c.program], ...renderArgv(c.argv, data, `argv of ${cwhat}`)],
+        env: Object.fromEntries(Object.entries(c.env).map(([k, v]) => [k, renderTemplate(v, data, `env ${k} of ${cwhat}`)])),
+        readiness: probe(c.readiness, cwhat),
+        ...(c.readinessIntervalMs ? { readinessIntervalMs: c.readinessIntervalMs } : {}),
+        stopSignal: c.stop.signal,
+        stopTimeoutMs: c.stop.timeoutMs,
+        restart: { ...DEFAULT_RESTART_POLICY },
+      },
+      files: c.files.map((f) => renderFile(f, cwhat)),
+      ...(c.reloadSignal ? { reloadSignal: c.reloadSignal } : {}),
+    };
+  }
   if (role.leftoverPidFile) out.leftoverPidFile = resolve(dir, renderTemplate(role.leftoverPidFile, data, `leftoverPidFile of ${what}`));
   return out;
 }

@@ -84,6 +84,18 @@ export const RollingStepSchema = z
   .strict();
 export type RollingStep = z.infer<typeof RollingStepSchema>;
 
+/**
+ * Connection-layer pause around a rolling restart's disruptive moments (docs/DESIGN.md, "Rolling restart
+ * without failed statements"): `all-coordinators` pauses every coordinator's companion around this role's
+ * switchover; `self` pauses the process's own companion around its restart. At most `maxMs` long.
+ */
+export const RollingPauseSchema = z
+  .object({
+    scope: z.enum(['all-coordinators', 'self']),
+    maxMs: z.number().int().positive().max(60_000).default(10_000),
+  })
+  .strict();
+
 export const RollingRestartSchema = z
   .object({
     /** followers-then-leader: restart non-leaders first, the leader last. one-at-a-time: plan order. */
@@ -96,9 +108,33 @@ export const RollingRestartSchema = z
     after: z.array(RollingStepSchema).default([]),
     /** Once after the last process of the role. */
     afterRole: z.array(RollingStepSchema).default([]),
+    pause: RollingPauseSchema.optional(),
   })
   .strict();
 export type RollingRestart = z.infer<typeof RollingRestartSchema>;
+
+/**
+ * A second program that serves the role next to its main one (pg-ha: PgBouncer in front of each
+ * coordinator's HAProxy). Same shape as a role's process, minus ports (it uses the role's, by name) and
+ * options. It starts after the main program is ready and stops before it; a rolling restart of the role
+ * restarts only the main program and keeps the companion (and its clients' connections) running.
+ */
+export const EngineCompanionSchema = z
+  .object({
+    /** Suffix of its supervisor id: `<process id>.<name>`. */
+    name: z.string().regex(/^[a-z][a-z0-9-]*$/),
+    program: z.string().min(1),
+    argv: z.array(ArgvEntrySchema),
+    files: z.array(EngineFileSchema).default([]),
+    env: z.record(z.string(), z.string()).default({}),
+    readiness: ProbeTemplateSchema,
+    readinessIntervalMs: z.number().int().positive().optional(),
+    stop: z.object({ signal: z.enum(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGHUP']), timeoutMs: z.number().int().positive() }).strict(),
+    /** Sent when it is kept across its main program's restart, so it re-reads its rewritten files (new certificates). */
+    reloadSignal: z.enum(['SIGHUP', 'SIGUSR1', 'SIGUSR2']).optional(),
+  })
+  .strict();
+export type EngineCompanion = z.infer<typeof EngineCompanionSchema>;
 
 export const EngineRoleSchema = z
   .object({
@@ -123,6 +159,7 @@ export const EngineRoleSchema = z
     /** Options the engine sets itself (names without dashes), Starter-style: refused with "managed". */
     managedOptions: z.array(z.string()).default([]),
     rollingRestart: RollingRestartSchema,
+    companion: EngineCompanionSchema.optional(),
   })
   .strict();
 export type EngineRole = z.infer<typeof EngineRoleSchema>;

@@ -109,10 +109,10 @@ test('dispatch local gives a working cluster; --down --purge leaves nothing runn
   assert.equal(viaConnect, 'localtrue', 'dispatch connect gives a working verify-full connection');
   rmSync(connDir, { recursive: true, force: true });
 
-  // Every process of it, by pid: 3 dispatchers, 3 etcd, 3 patroni, 3 postmasters, 1 haproxy.
+  // Every process of it, by pid: 3 dispatchers, 3 etcd, 3 patroni, 3 postmasters, 1 haproxy, 1 pgbouncer.
   const pids = pidsMatching(localDir);
   const kinds = pids.map((p) => cmdlineOf(p));
-  for (const [what, n] of [['dispatcherd', 3], ['etcd', 3], ['patroni', 3], ['bin/postgres', 3], ['haproxy', 1]] as const) {
+  for (const [what, n] of [['dispatcherd', 3], ['etcd', 3], ['patroni', 3], ['bin/postgres', 3], ['haproxy', 1], ['pgbouncer', 1]] as const) {
     assert.equal(kinds.filter((k) => k.includes(what)).length, n, `${n} ${what} running:\n${kinds.join('\n')}`);
   }
 

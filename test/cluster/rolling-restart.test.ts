@@ -1,6 +1,6 @@
 /**
  * Cluster tier: rolling restarts and upgrades of a REAL pg-ha cluster (3 loopback dispatchers; etcd,
- * Patroni/PostgreSQL 15, HAProxy from Debian packages). Needs root and deploy/install-deps.sh.
+ * Patroni/PostgreSQL 15, HAProxy and PgBouncer from Debian packages). Needs root and deploy/install-deps.sh.
  * One cluster for the whole file, bounded to a few minutes.
  */
 import { test, describe, before, after } from 'node:test';
@@ -79,6 +79,9 @@ describe('rolling restart (pg-ha, real cluster)', { timeout: 300_000 }, () => {
     const lost = w.acked.filter((n) => !rows.has(n));
     assert.deepEqual(lost, [], 'acknowledged writes lost');
     assert.ok(w.acked.length > 50);
+    // Not one failed statement: PgBouncer held new transactions across the switchover and every HAProxy
+    // restart (docs/DESIGN.md, "Rolling restart without failed statements").
+    assert.equal(w.failedAttempts, 0, `failed statements during the rolling upgrade (longest outage ${w.longestGapMs} ms)`);
     console.log(`# rolling upgrade: ${op.result?.durationMs} ms, ${w.acked.length} writes acked, ${w.failedAttempts} failed attempts, longest outage ${w.longestGapMs} ms, ${leaderless} leaderless agency samples of ${agencySamples.length}`);
 
     // Every process runs the new binary (command.txt in the dispatcher's own root-owned process log dir).

@@ -40,7 +40,7 @@ describe('engine profiles', () => {
   test('both engines load; secrets are declared and generated fresh', () => {
     assert.deepEqual(listEngines(), ['arangodb', 'pg-ha']);
     const pg = loadEngine('pg-ha');
-    assert.deepEqual(engineSecrets(pg), ['superuser-password', 'replication-password', 'rewind-password', 'rest-password']);
+    assert.deepEqual(engineSecrets(pg), ['superuser-password', 'replication-password', 'rewind-password', 'rest-password', 'pooler-admin-password']);
     const a = generateSecrets(pg);
     const b = generateSecrets(pg);
     assert.notEqual(a['superuser-password'], b['superuser-password']);
@@ -56,7 +56,7 @@ describe('engine profiles', () => {
 describe('pg-ha rendering', () => {
   test('golden: argv, probes and config files of a three-host cluster', () => {
     const r = renderAll('three-hosts');
-    const view = Object.fromEntries(Object.entries(r).map(([id, x]) => [id, { spec: x.spec, files: x.files.map((f) => ({ ...f, mode: f.mode.toString(8) })), leftoverPidFile: x.leftoverPidFile }]));
+    const view = Object.fromEntries(Object.entries(r).map(([id, x]) => [id, { spec: x.spec, files: x.files.map((f) => ({ ...f, mode: f.mode.toString(8) })), leftoverPidFile: x.leftoverPidFile, ...(x.companion ? { companion: { spec: x.companion.spec, files: x.companion.files.map((f) => ({ ...f, mode: f.mode.toString(8) })) } } : {}) }]));
     golden('pg-ha-three-hosts.render.json', JSON.stringify(view, null, 2) + '\n');
   });
 

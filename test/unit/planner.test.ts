@@ -94,7 +94,7 @@ describe('placement and ports', () => {
     const exp = (role: string) => [...new Set(plan.processes.filter((p) => p.role === role).flatMap((p) => p.ports.map((x) => `${x.name}:${x.exposure}`)))];
     assert.deepEqual(exp('agent'), ['client:cluster', 'peer:cluster']);
     assert.deepEqual(exp('dbserver'), ['postgres:cluster', 'rest:cluster']);
-    assert.deepEqual(exp('coordinator'), ['client:public', 'readonly:public', 'stats:operator']);
+    assert.deepEqual(exp('coordinator'), ['client:public', 'readonly:public', 'stats:operator', 'router:cluster']);
     const ara = planFromSpecText(example('arangodb'));
     assert.deepEqual(ara.processes.map((p) => `${p.role}:${p.ports[0].port}:${p.ports[0].exposure}`).filter((v, i, a) => a.indexOf(v) === i), [
       'agent:8531:cluster',

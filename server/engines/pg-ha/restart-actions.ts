@@ -10,6 +10,7 @@ import { agencyStatus, dbserverState } from '../pg-ha-health.js';
 import { clusterHttps, psqlTlsEnv, type ClusterClientTls } from '../cluster-https.js';
 import { hostPort } from '../template.js';
 import type { RestartActions } from '../../core/restart-actions.js';
+import { poolerPause } from './pooler-pause.js';
 
 function port(p: PlanProcess, name: string): number {
   const x = p.ports.find((q) => q.name === name);
@@ -28,8 +29,8 @@ function psqlRun(psql: string, p: PlanProcess, password: string, sql: string, ti
 
 /**
  * pg-ha: the agency leader from etcd, the DB leader from Patroni, and Patroni 3.0.2's switchover
- * (POST /switchover {"leader", "candidate"}), preceded by a CHECKPOINT on the leader so its shutdown
- * checkpoint — part of the write gap — is short.
+ * (POST /switchover {"leader", "candidate"}), preceded (prepareSwitchover, outside the pause) by a CHECKPOINT
+ * on the leader so its shutdown checkpoint — part of the pause — is short; and PgBouncer's PAUSE/RESUME (pooler-pause.ts).
  */
 export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls | undefined }): RestartActions {
   const tls = () => opts.tls?.();
@@ -44,6 +45,11 @@ export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls 
       return leaders.length === 1 ? leaders[0].id : undefined;
       void secrets;
     },
+    async prepareSwitchover(plan, secrets, leader) {
+      const lp = plan.processes.find((p) => p.id === leader && p.role === 'dbserver');
+      // Best effort: a failed CHECKPOINT only makes the leader's shutdown checkpoint (the pause) longer.
+      if (lp && opts.psql && secrets['superuser-password']) await psqlRun(opts.psql, lp, secrets['superuser-password'], 'CHECKPOINT', 20_000, tls()).catch(() => undefined);
+    },
     async switchover(plan, secrets, leader, prefer, timeoutMs) {
       const dbs = plan.processes.filter((p) => p.role === 'dbserver');
       const states = await Promise.all(dbs.map((p) => dbserverState(plan, p.id, { psql: opts.psql, superuserPassword: secrets['superuser-password'], tls: tls() })));
@@ -51,8 +57,6 @@ export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls 
       if (!healthy.length) throw new DispatcherError('operation_failed', `no healthy streaming replica to take over from ${leader}; the leader was not restarted`, { details: { process: leader } });
       const candidate = healthy.find((id) => prefer.includes(id)) ?? healthy[0];
       const lp = dbs.find((p) => p.id === leader)!;
-      // Best effort: a failed CHECKPOINT only makes the leader's shutdown (the write gap) longer.
-      if (opts.psql && secrets['superuser-password']) await psqlRun(opts.psql, lp, secrets['superuser-password'], 'CHECKPOINT', 20_000, tls()).catch(() => undefined);
       const material = tls();
       if (!material) throw new DispatcherError('conflict', 'this dispatcher has no cluster certificate: Patroni accepts a switchover only from certificate holders', { details: { process: leader } });
       // Patroni wants a client certificate of the cluster CA and, for unsafe methods, the REST password.
@@ -74,6 +78,7 @@ export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls 
       });
       return candidate;
     },
+    ...poolerPause({ psql: opts.psql, tls }),
     supports: (action) => action === 'switchover',
   };
 }

@@ -19,6 +19,8 @@ import { assertBaseVersion } from '../../core/plan-version.js';
 const RelaunchSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000) }).strict();
 const PreflightSchema = z.object({ callerTime: z.number() }).strict();
 const StartSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000) }).strict();
+/** keepCompanion: a rolling restart restarts the main program only (server/cluster/node.ts). */
+const StopSchema = z.object({ keepCompanion: z.boolean().optional() }).strict();
 const StateSchema = z.object({ state: z.enum(['launching', 'running', 'failed', 'shutdown']) }).strict();
 const DiscardSchema = z.object({ name: z.string().min(1) }).strict();
 
@@ -190,7 +192,8 @@ export const clusterModule: RouteModule = {
       res.json(await node().startProcess(String(req.params.id), readyTimeoutMs));
     });
     router.post('/processes/:id/stop', async (req, res) => {
-      await node().stopProcess(String(req.params.id));
+      const { keepCompanion } = validate(StopSchema, req.body ?? {});
+      await node().stopProcess(String(req.params.id), keepCompanion ? { keepCompanion } : {});
       res.status(204).end();
     });
     router.get('/processes/:id/log', async (req, res) => {
@@ -263,7 +266,7 @@ export const clusterModule: RouteModule = {
     '/v1/node/guard': { post: { operationId: 'nodeGuard', summary: '(peer) install the firewall guard', responses: json('guard status') } },
     '/v1/node/guard/verify': { post: { operationId: 'nodeGuardVerify', summary: '(peer) read the guard back', responses: json('guard status') } },
     '/v1/node/processes/{id}/start': { post: { operationId: 'nodeStartProcess', summary: '(peer) start a planned process and wait until ready', parameters: [idParam], requestBody: body, responses: json('process status') } },
-    '/v1/node/processes/{id}/stop': { post: { operationId: 'nodeStopProcess', summary: '(peer) stop a process gracefully', parameters: [idParam], responses: { '204': { description: 'stopped' }, ...commonErrors } } },
+    '/v1/node/processes/{id}/stop': { post: { operationId: 'nodeStopProcess', summary: '(peer) stop a process gracefully, and its companion unless {"keepCompanion": true} (a rolling restart)', parameters: [idParam], requestBody: { ...body, required: false }, responses: { '204': { description: 'stopped' }, ...commonErrors } } },
     '/v1/node/state': { post: { operationId: 'nodeSetState', summary: '(peer) record the cluster state', requestBody: body, responses: { '204': { description: 'recorded' }, ...commonErrors } } },
     '/v1/node/processes/{id}/log': { get: { operationId: 'nodeProcessLog', summary: '(peer) last lines of a process log', parameters: [idParam], responses: json('log lines') } },
     '/v1/node/status': { get: { operationId: 'nodeStatus', summary: '(peer) processes and guard of this dispatcher', responses: json('node status') } },

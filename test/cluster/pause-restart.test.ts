@@ -1,0 +1,101 @@
+/**
+ * Cluster tier, issue 17: a rolling restart of every role that clients through a coordinator do not
+ * notice. PostgreSQL's pgbench is the judge (-c 4 -j 2 -T 45), once with persistent connections and once
+ * with a new connection per transaction (-C), while `restart` runs: 0 aborted clients, 0 failed
+ * transactions. One real pg-ha cluster (etcd, Patroni/PostgreSQL, HAProxy + PgBouncer) for both runs and
+ * for the bounded-pause check. About 3 minutes.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { OperationView } from '../../api/rest.js';
+import { PSQL } from '../helpers/cluster.js';
+import { dispatcherClientTls, sql, startPgCluster, waitOperation, type PgCluster } from '../helpers/pg-cluster.js';
+import { pgbenchInit, pgbenchRun, type PgbenchTarget } from '../helpers/pgbench.js';
+
+let cl: PgCluster;
+let target: PgbenchTarget;
+
+async function restartDuring(connectPerTransaction: boolean) {
+  const c = cl.client(0);
+  const started = Date.now();
+  const bench = pgbenchRun(target, { seconds: 45, connectPerTransaction });
+  await new Promise((r) => setTimeout(r, 2000));
+  const { operation } = await c.post<{ operation: string }>('/v1/cluster/restart', { readyTimeoutMs: 60_000 });
+  const op = await waitOperation(c, operation, 150_000);
+  const r = await bench;
+  // The operation's steps on pgbench's clock, for a failure message that says which step a client saw.
+  const timeline = op.events.map((e) => `[${((Date.parse(e.at) - started) / 1000).toFixed(1)} s] ${e.step} ${e.message.split('\n')[0].slice(0, 100)}`).join('\n');
+  return { op, r, timeline };
+}
+
+function report(label: string, op: OperationView, r: Awaited<ReturnType<typeof pgbenchRun>>) {
+  const pauses = op.events.filter((e) => e.step === 'pooler-pause' || e.step === 'pooler-resume').map((e) => e.message);
+  console.log(`# ${label}: ${r.processed} transactions, ${r.failed} failed, ${r.abortedClients} aborted clients, longest transaction ${r.maxLatencyMs} ms; restart ${op.result?.durationMs} ms; ${pauses.join(' | ')}`);
+  // What the operation did while the longest transaction waited (which step a client noticed most).
+  const from = r.maxLatencyEndMs - r.maxLatencyMs - 1000;
+  const during = op.events.filter((e) => Date.parse(e.at) >= from && Date.parse(e.at) <= r.maxLatencyEndMs + 200);
+  console.log(`#   during the longest transaction: ${during.map((e) => `[${Date.parse(e.at) - (r.maxLatencyEndMs - r.maxLatencyMs)} ms] ${e.step} ${e.message.slice(0, 90)}`).join(' | ')}`);
+}
+
+describe('rolling restart behind PgBouncer: pgbench sees no failure', { timeout: 600_000 }, () => {
+  before(async () => {
+    cl = await startPgCluster({ name: 'pausetest', basePort: 26400, coordinators: 1 });
+    target = { port: cl.coordinatorPorts[0], pgpass: cl.pgpass, ca: dispatcherClientTls(cl.dispatchers[0].dataDir).ca };
+    await pgbenchInit(target);
+  });
+  after(async () => {
+    await cl?.close();
+  });
+
+  for (const connectPerTransaction of [false, true]) {
+    const label = connectPerTransaction ? 'pgbench -C (a connection per transaction)' : 'pgbench (persistent connections)';
+    test(`${label}: 0 aborted clients, 0 failed transactions during a restart of every role`, async () => {
+      const { op, r, timeline } = await restartDuring(connectPerTransaction);
+      report(label, op, r);
+      assert.equal(op.state, 'succeeded', `${op.error?.message}\n${op.events.slice(-8).map((e) => e.message).join('\n')}`);
+      // The switchover and the coordinator's HAProxy restart each ran paused, and each pause was resumed.
+      assert.ok(op.events.filter((e) => e.step === 'pooler-pause' && /^paused/.test(e.message)).length >= 2, 'paused for the switchover and the HAProxy restart');
+      assert.equal(op.events.filter((e) => e.step === 'pooler-resume' && /^resumed/.test(e.message)).length, op.events.filter((e) => e.step === 'pooler-pause' && /^paused/.test(e.message)).length);
+      const why = `${r.output}\n${timeline}`;
+      assert.equal(r.abortedClients, 0, why);
+      assert.equal(r.exitCode, 0, why);
+      assert.equal(r.failed, 0, why);
+      assert.ok(r.processed > 100, why);
+    });
+  }
+
+  test("PgBouncer's admin console: the superuser, a wrong password and plaintext are all refused", async () => {
+    const caFile = join(cl.dispatchers[0].dataDir, '..', 'pause-ca.crt');
+    writeFileSync(caFile, target.ca, { mode: 0o600 });
+    const attempt = (user: string, password: string, sslmode: string) =>
+      new Promise<string>((resolve) =>
+        execFile(PSQL, [`host=127.0.0.1 port=${target.port} user=${user} dbname=pgbouncer connect_timeout=3`, '-XtAq', '-c', 'PAUSE'], { env: { PATH: '/usr/bin:/bin', PGPASSWORD: password, PGSSLMODE: sslmode, PGSSLROOTCERT: caFile }, timeout: 10_000 }, (err, _o, stderr) =>
+          resolve(err ? String(stderr) : 'ACCEPTED'),
+        ),
+      );
+    // The database superuser is a client like any other: the console is not its to use.
+    assert.match(await attempt('postgres', cl.superuserPassword, 'verify-full'), /not allowed/);
+    assert.match(await attempt('dispatcher', 'not-the-password', 'verify-full'), /authentication failed/);
+    const secrets = JSON.parse(readFileSync(join(cl.dispatchers[0].dataDir, 'cluster', 'secrets.json'), 'utf8')).secrets as Record<string, string>;
+    assert.match(await attempt('dispatcher', secrets['pooler-admin-password'], 'disable'), /SSL required/);
+    // Clients still work (nothing above paused the pooler).
+    assert.equal(await sql(cl.pgpass, target.port, 'SELECT 1', 5000), '1');
+  });
+
+  test('a pause is bounded: a transaction that outlives PAUSE leaves the pooler resumed and the restart goes on', async () => {
+    // A transaction held open through the coordinator keeps PAUSE from completing within its bound.
+    const c = cl.client(0);
+    const holder = sql(cl.pgpass, target.port, 'BEGIN; SELECT pg_sleep(20); COMMIT;', 30_000).catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 500));
+    const { operation } = await c.post<{ operation: string }>('/v1/cluster/restart', { processes: { roles: ['coordinator'] }, readyTimeoutMs: 60_000 });
+    const op = await waitOperation(c, operation, 90_000);
+    assert.equal(op.state, 'succeeded', op.error?.message);
+    assert.ok(op.events.some((e) => e.step === 'pooler-pause' && /could not pause/.test(e.message)), op.events.map((e) => e.message).join('\n'));
+    // Not left paused: a new statement through the coordinator answers at once.
+    assert.equal(await sql(cl.pgpass, target.port, 'SELECT 7', 5000), '7');
+    await holder;
+  });
+});
