@@ -12,6 +12,7 @@ import { defaultEngineCatalog } from '../engines/loader.js';
 import { CredentialSchema, type ClusterState } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 const ClusterRecordSchema = z
   .object({
@@ -58,7 +59,10 @@ export class ClusterStore {
   private readonly dir: string;
   private current?: ClusterSnapshot;
 
-  constructor(dataDir: string) {
+  constructor(
+    dataDir: string,
+    private readonly clock: Clock = systemClock,
+  ) {
     this.dir = join(dataDir, 'cluster');
   }
 
@@ -104,7 +108,7 @@ export class ClusterStore {
     } else {
       await rm(this.tlsFile, { force: true });
     }
-    const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt: new Date().toISOString() };
+    const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt: new Date(this.clock.now()).toISOString() };
     await writeFileAtomic(this.recordFile, JSON.stringify(record, null, 2), 0o600);
     this.current = snapshot;
   }
