@@ -1,7 +1,7 @@
 /**
- * Failed-login throttling, pure (the time comes from an injected Clock, or as a parameter). Two limits, both checked BEFORE a password is
- * verified, and a check in flight counts as an attempt until its outcome is known — so 100 guesses sent
- * at once are not 100 scrypt checks (docs/SECURITY.md, "Identities"):
+ * Failed-login throttling, pure (the time comes from an injected Clock, or as a parameter). Two limits,
+ * both checked BEFORE a password is verified, and a check in flight counts as an attempt until its outcome
+ * is known — so 100 guesses sent at once are not 100 scrypt checks (docs/SECURITY.md, "Identities"):
  *  - per source address: `maxPerSource` attempts within the window;
  *  - per account: `maxPerAccount` attempts within the window, summed over every source (a guesser that
  *    rotates source addresses). It is larger than the per-source limit, so one throttled source can never
@@ -11,6 +11,7 @@
  * Peers never come here: they authenticate by certificate.
  */
 import { systemClock, type Clock } from '../../../shared/poll.js';
+
 export interface ThrottleOptions {
   maxPerSource: number;
   maxPerAccount: number;
