@@ -19,6 +19,12 @@ import { PendingChangeFile, type PendingChange } from './pending-change.js';
 import { pidAlive } from '../../shared/procfs.js';
 import type { Clock } from '../../shared/poll.js';
 
+/**
+ * How long past its deadline a change the watchdog claimed may go without an outcome before the guard
+ * stops waiting for it (the watchdog died in the middle of the rollback).
+ */
+const ROLLBACK_GRACE_MS = 30_000;
+
 /** What a commit-confirmed change answers: its deadline and the token that confirms, extends or cancels it. */
 export interface PendingInfo {
   confirmBy: string;
@@ -190,6 +196,27 @@ export class CommitConfirmed {
       this.rules.log.error('the firewall rollback watchdog failed', { err: o.error });
     }
     this.previous = null;
+  }
+
+  /**
+   * True while the watchdog rolls the pending change back: it claimed the state file (so the file no longer
+   * holds this change) and has not written its outcome yet. Its steps are claim, install the previous
+   * policy, write the outcome; a drift check in between would see "our rules changed" and re-install the
+   * change being rolled back, cutting the operator off again until the next check — so the guard does not
+   * repair then (docs/FIREWALL.md). Long past the deadline with still no outcome, the watchdog died
+   * mid-rollback: the change counts as rolled back and the previous policy is installed.
+   */
+  async rollbackInFlight(): Promise<boolean> {
+    const p = this.pending;
+    if (!p) return false;
+    const onDisk = await this.changes.read().catch(() => undefined);
+    if (onDisk?.token === p.token) return false;
+    if (this.rules.clock.now() <= p.until.getTime() + ROLLBACK_GRACE_MS) return true;
+    this.dropPending();
+    await this.rules.adopt(this.previous);
+    this.rules.log.error('the firewall rollback watchdog claimed a change but recorded no outcome: installed the policy before it', { to: this.previous ? 'previous policy' : 'no rules' });
+    this.previous = null;
+    return false;
   }
 
   /**

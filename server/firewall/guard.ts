@@ -129,6 +129,7 @@ export class Guard {
   checkDrift(): Promise<boolean> {
     return this.serial(async () => {
       await this.commits?.learnOutcome();
+      if (await this.commits?.rollbackInFlight()) return false;
       const policy = this.policy;
       if (!policy) return false;
       const ok = await this.backend.inSync(policy);
