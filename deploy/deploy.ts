@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Listr } from 'listr2';
 import { parse as parseYaml } from 'yaml';
 import { DispatcherError } from '../api/errors.js';
+import { systemClock, type Clock } from '../shared/poll.js';
 import { httpsHealth, type HealthChecker } from './health.js';
 import { parseInventory, resolveHosts, type Inventory, type ResolvedHost } from './inventory.js';
 import { buildPackage, type BuiltPackage } from './package.js';
@@ -38,6 +39,8 @@ export interface DeployOptions {
   health?: HealthChecker;
   /** Where lines for the operator go (default process.stdout). */
   write?: (line: string) => void;
+  /** The time stamped on --json events; default systemClock. */
+  clock?: Clock;
 }
 
 export interface DeployReport {
@@ -110,8 +113,9 @@ export async function runDeploy(o: DeployOptions): Promise<DeployReport> {
   const connect = o.connect ?? connectSsh;
   const health = o.health ?? httpsHealth;
   const json = o.json ?? false;
+  const clock = o.clock ?? systemClock;
 
-  const emitJson = (e: Record<string, unknown>): void => write(JSON.stringify({ time: new Date().toISOString(), ...e }));
+  const emitJson = (e: Record<string, unknown>): void => write(JSON.stringify({ time: new Date(clock.now()).toISOString(), ...e }));
 
   let pkg: BuiltPackage | undefined;
   let workDir: string | undefined;
@@ -135,7 +139,7 @@ export async function runDeploy(o: DeployOptions): Promise<DeployReport> {
     if (json) {
       results = await mapLimit(hosts, parallel, (h) =>
         runOne(h, (step, status, message) => {
-          const e: DeployEvent = { time: new Date().toISOString(), host: h.id, step, status, ...(message ? { message } : {}) };
+          const e: DeployEvent = { time: new Date(clock.now()).toISOString(), host: h.id, step, status, ...(message ? { message } : {}) };
           write(JSON.stringify({ type: 'step', ...e }));
         }),
       );

@@ -1,8 +1,9 @@
 /** `dispatch status` as text: the dispatchers table, the processes table and where clients connect. Pure. */
 import type { ClusterView } from '../api/rest.js';
 import { formatTable } from './table.js';
+import { systemClock } from '../shared/poll.js';
 
-export function statusText(view: ClusterView, now = Date.now()): string {
+export function statusText(view: ClusterView, now = systemClock.now()): string {
   if (!view.name) return 'no cluster on this dispatcher\n';
   let text = `cluster ${view.name} (${view.engine}): ${view.state}${view.activeOperation ? `, operation ${view.activeOperation} running` : ''}\n\n`;
   text +=

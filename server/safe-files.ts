@@ -73,30 +73,27 @@ export async function writeFileForOwner(dir: string, name: string, content: stri
 
 /** Opens (creating if missing) a root-owned log file for appending: a regular file, no link followed, one link only. */
 export async function openOwnLogForAppend(path: string, mode = 0o600): Promise<FileHandle> {
-  let fh: FileHandle;
-  try {
-    fh = await open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK, mode);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw refused(path, 'it is a symbolic link');
-    throw e;
-  }
-  try {
-    await checkOwnFile(fh, path);
-  } catch (e) {
-    await fh.close();
-    throw e;
-  }
-  return fh;
+  return (await openOwnFile(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK, mode))!;
 }
 
 /** Opens a file the daemon wrote itself for reading; undefined when missing; refused when it is not ours. */
-export async function openOwnFileForRead(path: string): Promise<FileHandle | undefined> {
+export function openOwnFileForRead(path: string): Promise<FileHandle | undefined> {
+  return openOwnFile(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+}
+
+/**
+ * The one way both open a file of the daemon's own: `flags` always hold O_NOFOLLOW, so a planted link
+ * fails the open (ELOOP) instead of being followed; the open descriptor is then checked (regular file,
+ * owned by the daemon, one link) and closed again when the check fails. Undefined when the file is missing
+ * (only possible without O_CREAT).
+ */
+async function openOwnFile(path: string, flags: number, mode?: number): Promise<FileHandle | undefined> {
   let fh: FileHandle;
   try {
-    fh = await open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    fh = await open(path, flags, mode);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return undefined;
+    if (code === 'ENOENT' && !(flags & O_CREAT)) return undefined;
     if (code === 'ELOOP') throw refused(path, 'it is a symbolic link');
     throw e;
   }

@@ -11,6 +11,7 @@ import { generate } from 'selfsigned';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import { DispatcherError } from '../api/errors.js';
 import { writeFileAtomic } from '../shared/atomic-file.js';
+import { systemClock, type Clock } from '../shared/poll.js';
 
 /**
  * TLS 1.2 suites: forward-secret AEAD only. The Crossbar seed lists ECDHE-RSA/DHE-RSA GCM suites; our
@@ -48,6 +49,8 @@ export interface EnsureCertificateOptions {
   commonName?: string;
   /** Validity in days (default 3650: the fingerprint is pinned, so renewal means re-pinning). */
   days?: number;
+  /** The validity starts from its now (default systemClock). */
+  clock?: Clock;
 }
 
 /**
@@ -73,7 +76,7 @@ export async function ensureCertificate(opts: EnsureCertificateOptions): Promise
       publicKey: createPublicKey(priv).export({ type: 'spki', format: 'pem' }).toString(),
     };
   }
-  const now = new Date();
+  const now = new Date((opts.clock ?? systemClock).now());
   const notBeforeDate = new Date(now.getTime() - 5 * 60_000); // tolerate small clock skew between peers
   const notAfterDate = new Date(now.getTime() + (opts.days ?? 3650) * 86_400_000);
   const pems = await generate([{ name: 'commonName', value: opts.commonName ?? hostname() }], {

@@ -10,6 +10,7 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DispatcherError, type Problem } from '../api/errors.js';
 import { writeFileAtomic } from '../shared/atomic-file.js';
+import { systemClock, type Clock } from '../shared/poll.js';
 
 export const MIN_PASSWORD_LENGTH = 12;
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
@@ -101,25 +102,25 @@ async function writeUsersFile(file: string, data: UsersFileContent): Promise<voi
 }
 
 /** Adds an account (root's `dispatcherd user add`; the API cannot create accounts). */
-export async function addUser(file: string, name: string, password: string, opts: { replace?: boolean; role?: UserRole } = {}): Promise<{ replaced: boolean }> {
+export async function addUser(file: string, name: string, password: string, opts: { replace?: boolean; role?: UserRole; clock?: Clock } = {}): Promise<{ replaced: boolean }> {
   const problems = [...userNameProblems(name), ...passwordProblems(password)];
   if (problems.length) throw new DispatcherError('validation_failed', 'user not added', { problems });
   const data = await readUsersFile(file);
   const replaced = hasUser(data, name);
   if (replaced && !opts.replace) throw new DispatcherError('conflict', `user ${name} exists (use --replace to set a new password)`);
   const role = opts.role ?? data.users[name]?.role;
-  data.users[name] = { hash: await hashPassword(password), createdAt: new Date().toISOString(), ...(role === 'admin' ? { role } : {}) };
+  data.users[name] = { hash: await hashPassword(password), createdAt: new Date((opts.clock ?? systemClock).now()).toISOString(), ...(role === 'admin' ? { role } : {}) };
   await writeUsersFile(file, data);
   return { replaced };
 }
 
 /** Sets a new password for an existing account (its own owner over REST, or root with `dispatcherd user passwd`). */
-export async function changePassword(file: string, name: string, password: string): Promise<void> {
+export async function changePassword(file: string, name: string, password: string, clock: Clock = systemClock): Promise<void> {
   const problems = passwordProblems(password).map((p) => ({ ...p, path: 'newPassword' }));
   if (problems.length) throw new DispatcherError('validation_failed', 'password not changed', { problems });
   const data = await readUsersFile(file);
   if (!hasUser(data, name)) throw new DispatcherError('not_found', `no user ${name}`);
-  data.users[name] = { ...data.users[name], hash: await hashPassword(password), passwordChangedAt: new Date().toISOString() };
+  data.users[name] = { ...data.users[name], hash: await hashPassword(password), passwordChangedAt: new Date(clock.now()).toISOString() };
   await writeUsersFile(file, data);
 }
 
@@ -158,8 +159,9 @@ export interface UserDirectory {
  * A UserDirectory over the users file. The file is edited by another process (`dispatcherd user ...`),
  * so changes are noticed by stat (at most once per `statIntervalMs`), not pushed.
  */
-export function fileUserDirectory(file: string, opts: { statIntervalMs?: number } = {}): UserDirectory {
+export function fileUserDirectory(file: string, opts: { statIntervalMs?: number; clock?: Clock } = {}): UserDirectory {
   const interval = opts.statIntervalMs ?? 250;
+  const clock = opts.clock ?? systemClock;
   let users: Record<string, UserRecord> = {};
   let signature = '';
   let gen = 0;
@@ -180,10 +182,10 @@ export function fileUserDirectory(file: string, opts: { statIntervalMs?: number 
       signature = sig;
       gen++;
     }
-    checkedAt = Date.now();
+    checkedAt = clock.now();
   }
   async function ensureFresh(): Promise<void> {
-    if (Date.now() - checkedAt < interval) return;
+    if (clock.now() - checkedAt < interval) return;
     pending ??= refresh().finally(() => (pending = undefined));
     await pending;
   }

@@ -13,6 +13,7 @@ import { portProblem } from '../core/listening-sockets.js';
 import { hostAddresses } from '../core/listen-addresses.js';
 import { listeningSockets, localAddresses } from './listening-sockets.js';
 import type { NodeGuard, ProcessRenderer } from './node-api.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 export interface PreflightInput {
   /** This dispatcher's id. */
@@ -20,6 +21,8 @@ export interface PreflightInput {
   plan: Plan;
   /** The contacted dispatcher's clock (ms), to find a skew. */
   callerTime: number;
+  /** This machine's clock (default systemClock). */
+  clock?: Clock;
   dataDir: string;
   allowedEngines: string[];
   minFreeBytes?: number;
@@ -34,7 +37,7 @@ export async function preflightProblems(input: PreflightInput): Promise<Prefligh
   const problems: PreflightProblem[] = [];
   const add = (check: string, message: string) => problems.push({ host: input.id, check, message });
 
-  const skew = Math.abs(Date.now() - callerTime);
+  const skew = Math.abs((input.clock ?? systemClock).now() - callerTime);
   if (skew > 5_000) add('clock', `clock differs from the contacted dispatcher's by ${Math.round(skew / 1000)} s (limit 5 s)`);
 
   if (!input.allowedEngines.includes(plan.engine)) {

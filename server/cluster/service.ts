@@ -10,6 +10,7 @@ import type { Orchestrator, LaunchInput } from './orchestrator.js';
 import type { OperationStore } from './operations.js';
 import type { ClusterStore } from './store.js';
 import type { RestartService } from './restart.js';
+import type { ClusterClientTls } from '../engines/cluster-https.js';
 
 export class ClusterService {
   constructor(
@@ -18,6 +19,11 @@ export class ClusterService {
     readonly operations: OperationStore,
     readonly store: ClusterStore,
     readonly restarts: RestartService,
+    /**
+     * This dispatcher's client certificate for the cluster's own services (etcd, Patroni REST), built once
+     * in server/cluster/setup.ts; undefined before the cluster PKI is issued (docs/SECURITY.md, "Cluster-internal TLS").
+     */
+    readonly clientTls: () => ClusterClientTls | undefined,
   ) {}
 
   async launch(input: LaunchInput) {

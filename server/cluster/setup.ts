@@ -279,7 +279,7 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
   // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too):
   // with startDaemon's beforeProcesses it went in before any process was adopted; without (tests), now.
   if (!preGuard && snapshot && snapshot.state !== 'cleaned') await guardBeforeProcesses(guard, config, logger);
-  return { service: new ClusterService(node, orchestrator, operations, store, restarts), close: () => guard.close() };
+  return { service: new ClusterService(node, orchestrator, operations, store, restarts, clientTls), close: () => guard.close() };
 }
 
 export type { PlanProcess, Supervisor };

@@ -15,6 +15,7 @@ import { defaultEngineCatalog } from '../engines/loader.js';
 import { CredentialSchema, type ClusterState } from '../../api/rest.js';
 import { DispatcherError } from '../../api/errors.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 const ClusterRecordSchema = z
   .object({
@@ -64,7 +65,10 @@ export class ClusterStore {
   private current?: ClusterSnapshot;
   private versions: PlanVersionEntry[] = [];
 
-  constructor(dataDir: string) {
+  constructor(
+    dataDir: string,
+    private readonly clock: Clock = systemClock,
+  ) {
     this.dir = join(dataDir, 'cluster');
   }
 
@@ -125,7 +129,7 @@ export class ClusterStore {
     } else {
       await rm(this.tlsFile, { force: true });
     }
-    const updatedAt = new Date().toISOString();
+    const updatedAt = new Date(this.clock.now()).toISOString();
     // Every change of the plan is a new version; a state change or a TLS change keeps the version.
     const versions = nextHistory(this.current && { plan: this.current.plan, history: this.versions, cleaned: this.current.state === 'cleaned' }, snapshot.plan, updatedAt);
     const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt, versions };

@@ -6,6 +6,7 @@
  * rename is atomic, so exactly one of them wins and the other sees it gone. The outcome is written next to
  * it (`outcome.json`), so a daemon that was stopped or restarted learns what happened meanwhile.
  */
+import { randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FirewallPolicy } from '../../api/plan.js';
@@ -57,7 +58,7 @@ export class PendingChangeFile {
    * settled by someone else (or is another change). The caller then owns it and must record an outcome.
    */
   async claim(token: string): Promise<PendingChange | undefined> {
-    const claimed = join(this.dir, `claimed-${process.pid}-${Date.now()}.json`);
+    const claimed = join(this.dir, `claimed-${process.pid}-${randomBytes(8).toString('hex')}.json`);
     try {
       await rename(this.file, claimed);
     } catch (e) {
@@ -77,7 +78,7 @@ export class PendingChangeFile {
 
   /** Gives a claimed change back (e.g. the watchdog found its deadline extended). Never clobbers a newer one. */
   async putBack(change: PendingChange): Promise<boolean> {
-    const tmp = join(this.dir, `.putback-${process.pid}-${Date.now()}.json`);
+    const tmp = join(this.dir, `.putback-${process.pid}-${randomBytes(8).toString('hex')}.json`);
     await writeFileAtomic(tmp, JSON.stringify(change, null, 2), 0o600);
     try {
       await link(tmp, this.file);

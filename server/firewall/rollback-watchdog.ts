@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { GuardPolicy } from '../core/firewall-policy.js';
 import { createBackend } from './detect.js';
 import { PendingChangeFile, type PendingChange } from './pending-change.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 /** How often the watchdog re-reads the state file while waiting (extend, confirm, cancel). */
 const POLL_MS = 200;
@@ -29,7 +30,7 @@ export const restoreWithBackend: Restore = async (change, policy) => {
 };
 
 /** Waits for `token`'s deadline and rolls back unless the change was settled. Returns what happened. */
-export async function watchPendingChange(dir: string, token: string, restore: Restore = restoreWithBackend, now = () => Date.now()): Promise<'settled' | 'rolled-back' | 'rollback-failed'> {
+export async function watchPendingChange(dir: string, token: string, restore: Restore = restoreWithBackend, clock: Clock = systemClock): Promise<'settled' | 'rolled-back' | 'rollback-failed'> {
   const store = new PendingChangeFile(dir);
   let last: PendingChange | undefined;
   for (;;) {
@@ -39,25 +40,25 @@ export async function watchPendingChange(dir: string, token: string, restore: Re
     if (cur) last = cur;
     if (!last) return 'settled';
     const deadline = Date.parse(last.deadline);
-    const due = cur ? now() >= deadline : now() >= deadline + ORPHAN_GRACE_MS;
+    const due = cur ? clock.now() >= deadline : clock.now() >= deadline + ORPHAN_GRACE_MS;
     if (due) {
       const change = cur ? await store.claim(token) : last;
       if (!change) continue; // someone else settled it (or is extending it): look again
-      if (cur && Date.parse(change.deadline) > now()) {
+      if (cur && Date.parse(change.deadline) > clock.now()) {
         // Extended between our read and our claim: give it back and keep waiting.
         if (!(await store.putBack(change))) return 'settled';
         continue;
       }
       try {
         await restore(change, change.previous);
-        await store.writeOutcome({ token, outcome: 'rolled-back', at: new Date(now()).toISOString() });
+        await store.writeOutcome({ token, outcome: 'rolled-back', at: new Date(clock.now()).toISOString() });
         return 'rolled-back';
       } catch (e) {
-        await store.writeOutcome({ token, outcome: 'rollback-failed', at: new Date(now()).toISOString(), error: (e as Error).message }).catch(() => undefined);
+        await store.writeOutcome({ token, outcome: 'rollback-failed', at: new Date(clock.now()).toISOString(), error: (e as Error).message }).catch(() => undefined);
         return 'rollback-failed';
       }
     }
-    await new Promise((r) => setTimeout(r, Math.max(10, Math.min(POLL_MS, deadline - now()))));
+    await clock.sleep(Math.max(10, Math.min(POLL_MS, deadline - clock.now())));
   }
 }
 

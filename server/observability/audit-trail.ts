@@ -10,6 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 export const AuditEntrySchema = z
   .object({
@@ -46,14 +47,15 @@ export class AuditTrail {
     private readonly file: string,
     readonly maxEntries: number,
     private readonly onWriteError: (err: Error) => void,
+    private readonly clock: Clock,
   ) {}
 
   /**
    * Reads the trail on disk. A damaged file is copied to <file>.damaged (never deleted: it is evidence)
    * and reported through onWriteError; the trail goes on from empty rather than stopping the daemon.
    */
-  static async open(file: string, opts: { maxEntries?: number; onWriteError?: (err: Error) => void } = {}): Promise<AuditTrail> {
-    const t = new AuditTrail(file, opts.maxEntries ?? 2000, opts.onWriteError ?? (() => {}));
+  static async open(file: string, opts: { maxEntries?: number; onWriteError?: (err: Error) => void; clock?: Clock } = {}): Promise<AuditTrail> {
+    const t = new AuditTrail(file, opts.maxEntries ?? 2000, opts.onWriteError ?? (() => {}), opts.clock ?? systemClock);
     let text: string | undefined;
     try {
       text = await readFile(file, 'utf8');
@@ -79,7 +81,7 @@ export class AuditTrail {
   }
 
   record(e: Omit<AuditEntry, 'seq' | 'at'>): AuditEntry {
-    const entry: AuditEntry = { seq: ++this.seq, at: new Date().toISOString(), ...e };
+    const entry: AuditEntry = { seq: ++this.seq, at: new Date(this.clock.now()).toISOString(), ...e };
     this.entries.push(entry);
     if (this.entries.length > this.maxEntries) this.entries.splice(0, this.entries.length - this.maxEntries);
     this.schedule();

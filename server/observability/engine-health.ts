@@ -7,6 +7,7 @@
  * pure exported function so it is unit-tested without a cluster.
  */
 import type { Plan } from '../../api/plan.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 import { agencyStatus } from '../engines/pg-ha-health.js';
 import { hostPort } from '../engines/template.js';
 import { clusterHttps, type ClusterClientTls } from '../engines/cluster-https.js';
@@ -68,8 +69,8 @@ async function patroniCluster(plan: Plan, timeoutMs: number, tls: ClusterClientT
   return { members: [], answeredBy: null };
 }
 
-export async function probeEngineHealth(plan: Plan | undefined, tls?: ClusterClientTls, timeoutMs = 1000): Promise<EngineHealthView> {
-  const base = { cluster: plan?.name ?? null, checkedAt: new Date().toISOString() };
+export async function probeEngineHealth(plan: Plan | undefined, tls?: ClusterClientTls, timeoutMs = 1000, clock: Clock = systemClock): Promise<EngineHealthView> {
+  const base = { cluster: plan?.name ?? null, checkedAt: new Date(clock.now()).toISOString() };
   const none = { agency: { leader: null, members: [] }, dbservers: { leader: null, members: [], answeredBy: null } };
   if (!plan || plan.engine !== 'pg-ha') return { ...base, ...(plan ? { engine: plan.engine } : {}), checked: false, ...none };
   const [agency, db] = await Promise.all([agencyStatus(plan, { timeoutMs, tls }), patroniCluster(plan, timeoutMs, tls)]);
@@ -83,12 +84,12 @@ export async function probeEngineHealth(plan: Plan | undefined, tls?: ClusterCli
 }
 
 /** One probe round at a time, its answer kept for `maxAgeMs` (a plan change is a new key). */
-export function cachedEngineHealth(planOf: () => Plan | undefined, tlsOf: () => ClusterClientTls | undefined = () => undefined, maxAgeMs = 3000, probe = probeEngineHealth): () => Promise<EngineHealthView> {
+export function cachedEngineHealth(planOf: () => Plan | undefined, tlsOf: () => ClusterClientTls | undefined = () => undefined, maxAgeMs = 3000, probe = probeEngineHealth, clock: Clock = systemClock): () => Promise<EngineHealthView> {
   let last: { at: number; key: string; view: Promise<EngineHealthView> } | undefined;
   return () => {
     const plan = planOf();
     const key = plan ? `${plan.name}/${plan.processes.length}` : '';
-    const now = Date.now();
+    const now = clock.now();
     if (!last || last.key !== key || now - last.at > maxAgeMs) last = { at: now, key, view: probe(plan, tlsOf()) };
     return last.view;
   };

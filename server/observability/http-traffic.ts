@@ -6,6 +6,7 @@
  */
 import type { Request, RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 /** A source counts as "throttled recently" for this long after its last 429. */
@@ -23,7 +24,7 @@ export class HttpTraffic {
   readonly middleware: RequestHandler;
   private readonly throttled = new Map<string, number>();
 
-  constructor(registry: Registry, n: (s: string) => string) {
+  constructor(registry: Registry, n: (s: string) => string, clock: Clock = systemClock) {
     const registers = [registry];
     const requests = new Counter({ name: n('http_requests_total'), help: 'HTTP requests by route pattern, method and status', labelNames: ['route', 'method', 'status'], registers });
     const duration = new Histogram({
@@ -41,7 +42,7 @@ export class HttpTraffic {
       help: 'Distinct source addresses answered 429 in the last 10 minutes',
       registers,
       collect() {
-        const now = Date.now();
+        const now = clock.now();
         for (const [k, at] of throttled) if (now - at > THROTTLE_MEMORY_MS) throttled.delete(k);
         this.set(throttled.size);
       },
@@ -58,7 +59,7 @@ export class HttpTraffic {
           throttledRequests.inc();
           const source = req.socket.remoteAddress ?? 'unknown';
           throttled.delete(source);
-          throttled.set(source, Date.now());
+          throttled.set(source, clock.now());
           while (throttled.size > MAX_SOURCES) throttled.delete(throttled.keys().next().value as string);
         }
       });

@@ -15,6 +15,7 @@ import type { GuardStatusView, OperationKind, OperationView } from '../../api/re
 import type { ProcessState, ProcessStatus } from '../supervisor/types.js';
 import type { EngineHealthView } from './engine-health.js';
 import { HttpTraffic } from './http-traffic.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 export const METRIC_PREFIX = 'cluster_dispatcher_';
 
@@ -46,7 +47,7 @@ const seconds = (iso: string | undefined | null) => (iso ? Date.parse(iso) / 100
  * one keeps an event-loop delay monitor and a GC observer running between scrapes, which an idle daemon
  * should not pay for (docs/BENCHMARKS.md, metrics and console).
  */
-function addSelfMetrics(registry: Registry): void {
+function addSelfMetrics(registry: Registry, clock: Clock): void {
   const registers = [registry];
   const n = (s: string) => METRIC_PREFIX + s;
   new Gauge({
@@ -75,14 +76,15 @@ function addSelfMetrics(registry: Registry): void {
       this.inc((u.user + u.system) / 1e6);
     },
   });
-  const started = Date.now() / 1000 - process.uptime();
+  const started = clock.now() / 1000 - process.uptime();
   new Gauge({ name: n('process_start_time_seconds'), help: 'Unix time the dispatcher process started', registers }).set(started);
 }
 
-export function createMetrics(src: MetricSources, opts: { selfMetrics?: boolean } = {}): Metrics {
+export function createMetrics(src: MetricSources, opts: { selfMetrics?: boolean; clock?: Clock } = {}): Metrics {
+  const clock = opts.clock ?? systemClock;
   const registry = new Registry();
   registry.setDefaultLabels({ dispatcher: src.dispatcher });
-  if (opts.selfMetrics !== false) addSelfMetrics(registry);
+  if (opts.selfMetrics !== false) addSelfMetrics(registry, clock);
   const n = (s: string) => METRIC_PREFIX + s;
   const registers = [registry];
 
@@ -194,7 +196,7 @@ export function createMetrics(src: MetricSources, opts: { selfMetrics?: boolean 
   });
 
   // ------------------------------------------------------------ HTTP
-  const traffic = new HttpTraffic(registry, n);
+  const traffic = new HttpTraffic(registry, n, clock);
 
   // ------------------------------------------------------------ certificate
   let certCache: { pem: string; notAfter: number } | undefined;

@@ -9,7 +9,6 @@ import type { AppContext } from '../http/app.js';
 import { authUser, sourceAddress } from '../http/auth.js';
 import { AuditTrail, type AuditEntry } from './audit-trail.js';
 import { cachedEngineHealth, type EngineHealthView } from './engine-health.js';
-import { DISPATCHER_CERT } from '../core/cert-names.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { ClusterService } from '../cluster/service.js';
 
@@ -43,13 +42,9 @@ export async function addObservability(ctx: AppContext, cert: string): Promise<{
     trail.record(entry);
   };
   ctx.auditTrail = trail;
-  // Health probes present this dispatcher's cluster certificate: etcd and Patroni answer no one else.
-  const clientTls = () => {
-    const c = cluster();
-    const m = c?.node.certificates.material(DISPATCHER_CERT);
-    return c && m ? { ...m, caFile: c.store.caFile } : undefined;
-  };
-  ctx.engineHealth = cachedEngineHealth(() => cluster()?.store.get()?.plan, clientTls);
+  // Health probes present this dispatcher's cluster certificate (the one ClusterService holds): etcd and
+  // Patroni answer no one else.
+  ctx.engineHealth = cachedEngineHealth(() => cluster()?.store.get()?.plan, () => cluster()?.clientTls());
   ctx.metrics = createMetrics({
     dispatcher: ctx.config.id,
     processes: () => ctx.supervisor.list(),

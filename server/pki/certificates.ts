@@ -10,6 +10,7 @@
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { DispatcherError } from '../../api/errors.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 import type { CertificateNames } from '../core/cert-names.js';
 
 const crypto = webcrypto as unknown as Crypto;
@@ -54,8 +55,8 @@ async function importSigningKey(keyPem: string): Promise<CryptoKey> {
   return crypto.subtle.importKey('pkcs8', derOf(keyPem), EC, false, ['sign']);
 }
 
-function validity(days: number): { notBefore: Date; notAfter: Date } {
-  const now = Date.now();
+function validity(days: number, clock: Clock): { notBefore: Date; notAfter: Date } {
+  const now = clock.now();
   return { notBefore: new Date(now - SKEW_MS), notAfter: new Date(now + days * 86_400_000) };
 }
 
@@ -65,13 +66,13 @@ function cn(value: string): string {
 }
 
 /** A new cluster CA: its own key (never leaves the contacted dispatcher) and a self-signed certificate. */
-export async function createCa(clusterName: string, days = CA_DAYS): Promise<PemPair> {
+export async function createCa(clusterName: string, days = CA_DAYS, clock: Clock = systemClock): Promise<PemPair> {
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     name: `${cn(`cluster-dispatcher CA ${clusterName}`)}`,
     keys,
     signingAlgorithm: SIGN,
-    ...validity(days),
+    ...validity(days, clock),
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
@@ -93,7 +94,7 @@ export async function createKeyAndRequest(name: string): Promise<{ keyPem: strin
  * the request's). Leaves serve and authenticate as clients (etcd peers, Patroni members and HAProxy
  * checks present the same certificate both ways).
  */
-export async function signRequest(ca: PemPair, csrPem: string, names: CertificateNames, days = LEAF_DAYS): Promise<string> {
+export async function signRequest(ca: PemPair, csrPem: string, names: CertificateNames, days = LEAF_DAYS, clock: Clock = systemClock): Promise<string> {
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(csrPem);
@@ -108,7 +109,7 @@ export async function signRequest(ca: PemPair, csrPem: string, names: Certificat
     publicKey: csr.publicKey,
     signingKey: await importSigningKey(ca.keyPem),
     signingAlgorithm: SIGN,
-    ...validity(days),
+    ...validity(days, clock),
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),

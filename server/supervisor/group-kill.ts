@@ -3,6 +3,7 @@
  * postmaster or a shell's children must not outlive the leader and hold ports and data dirs.
  */
 import { groupMembers, isSameProcess, readStartTime } from '../../shared/procfs.js';
+import { systemClock } from '../../shared/poll.js';
 
 /** After a SIGKILL to the group, how long to wait for it to vanish before reporting an error. */
 export const KILL_GRACE_MS = 10_000;
@@ -28,10 +29,10 @@ function leaderAndGroupGone(pid: number, startTime: number | undefined): boolean
 }
 
 /** True once the leader (the same incarnation, if its start time is known) and all of its group are gone. */
-export async function waitGone(pid: number, startTime: number | undefined, untilMs: number): Promise<boolean> {
+export async function waitGone(pid: number, startTime: number | undefined, untilMs: number, now: () => number = systemClock.now): Promise<boolean> {
   for (;;) {
     if (leaderAndGroupGone(pid, startTime)) return true;
-    if (Date.now() >= untilMs) return false;
+    if (now() >= untilMs) return false;
     await sleep(25);
   }
 }

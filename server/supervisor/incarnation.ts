@@ -95,9 +95,9 @@ async function onExit(ctx: SupervisorContext, e: Entry, gen: number, code: numbe
   if (pid !== undefined && groupMembers(pid).length > 0) {
     log.warn('process exited but left members of its process group; stopping them', { process: spec.id, pgid: pid });
     signalGroup(pid, spec.stopSignal);
-    if (!(await waitGone(pid, undefined, Date.now() + spec.stopTimeoutMs))) {
+    if (!(await waitGone(pid, undefined, ctx.now() + spec.stopTimeoutMs, ctx.now))) {
       signalGroup(pid, 'SIGKILL');
-      await waitGone(pid, undefined, Date.now() + KILL_GRACE_MS);
+      await waitGone(pid, undefined, ctx.now() + KILL_GRACE_MS, ctx.now);
     }
     if (ctx.closed || gen !== e.gen) return;
   }

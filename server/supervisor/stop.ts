@@ -26,10 +26,10 @@ export async function stopEntry(ctx: SupervisorContext, e: Entry): Promise<void>
     await ctx.persist();
     log.info('stopping process', { process: spec.id, pid, signal: spec.stopSignal });
     signalGroup(pid, spec.stopSignal);
-    if (!(await waitGone(pid, startTime, Date.now() + spec.stopTimeoutMs))) {
+    if (!(await waitGone(pid, startTime, ctx.now() + spec.stopTimeoutMs, ctx.now))) {
       log.warn('process did not stop in time; sending SIGKILL to its group', { process: spec.id, pid, stopTimeoutMs: spec.stopTimeoutMs });
       signalGroup(pid, 'SIGKILL');
-      if (!(await waitGone(pid, startTime, Date.now() + KILL_GRACE_MS))) {
+      if (!(await waitGone(pid, startTime, ctx.now() + KILL_GRACE_MS, ctx.now))) {
         throw new DispatcherError('operation_failed', `process ${spec.id} (pid ${pid}) is still alive ${KILL_GRACE_MS} ms after SIGKILL`, {
           details: { process: spec.id, pid },
         });

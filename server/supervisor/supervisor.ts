@@ -22,6 +22,7 @@ import type { ProcessSpec, Supervisor } from './types.js';
 import { defaultSpawn, type SpawnFn } from './spawner.js';
 import { ensureDir } from '../safe-files.js';
 import { isSameProcess } from '../../shared/procfs.js';
+import { systemClock } from '../../shared/poll.js';
 import { runProbe, type ProbeFn } from './probes.js';
 import { createStateStore } from './state-store.js';
 import { createContext, type SupervisorLogger } from './context.js';
@@ -59,7 +60,7 @@ export async function createSupervisor(opts: SupervisorOptions): Promise<Supervi
     stateDir: opts.stateDir,
     log: opts.logger ?? silentLogger,
     spawn: opts.spawn ?? defaultSpawn,
-    now: opts.now ?? Date.now,
+    now: opts.now ?? systemClock.now,
     probe: opts.probe ?? runProbe,
     pollMs: opts.pollIntervalMs ?? 500,
     tailLines: opts.failureLogLines ?? 20,

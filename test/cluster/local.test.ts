@@ -13,8 +13,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { portBusy } from '../../server/cluster/listening-sockets.js';
-import { REPO_ROOT, cleanEnv } from '../helpers/daemon.js';
+import { dispatchRunner, pickPorts } from '../helpers/local-cluster.js';
 import { PSQL, TEST_ROOT, cmdlineOf, killMatching, pidAlive, pidsMatching } from '../helpers/cluster.js';
 
 mkdirSync(TEST_ROOT, { recursive: true, mode: 0o711 });
@@ -32,29 +31,7 @@ after(async () => {
   assert.deepEqual(leftovers, []);
 });
 
-function dispatch(args: string[], timeoutMs = 240_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [join(REPO_ROOT, 'bin', 'dispatch'), ...args],
-      { env: cleanEnv({ DISPATCH_CONFIG_DIR: configDir, DISPATCH_LOCAL_DIR: localDir, CI: '1' }), timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => resolve({ code: err ? (typeof (err as any).code === 'number' ? (err as any).code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
-    );
-  });
-}
-
-/** Free ports for 3 dispatchers and (offset) for the 3 port sets of the pg-ha engine. */
-async function pickPorts(): Promise<{ basePort: number; offset: number }> {
-  const engineDefaults = [2381, 2382, 5433, 8008, 5000, 5001, 7000];
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const offset = 15000 + Math.floor(Math.random() * 50) * 100;
-    const basePort = 28200 + Math.floor(Math.random() * 400) * 10;
-    const ports = [basePort, basePort + 1, basePort + 2, ...engineDefaults.flatMap((p) => [0, 10, 20].map((k) => p + offset + k))];
-    const checks = await Promise.all(ports.map((p) => portBusy('127.0.0.1', p)));
-    if (checks.every((c) => c === undefined)) return { basePort, offset };
-  }
-  throw new Error('no free ports for a local cluster');
-}
+const dispatch = dispatchRunner({ configDir, localDir });
 
 test('dispatch local gives a working cluster; --down --purge leaves nothing running', async () => {
   const { basePort, offset } = await pickPorts();

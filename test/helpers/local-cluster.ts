@@ -20,13 +20,13 @@ export interface LocalCluster {
   endpoint: string;
   cert: string;
   password: string;
-  dispatch(args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }>;
+  dispatch: DispatchRun;
   /** `dispatch local --down --purge`, then kills anything of it still running; returns what it had to kill. */
   destroy(): Promise<string[]>;
 }
 
 /** Free ports for 3 dispatchers and (offset) for the 3 port sets of the pg-ha engine. */
-async function pickPorts(): Promise<{ basePort: number; offset: number }> {
+export async function pickPorts(): Promise<{ basePort: number; offset: number }> {
   const engineDefaults = [2381, 2382, 5433, 8008, 5000, 5001, 7000];
   for (let attempt = 0; attempt < 50; attempt++) {
     const offset = 15000 + Math.floor(Math.random() * 50) * 100;
@@ -38,6 +38,21 @@ async function pickPorts(): Promise<{ basePort: number; offset: number }> {
   throw new Error('no free ports for a local cluster');
 }
 
+export type DispatchRun = (args: string[], timeoutMs?: number) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+/** Runs the real CLI (bin/dispatch of `tree`, default this checkout) with its own config and local dirs. */
+export function dispatchRunner(dirs: { configDir: string; localDir: string; tree?: string }): DispatchRun {
+  return (args, timeoutMs = 240_000) =>
+    new Promise((resolve) => {
+      execFile(
+        process.execPath,
+        [join(dirs.tree ?? REPO_ROOT, 'bin', 'dispatch'), ...args],
+        { env: cleanEnv({ DISPATCH_CONFIG_DIR: dirs.configDir, DISPATCH_LOCAL_DIR: dirs.localDir, CI: '1' }), timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+        (err, stdout, stderr) => resolve({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
+      );
+    });
+}
+
 /** `tree`: the checkout whose bin/dispatch runs (default this one; a benchmark passes a baseline's). */
 export async function startLocalCluster(opts: { tree?: string } = {}): Promise<LocalCluster> {
   mkdirSync(TEST_ROOT, { recursive: true, mode: 0o711 });
@@ -46,15 +61,7 @@ export async function startLocalCluster(opts: { tree?: string } = {}): Promise<L
   chmodSync(parent, 0o711);
   const localDir = join(parent, 'local');
   const configDir = mkdtempSync(join(tmpdir(), 'dispatch-config-'));
-  const dispatch = (args: string[], timeoutMs = 240_000) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(
-        process.execPath,
-        [join(opts.tree ?? REPO_ROOT, 'bin', 'dispatch'), ...args],
-        { env: cleanEnv({ DISPATCH_CONFIG_DIR: configDir, DISPATCH_LOCAL_DIR: localDir, CI: '1' }), timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
-        (err, stdout, stderr) => resolve({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
-      );
-    });
+  const dispatch = dispatchRunner({ configDir, localDir, ...(opts.tree ? { tree: opts.tree } : {}) });
   const { basePort, offset } = await pickPorts();
   const common = ['--base-port', String(basePort), '--engine-port-offset', String(offset)];
   const destroy = async () => {

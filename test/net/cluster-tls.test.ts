@@ -18,17 +18,18 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createTestNet, type TestNet } from '../helpers/netns.js';
-import { createNsCluster, clientIn, ndjson, socketClient, type NsCluster } from '../helpers/ns-cluster.js';
+import type { TestNet } from '../helpers/netns.js';
+import { operatorOutsideFirewall, requireExecutables, startNsHosts, stopThroughProduct } from '../helpers/ns-setup.js';
+import { clientIn, ndjson, socketClient, type NsCluster } from '../helpers/ns-cluster.js';
 import { tlsStreams } from '../helpers/pcap-tls.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../launcher/local.js';
 import { createCa, createKeyAndRequest, signRequest } from '../../server/pki/certificates.js';
 import type { Plan, PlanProcess } from '../../api/plan.js';
-import type { ClusterView, OperationView } from '../../api/rest.js';
+import type { OperationView } from '../../api/rest.js';
 
 const NAME = 'nstls';
 const PSQL = PG_HA_DEBIAN_BINARIES.psql;
@@ -71,16 +72,8 @@ describe('cluster-internal TLS across namespace hosts (root, nft, nmap, tcpdump,
   const asNobody = (argv: string[]) => ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', ...argv];
 
   before(async () => {
-    for (const [name, path] of Object.entries({ ...PG_HA_DEBIAN_BINARIES, nmap: '/usr/bin/nmap', nft: '/usr/sbin/nft', tcpdump: '/usr/bin/tcpdump' })) {
-      try {
-        execFileSync('test', ['-x', path]);
-      } catch {
-        throw new Error(`this test needs ${name} at ${path} (deploy/install-deps.sh)`);
-      }
-    }
-    net = await createTestNet({ hosts: 3, outside: true, prefix: 'cdtl' });
-    cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables' });
-    await cluster.startAll();
+    requireExecutables({ ...PG_HA_DEBIAN_BINARIES, nmap: '/usr/bin/nmap', nft: '/usr/sbin/nft', tcpdump: '/usr/bin/tcpdump' });
+    ({ net, cluster } = await startNsHosts('cdtl'));
     plan = planFromSpec({
       name: NAME,
       engine: 'pg-ha',
@@ -88,7 +81,7 @@ describe('cluster-internal TLS across namespace hosts (root, nft, nmap, tcpdump,
       agents: 3,
       dbservers: 3,
       coordinators: 1,
-      firewall: { backend: 'nftables', clientSources: ['0.0.0.0/0', '::/0'], operatorSources: [net.outside!.ipv4, net.outside!.ipv6] },
+      firewall: operatorOutsideFirewall(net),
     });
   });
 
@@ -98,19 +91,7 @@ describe('cluster-internal TLS across namespace hosts (root, nft, nmap, tcpdump,
       if (launched && cluster) {
         const c = socketClient(d1(), 60_000);
         try {
-          const st = await c.get<ClusterView>('/v1/cluster');
-          if (st.state === 'running' || st.state === 'failed') {
-            const { operation } = await c.post<{ operation: string }>('/v1/cluster/shutdown', {});
-            for (let i = 0; i < 120; i++) {
-              if ((await c.get<OperationView>(`/v1/operations/${operation}`)).state !== 'running') break;
-              await new Promise((r) => setTimeout(r, 500));
-            }
-          }
-          const { operation } = await c.post<{ operation: string }>('/v1/cluster/cleanup', { confirmName: NAME });
-          for (let i = 0; i < 120; i++) {
-            if ((await c.get<OperationView>(`/v1/operations/${operation}`)).state !== 'running') break;
-            await new Promise((r) => setTimeout(r, 500));
-          }
+          await stopThroughProduct(c, { cleanupName: NAME });
         } finally {
           c.close();
         }

@@ -11,12 +11,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createTestNet, type TestNet } from '../helpers/netns.js';
-import { createNsCluster, socketClient, type NsCluster, type NsDispatcher } from '../helpers/ns-cluster.js';
+import type { TestNet } from '../helpers/netns.js';
+import { guardListenTemplates, operatorOutsideFirewall, requireExecutables, startNsHosts, type TestEngineTemplates } from '../helpers/ns-setup.js';
+import { socketClient, type NsCluster, type NsDispatcher } from '../helpers/ns-cluster.js';
 import { REPO_ROOT } from '../helpers/daemon.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { Kickstarter } from '../../launcher/kickstarter.js';
@@ -29,11 +28,10 @@ const DEADLINE_S = 5;
 describe('commit-confirmed firewall changes outlive the daemon (root, nft, nmap)', () => {
   let net: TestNet | undefined;
   let cluster: NsCluster | undefined;
-  let templates = '';
+  let templates: TestEngineTemplates | undefined;
   let plan: Plan;
   let victim: NsDispatcher; // the coordinator's host: its stats port shows what the operator reaches
   let statsPort = 0;
-  const savedTemplatesDir = process.env.DISPATCHER_TEMPLATES_DIR;
 
   const d1 = () => cluster!.dispatchers[0];
   const outside = () => net!.outside!;
@@ -86,14 +84,9 @@ describe('commit-confirmed firewall changes outlive the daemon (root, nft, nmap)
   };
 
   before(async () => {
-    for (const path of [PYTHON, '/usr/sbin/nft', '/usr/bin/nmap']) execFileSync('test', ['-x', path]);
-    templates = mkdtempSync(join(tmpdir(), 'cd-cc-templates-'));
-    for (const e of readdirSync(join(REPO_ROOT, 'templates'))) symlinkSync(join(REPO_ROOT, 'templates', e), join(templates, e));
-    symlinkSync(join(REPO_ROOT, 'test', 'engines', 'guard-listen'), join(templates, 'guard-listen'));
-    process.env.DISPATCHER_TEMPLATES_DIR = templates;
-    net = await createTestNet({ hosts: 3, outside: true, prefix: 'cdcc' });
-    cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables', engines: { 'guard-listen': { binaries: { python3: PYTHON } } }, env: { DISPATCHER_TEMPLATES_DIR: templates } });
-    await cluster.startAll();
+    requireExecutables({ python3: PYTHON, nft: '/usr/sbin/nft', nmap: '/usr/bin/nmap' });
+    templates = guardListenTemplates('cd-cc');
+    ({ net, cluster } = await startNsHosts('cdcc', { engines: { 'guard-listen': { binaries: { python3: PYTHON } } }, env: templates.env }));
     plan = planFromSpec({
       name: 'cc',
       engine: 'guard-listen',
@@ -101,7 +94,7 @@ describe('commit-confirmed firewall changes outlive the daemon (root, nft, nmap)
       agents: 3,
       dbservers: 3,
       coordinators: 1,
-      firewall: { backend: 'nftables', clientSources: ['0.0.0.0/0', '::/0'], operatorSources: [net.outside!.ipv4, net.outside!.ipv6] },
+      firewall: operatorOutsideFirewall(net),
     });
     const coord = plan.processes.find((p) => p.role === 'coordinator')!;
     victim = cluster.dispatchers.find((d) => d.id === coord.dispatcher)!;
@@ -128,9 +121,7 @@ describe('commit-confirmed firewall changes outlive the daemon (root, nft, nmap)
     }
     await cluster?.teardown().catch(() => undefined);
     await net?.destroy().catch(() => undefined);
-    if (templates) rmSync(templates, { recursive: true, force: true });
-    if (savedTemplatesDir === undefined) delete process.env.DISPATCHER_TEMPLATES_DIR;
-    else process.env.DISPATCHER_TEMPLATES_DIR = savedTemplatesDir;
+    templates?.remove();
   });
 
   test('CLI: a change that cuts the operator off cannot be confirmed and rolls back; extend + confirm keeps a good one; cancel restores at once', { timeout: 120_000 }, async () => {

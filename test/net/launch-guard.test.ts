@@ -20,8 +20,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createTestNet, type TestNet } from '../helpers/netns.js';
-import { createNsCluster, clientIn, ndjson, socketClient, spawnClientIn, NS_DISPATCHER_PORT, type NsCluster } from '../helpers/ns-cluster.js';
+import type { TestNet } from '../helpers/netns.js';
+import { operatorOutsideFirewall, requireExecutables, startNsHosts, stopThroughProduct } from '../helpers/ns-setup.js';
+import { clientIn, ndjson, socketClient, spawnClientIn, NS_DISPATCHER_PORT, type NsCluster } from '../helpers/ns-cluster.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../launcher/local.js';
 import type { Plan } from '../../api/plan.js';
@@ -114,16 +115,8 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
     (cluster?.dispatchers ?? []).map((d) => `--- ${d.id} output (tail)\n${d.output().split('\n').slice(-30).join('\n')}`).join('\n');
 
   before(async () => {
-    for (const [name, path] of Object.entries({ ...PG_HA_DEBIAN_BINARIES, nmap: '/usr/bin/nmap', nft: '/usr/sbin/nft', curl: '/usr/bin/curl' })) {
-      try {
-        execFileSync('test', ['-x', path]);
-      } catch {
-        throw new Error(`this test needs ${name} at ${path} (root, nmap, nftables and the pg-ha packages: deploy/install-deps.sh)`);
-      }
-    }
-    net = await createTestNet({ hosts: 3, outside: true, prefix: 'cdlg' });
-    cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables' });
-    await cluster.startAll();
+    requireExecutables({ ...PG_HA_DEBIAN_BINARIES, nmap: '/usr/bin/nmap', nft: '/usr/sbin/nft', curl: '/usr/bin/curl' }, 'root, nmap, nftables and the pg-ha packages: deploy/install-deps.sh');
+    ({ net, cluster } = await startNsHosts('cdlg'));
     plan = planFromSpec({
       name: NAME,
       engine: 'pg-ha',
@@ -131,12 +124,8 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
       agents: 3,
       dbservers: 3,
       coordinators: 1,
-      firewall: {
-        backend: 'nftables',
-        clientSources: ['0.0.0.0/0', '::/0'],
-        // The operator (this test's client) sits outside: the dispatcher port must answer it.
-        operatorSources: [net.outside!.ipv4, net.outside!.ipv6],
-      },
+      // The operator (this test's client) sits outside: the dispatcher port must answer it.
+      firewall: operatorOutsideFirewall(net),
     });
   });
 
@@ -147,15 +136,7 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
       if (launched && !cleaned && cluster) {
         const c = socketClient(d1(), 60_000);
         try {
-          const st = await c.get<ClusterView>('/v1/cluster');
-          if (st.state === 'running' || st.state === 'failed') {
-            const { operation } = await c.post<{ operation: string }>('/v1/cluster/shutdown', {});
-            for (let i = 0; i < 120; i++) {
-              const v = await c.get<OperationView>(`/v1/operations/${operation}`);
-              if (v.state !== 'running') break;
-              await new Promise((r) => setTimeout(r, 500));
-            }
-          }
+          await stopThroughProduct(c);
         } finally {
           c.close();
         }

@@ -21,14 +21,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createTestNet, type TestNet } from '../helpers/netns.js';
-import { createNsCluster, socketClient, type NsCluster } from '../helpers/ns-cluster.js';
+import type { TestNet } from '../helpers/netns.js';
+import { socketClient, type NsCluster } from '../helpers/ns-cluster.js';
+import { guardListenTemplates, requireExecutables, startNsHosts, type TestEngineTemplates } from '../helpers/ns-setup.js';
 import { startOutsideProbe, type ProbeTarget } from '../helpers/outside-probe.js';
-import { REPO_ROOT } from '../helpers/daemon.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { Kickstarter } from '../../launcher/kickstarter.js';
 import type { Plan } from '../../api/plan.js';
@@ -59,32 +59,19 @@ function boundPorts(trace: string): number[] {
 describe(`${LAUNCHES} launches under an outside probe of every non-public port, IPv4 and IPv6 (root, nft)`, () => {
   let net: TestNet | undefined;
   let cluster: NsCluster | undefined;
-  let templates = '';
-  const savedTemplatesDir = process.env.DISPATCHER_TEMPLATES_DIR;
+  let templates: TestEngineTemplates | undefined;
 
   before(async () => {
-    for (const path of [PYTHON, '/usr/sbin/nft']) execFileSync('test', ['-x', path]);
+    requireExecutables({ python3: PYTHON, nft: '/usr/sbin/nft' });
     // The dispatchers (and the Planner here) find the test engine next to the real ones.
-    templates = mkdtempSync(join(tmpdir(), 'cd-stress-templates-'));
-    for (const e of readdirSync(join(REPO_ROOT, 'templates'))) symlinkSync(join(REPO_ROOT, 'templates', e), join(templates, e));
-    symlinkSync(join(REPO_ROOT, 'test', 'engines', 'guard-listen'), join(templates, 'guard-listen'));
-    process.env.DISPATCHER_TEMPLATES_DIR = templates;
-    net = await createTestNet({ hosts: 3, outside: true, prefix: 'cdls' });
-    cluster = await createNsCluster(net, {
-      driftIntervalMs: 1000,
-      backend: 'nftables',
-      engines: { 'guard-listen': { binaries: { python3: PYTHON } } },
-      env: { DISPATCHER_TEMPLATES_DIR: templates },
-    });
-    await cluster.startAll();
+    templates = guardListenTemplates('cd-stress');
+    ({ net, cluster } = await startNsHosts('cdls', { engines: { 'guard-listen': { binaries: { python3: PYTHON } } }, env: templates.env }));
   });
 
   after(async () => {
     await cluster?.teardown().catch(() => undefined);
     await net?.destroy().catch(() => undefined);
-    if (templates) rmSync(templates, { recursive: true, force: true });
-    if (savedTemplatesDir === undefined) delete process.env.DISPATCHER_TEMPLATES_DIR;
-    else process.env.DISPATCHER_TEMPLATES_DIR = savedTemplatesDir;
+    templates?.remove();
   });
 
   test(`${LAUNCHES} consecutive launch/shutdown/cleanup cycles: 0 outside connects to any guarded port`, { timeout: 300_000 }, async () => {

@@ -19,6 +19,7 @@ import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { requireExecutables, stopThroughProduct } from '../helpers/ns-setup.js';
 import { createTestNet, type ExecResult, type TestHost, type TestNet } from '../helpers/netns.js';
 import { clientIn, ndjson, socketClient, type NsDispatcher } from '../helpers/ns-cluster.js';
 import { DISPATCHERD_BIN, REPO_ROOT, cleanEnv } from '../helpers/daemon.js';
@@ -68,13 +69,7 @@ describe("README 'Running a dispatcher by hand' on three namespace hosts launche
   };
 
   before(async () => {
-    for (const [name, path] of Object.entries({ ...PG_HA_DEBIAN_BINARIES, nft: '/usr/sbin/nft', unshare: '/usr/bin/unshare' })) {
-      try {
-        execFileSync('test', ['-x', path]);
-      } catch {
-        throw new Error(`this test needs ${name} at ${path} (root, nftables and the pg-ha packages: deploy/install-deps.sh)`);
-      }
-    }
+    requireExecutables({ ...PG_HA_DEBIAN_BINARIES, nft: '/usr/sbin/nft', unshare: '/usr/bin/unshare' }, 'root, nftables and the pg-ha packages: deploy/install-deps.sh');
     mkdirSync(DATA_PARENT, { recursive: true, mode: 0o711 });
     chmodSync(DATA_PARENT, 0o711);
     root = mkdtempSync(join(DATA_PARENT, 'bh-'));
@@ -145,14 +140,7 @@ describe("README 'Running a dispatcher by hand' on three namespace hosts launche
       if (launched && !cleaned && hosts.length) {
         const c = sock(hosts[0]);
         try {
-          const st = await c.get<ClusterView>('/v1/cluster');
-          if (st.state === 'running' || st.state === 'failed') {
-            const { operation } = await c.post<{ operation: string }>('/v1/cluster/shutdown', {});
-            for (let i = 0; i < 120; i++) {
-              if ((await c.get<OperationView>(`/v1/operations/${operation}`)).state !== 'running') break;
-              await new Promise((r) => setTimeout(r, 500));
-            }
-          }
+          await stopThroughProduct(c);
         } finally {
           c.close();
         }

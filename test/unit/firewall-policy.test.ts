@@ -10,7 +10,7 @@ import { NoneBackend } from '../../server/firewall/none.js';
 import { detectBackend } from '../../server/firewall/detect.js';
 import { Guard } from '../../server/firewall/guard.js';
 import { watchPendingChange } from '../../server/firewall/rollback-watchdog.js';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecFn, FirewallBackend } from '../../server/firewall/backend.js';
@@ -175,9 +175,17 @@ describe('Guard', () => {
         void watchPendingChange(d, token, async (_c, p) => (p ? b.apply(p) : b.remove()));
         return undefined;
       };
+      // The watchdog rolls back as soon as the machine lets it: wait (bounded) for its outcome, not a fixed
+      // time, so a loaded machine (unit files run side by side) does not fail the test.
+      const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
+      const until = async (cond: () => boolean, ms = 5_000) => {
+        const end = Date.now() + ms;
+        while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+      };
+      const outcomeIn = (d: string) => () => existsSync(join(d, 'outcome.json'));
       const g = new Guard({ backend: fb, stateDir: dir, startWatchdog: inProcess(fb), driftIntervalMs: 20 });
       await g.apply(a);
-      const first = await g.applyWithDeadline(b, 0.05);
+      const first = await g.applyWithDeadline(b, 0.5);
       assert.match(first.token, /^[0-9a-f]{32}$/);
       assert.deepEqual(fb.installed, b);
       assert.ok(g.status().pendingConfirmUntil);
@@ -185,22 +193,22 @@ describe('Guard', () => {
       assert.equal(persisted.token, first.token);
       assert.deepEqual(persisted.previous, a, 'the state file keeps what to go back to');
       assert.equal(statSync(join(dir, 'pending.json')).mode & 0o777, 0o600);
-      await new Promise((r) => setTimeout(r, 400));
+      await until(() => outcomeIn(dir)() && same(fb.installed, a));
       assert.deepEqual(fb.installed, a, 'rolled back by the watchdog');
       assert.equal(await g.checkDrift(), false, 'drift sees the previous policy as the one to keep');
       assert.deepEqual(fb.installed, a);
       assert.equal(g.status().pendingConfirmUntil, null);
       assert.equal(await g.confirm(first.token), false, 'nothing left to confirm');
 
-      const second = await g.applyWithDeadline(b, 0.2);
+      const second = await g.applyWithDeadline(b, 0.3);
       assert.equal(await g.confirm('0'.repeat(32)), false, 'another token confirms nothing');
-      const ext = await g.extend(second.token, 0.6);
-      assert.ok(ext && Date.parse(ext.confirmBy) > Date.now() + 400, 'extended');
-      await new Promise((r) => setTimeout(r, 350));
+      const ext = await g.extend(second.token, 1.5);
+      assert.ok(ext && Date.parse(ext.confirmBy) > Date.now() + 1_000, 'extended');
+      await new Promise((r) => setTimeout(r, 500));
       assert.deepEqual(fb.installed, b, 'still the change after its first deadline (extended)');
       assert.deepEqual(await g.confirm(second.token), {});
-      await new Promise((r) => setTimeout(r, 500));
-      assert.deepEqual(fb.installed, b, 'confirmed change stays');
+      await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(ext.confirmBy) - Date.now()) + 300));
+      assert.deepEqual(fb.installed, b, 'confirmed change stays past the extended deadline');
 
       const third = await g.applyWithDeadline(a, 5);
       assert.equal(await g.cancel(third.token), true);
@@ -210,7 +218,7 @@ describe('Guard', () => {
       const fb2 = new FakeBackend();
       const g2 = new Guard({ backend: fb2, stateDir: join(dir, 'g2'), startWatchdog: inProcess(fb2) });
       await g2.applyWithDeadline(a, 0.05);
-      await new Promise((r) => setTimeout(r, 400));
+      await until(outcomeIn(join(dir, 'g2')));
       assert.equal(fb2.installed, null, 'with no previous policy the rollback removes our rules');
       assert.throws(() => g2.applyWithDeadline(a, 0), DispatcherError);
       assert.throws(() => new Guard({ backend: new FakeBackend() }).applyWithDeadline(a, 5), /state dir/);

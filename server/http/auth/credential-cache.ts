@@ -4,6 +4,7 @@
  * anything a memory dump could brute-force cheaply). Cleared when the users file changes.
  */
 import { createHmac, randomBytes } from 'node:crypto';
+import { systemClock, type Clock } from '../../../shared/poll.js';
 
 export class CredentialCache {
   private readonly key = randomBytes(32);
@@ -12,6 +13,7 @@ export class CredentialCache {
   constructor(
     private readonly ttlMs: number,
     private readonly maxEntries: number,
+    private readonly clock: Clock = systemClock,
   ) {}
   /** The keyed digest of a pair (also used to coalesce identical checks in flight). */
   digest(user: string, password: string): string {
@@ -24,7 +26,7 @@ export class CredentialCache {
       this.generation = generation;
     }
   }
-  has(user: string, password: string, now = Date.now()): boolean {
+  has(user: string, password: string, now = this.clock.now()): boolean {
     if (this.ttlMs <= 0 || this.maxEntries <= 0) return false;
     const d = this.digest(user, password);
     const e = this.entries.get(d);
@@ -35,7 +37,7 @@ export class CredentialCache {
     }
     return true;
   }
-  add(user: string, password: string, now = Date.now()): void {
+  add(user: string, password: string, now = this.clock.now()): void {
     if (this.ttlMs <= 0 || this.maxEntries <= 0) return;
     const d = this.digest(user, password);
     this.entries.delete(d);

@@ -1,7 +1,7 @@
 /**
- * Failed-login throttling, pure (the clock is a parameter). Two limits, both checked BEFORE a password is
- * verified, and a check in flight counts as an attempt until its outcome is known — so 100 guesses sent
- * at once are not 100 scrypt checks (docs/SECURITY.md, "Identities"):
+ * Failed-login throttling, pure (the time comes from an injected Clock, or as a parameter). Two limits,
+ * both checked BEFORE a password is verified, and a check in flight counts as an attempt until its outcome
+ * is known — so 100 guesses sent at once are not 100 scrypt checks (docs/SECURITY.md, "Identities"):
  *  - per source address: `maxPerSource` attempts within the window;
  *  - per account: `maxPerAccount` attempts within the window, summed over every source (a guesser that
  *    rotates source addresses). It is larger than the per-source limit, so one throttled source can never
@@ -10,6 +10,8 @@
  * Memory is bounded: each map keeps at most `maxKeys` keys, dropping the least recently used.
  * Peers never come here: they authenticate by certificate.
  */
+import { systemClock, type Clock } from '../../../shared/poll.js';
+
 export interface ThrottleOptions {
   maxPerSource: number;
   maxPerAccount: number;
@@ -17,6 +19,8 @@ export interface ThrottleOptions {
   /** How long a successful (account, source) pair stays exempt from the account limit. */
   trustedSourceMs?: number;
   maxKeys?: number;
+  /** Time source of the windows (default systemClock). */
+  clock?: Clock;
 }
 
 export type ThrottleDecision = { ok: true; ticket: ThrottleTicket } | { ok: false; retryAfterSeconds: number; limitedBy: 'source' | 'account' };
@@ -68,9 +72,11 @@ export class LoginThrottle {
   /** `account\0source` pairs that logged in recently, with the time of the last success (LRU). */
   private readonly trusted = new Map<string, number>();
   private readonly maxKeys: number;
+  private readonly clock: Clock;
 
   constructor(private readonly opts: ThrottleOptions) {
     this.maxKeys = opts.maxKeys ?? 10_000;
+    this.clock = opts.clock ?? systemClock;
     this.sources = new Windows(opts.windowMs, this.maxKeys);
     this.accounts = new Windows(opts.windowMs, this.maxKeys);
   }
@@ -89,7 +95,7 @@ export class LoginThrottle {
    * Whether an attempt would be refused now, without reserving one. Also asked before a cached credential
    * is accepted: otherwise a blocked guesser would learn from 200-versus-429 whether a guess is right.
    */
-  blocked(account: string, source: string, now = Date.now()): { retryAfterSeconds: number; limitedBy: 'source' | 'account' } | undefined {
+  blocked(account: string, source: string, now = this.clock.now()): { retryAfterSeconds: number; limitedBy: 'source' | 'account' } | undefined {
     const s = this.sources.peek(source, now);
     if (s.failures.length + s.inFlight >= this.opts.maxPerSource) return { retryAfterSeconds: this.sources.retryAfter(s, now), limitedBy: 'source' };
     const a = this.accounts.peek(account, now);
@@ -100,7 +106,7 @@ export class LoginThrottle {
   }
 
   /** Reserves an attempt (call before verifying), or says how long to wait. */
-  begin(account: string, source: string, now = Date.now()): ThrottleDecision {
+  begin(account: string, source: string, now = this.clock.now()): ThrottleDecision {
     const refused = this.blocked(account, source, now);
     if (refused) return { ok: false, ...refused };
     const s = this.sources.peek(source, now);
@@ -113,12 +119,12 @@ export class LoginThrottle {
   }
 
   /** The attempt failed: it stays counted, now as a failure. */
-  fail(ticket: ThrottleTicket, now = Date.now()): void {
+  fail(ticket: ThrottleTicket, now = this.clock.now()): void {
     this.settle(ticket, now, true);
   }
 
   /** The attempt succeeded: it is no longer counted, and this source is trusted for this account. */
-  succeed(ticket: ThrottleTicket, now = Date.now()): void {
+  succeed(ticket: ThrottleTicket, now = this.clock.now()): void {
     this.settle(ticket, now, false);
     const key = `${ticket.account}\0${ticket.source}`;
     this.trusted.delete(key);
