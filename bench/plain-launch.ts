@@ -3,7 +3,7 @@
  * argv, config files, unprivileged user, data dirs), started by a plain ordered script — no HTTPS, no
  * dispatchers, no propagation, no preflight, no supervisor — with the SAME readiness checks: each process's
  * own probe (polled at the engine's interval), then the same cluster-level health gate per role (polled
- * every 500 ms, as the orchestrator does). Agents, then DB servers, then coordinators.
+ * every HEALTH_GATE_POLL_MS, as the orchestrator does). Agents, then DB servers, then coordinators.
  *
  * Used as a module by launch-overhead.ts: plainLaunch() resolves when the cluster is ready; stop() stops it.
  */
@@ -14,6 +14,7 @@ import { loadEngine, renderProcess, type Engine } from '../server/engines/index.
 import { runProbe } from '../server/supervisor/probes.js';
 import { spawnProcess, type Spawned } from '../server/supervisor/spawner.js';
 import { engineHealth } from '../server/cluster/setup.js';
+import { HEALTH_GATE_POLL_MS } from '../server/cluster/orchestrator.js';
 import type { Plan } from '../api/plan.js';
 import type { DispatcherConfig } from '../server/config.js';
 import type { PlanPki } from '../server/pki/issue-plan.js';
@@ -88,7 +89,7 @@ export async function plainLaunch(
         const h = await health.check(plan, group.role, group.processes, opts.secrets).catch((e) => ({ ok: false, detail: String(e) }));
         if (h.ok) break;
         if (Date.now() > deadline) throw new Error(`${group.role}s not healthy: ${h.detail}`);
-        await sleep(500);
+        await sleep(HEALTH_GATE_POLL_MS);
       }
     }
   } catch (e) {

@@ -54,6 +54,13 @@ export interface LaunchInput {
   operatorCredential?: Credential;
 }
 
+/**
+ * How often a role's cluster-level health gate is checked during a launch (ms). A check is a few local
+ * HTTPS/SQL calls; at 500 ms a launch waited ~250 ms per role on average for nothing but the poll
+ * (docs/BENCHMARKS.md, "Launch overhead"). Rolling restarts poll their gates at 100 ms too.
+ */
+export const HEALTH_GATE_POLL_MS = 100;
+
 export class Orchestrator {
   private readonly clock: Clock;
   /** The clock as a function, for settleAll's answer times. */
@@ -234,7 +241,7 @@ export class Orchestrator {
     let last = '';
     const res = await pollUntil(() => settledCheck(() => this.deps.health.check(plan, role, processes, secrets)), (r) => r.ok, {
       timeoutMs,
-      intervalMs: this.deps.pollMs ?? 500,
+      intervalMs: this.deps.pollMs ?? HEALTH_GATE_POLL_MS,
       clock: this.clock,
       onPending: (r) => {
         if (r.detail !== last) op.event({ level: 'info', step: 'waiting', message: `waiting for ${role}s: ${r.detail}` });
