@@ -164,7 +164,7 @@ export class Orchestrator {
     const t0 = this.clock.now();
     const ca = await clusterCa(this.deps.store, { create: true });
     const issued = await issueCertificates(plan, nodes, ca);
-    // Signed one dispatcher after another on this one: each event shows the step so far.
+    // All dispatchers at once (their requests signed here): each event shows the step up to its line.
     for (const r of issued) op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed`, durationMs: this.since(t0) });
   }
 
