@@ -8,7 +8,10 @@
  * Used as a module by launch-overhead.ts: plainLaunch() resolves when the cluster is ready; stop() stops it.
  */
 import { chown, mkdir, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import type { ClusterClientTls } from '../server/engines/cluster-https.js';
 import { launchGroups, shutdownGroups } from '../server/core/order.js';
 import { loadEngine, renderProcess, type Engine } from '../server/engines/index.js';
 import { runProbe } from '../server/supervisor/probes.js';
@@ -32,7 +35,16 @@ export async function plainLaunch(
   opts: { dataDirOf: (dispatcherId: string) => string; binaries: Record<string, string>; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; timeoutMs?: number; pki?: PlanPki; engine?: Engine; healthGates?: boolean },
 ): Promise<PlainCluster> {
   const engine = opts.engine ?? loadEngine(plan.engine);
-  const health = engineHealth({ engines: { [plan.engine]: { binaries: opts.binaries } } } as unknown as DispatcherConfig, () => opts.pki?.client);
+  // psql verifies the DB servers' certificates (verify-full) against a CA *file*, as a dispatcher's health
+  // check does with its own; without one every replica read as "not streaming" and the gate never passed.
+  let clientTls: ClusterClientTls | undefined;
+  if (opts.pki) {
+    const caDir = mkdtempSync(join(tmpdir(), 'plain-launch-ca-'));
+    const caFile = join(caDir, 'ca.pem');
+    writeFileSync(caFile, opts.pki.client.ca, { mode: 0o644 });
+    clientTls = { ...opts.pki.client, caFile };
+  }
+  const health = engineHealth({ engines: { [plan.engine]: { binaries: opts.binaries } } } as unknown as DispatcherConfig, () => clientTls);
   const spawned = new Map<string, { s: Spawned; leftover?: string }>();
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   const stop = async () => {
