@@ -9,7 +9,7 @@
  */
 import { chown, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { ClusterClientTls } from '../server/engines/cluster-https.js';
 import { launchGroups, shutdownGroups } from '../server/core/order.js';
@@ -38,8 +38,9 @@ export async function plainLaunch(
   // psql verifies the DB servers' certificates (verify-full) against a CA *file*, as a dispatcher's health
   // check does with its own; without one every replica read as "not streaming" and the gate never passed.
   let clientTls: ClusterClientTls | undefined;
+  let caDir: string | undefined;
   if (opts.pki) {
-    const caDir = mkdtempSync(join(tmpdir(), 'plain-launch-ca-'));
+    caDir = mkdtempSync(join(tmpdir(), 'plain-launch-ca-'));
     const caFile = join(caDir, 'ca.pem');
     writeFileSync(caFile, opts.pki.client.ca, { mode: 0o644 });
     clientTls = { ...opts.pki.client, caFile };
@@ -70,6 +71,7 @@ export async function plainLaunch(
         }),
       );
     }
+    if (caDir) rmSync(caDir, { recursive: true, force: true });
   };
   const t0 = performance.now();
   try {
