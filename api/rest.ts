@@ -88,6 +88,12 @@ export interface OperationEvent {
   host?: string;
   process?: string;
   message: string;
+  /**
+   * How long what this event concludes took (ms), so a user sees where the time goes: a dispatcher's
+   * answer since its step began (propagate, preflight, certificates, guard), a process's start to ready,
+   * a role's start to healthy, the whole operation for the final `ready`, `done` and `failed`.
+   */
+  durationMs?: number;
 }
 
 export interface OperationView {

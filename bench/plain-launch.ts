@@ -3,17 +3,21 @@
  * argv, config files, unprivileged user, data dirs), started by a plain ordered script — no HTTPS, no
  * dispatchers, no propagation, no preflight, no supervisor — with the SAME readiness checks: each process's
  * own probe (polled at the engine's interval), then the same cluster-level health gate per role (polled
- * every 500 ms, as the orchestrator does). Agents, then DB servers, then coordinators.
+ * every HEALTH_GATE_POLL_MS, as the orchestrator does). Agents, then DB servers, then coordinators.
  *
  * Used as a module by launch-overhead.ts: plainLaunch() resolves when the cluster is ready; stop() stops it.
  */
 import { chown, mkdir, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import type { ClusterClientTls } from '../server/engines/cluster-https.js';
 import { launchGroups, shutdownGroups } from '../server/core/order.js';
 import { loadEngine, renderProcess, type Engine } from '../server/engines/index.js';
 import { runProbe } from '../server/supervisor/probes.js';
 import { spawnProcess, type Spawned } from '../server/supervisor/spawner.js';
 import { engineHealth } from '../server/cluster/setup.js';
+import { HEALTH_GATE_POLL_MS } from '../server/cluster/orchestrator.js';
 import type { Plan } from '../api/plan.js';
 import type { DispatcherConfig } from '../server/config.js';
 import type { PlanPki } from '../server/pki/issue-plan.js';
@@ -31,7 +35,17 @@ export async function plainLaunch(
   opts: { dataDirOf: (dispatcherId: string) => string; binaries: Record<string, string>; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; timeoutMs?: number; pki?: PlanPki; engine?: Engine; healthGates?: boolean },
 ): Promise<PlainCluster> {
   const engine = opts.engine ?? loadEngine(plan.engine);
-  const health = engineHealth({ engines: { [plan.engine]: { binaries: opts.binaries } } } as unknown as DispatcherConfig, () => opts.pki?.client);
+  // psql verifies the DB servers' certificates (verify-full) against a CA *file*, as a dispatcher's health
+  // check does with its own; without one every replica read as "not streaming" and the gate never passed.
+  let clientTls: ClusterClientTls | undefined;
+  let caDir: string | undefined;
+  if (opts.pki) {
+    caDir = mkdtempSync(join(tmpdir(), 'plain-launch-ca-'));
+    const caFile = join(caDir, 'ca.pem');
+    writeFileSync(caFile, opts.pki.client.ca, { mode: 0o644 });
+    clientTls = { ...opts.pki.client, caFile };
+  }
+  const health = engineHealth({ engines: { [plan.engine]: { binaries: opts.binaries } } } as unknown as DispatcherConfig, () => clientTls);
   const spawned = new Map<string, { s: Spawned; leftover?: string }>();
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   const stop = async () => {
@@ -57,6 +71,7 @@ export async function plainLaunch(
         }),
       );
     }
+    if (caDir) rmSync(caDir, { recursive: true, force: true });
   };
   const t0 = performance.now();
   try {
@@ -88,7 +103,7 @@ export async function plainLaunch(
         const h = await health.check(plan, group.role, group.processes, opts.secrets).catch((e) => ({ ok: false, detail: String(e) }));
         if (h.ok) break;
         if (Date.now() > deadline) throw new Error(`${group.role}s not healthy: ${h.detail}`);
-        await sleep(500);
+        await sleep(HEALTH_GATE_POLL_MS);
       }
     }
   } catch (e) {

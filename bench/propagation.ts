@@ -9,7 +9,7 @@
  * The daemon finds the engine through DISPATCHER_TEMPLATES_DIR (a temp folder linking templates/* and
  * bench/engines/bench-sleep); each dispatcher's config allows it (binaries sleep=/bin/sleep, true=/bin/true).
  */
-import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { OperationView } from '../api/rest.js';
@@ -21,6 +21,19 @@ function arg(name: string, def: string): string {
   return i > 0 ? process.argv[i + 1] : def;
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** CPU time a process has used so far, all its threads (ns, from /proc/<pid>/task/<tid>/schedstat). */
+function cpuNs(pid: number): number {
+  let sum = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      /* thread ended meanwhile */
+    }
+  }
+  return sum;
+}
 
 async function main() {
   const sizes = arg('sizes', '3,10,30').split(',').map(Number);
@@ -41,10 +54,18 @@ async function main() {
       const total: number[] = [];
       const propagate: number[] = [];
       const preflight: number[] = [];
+      // CPU of the launch operation, separated (docs/BENCHMARKS.md, "Propagation"): the contacted
+      // dispatcher's own, and each peer's own.
+      const contactedCpu: number[] = [];
+      const peerCpuEach: number[] = [];
       try {
         for (let r = 0; r < rounds; r++) {
           const plan = tc.plan({ name: `prop-${n}-${r}`, engine: 'bench-sleep', agents: 1, dbservers: n - 1, coordinators: 0, ports: undefined });
+          const cpu0 = tc.dispatchers.map((d) => cpuNs(d.pid));
           const op: OperationView = await tc.run(0, '/v1/cluster/launch', { plan }, 120_000);
+          const cpu = tc.dispatchers.map((d, i) => (cpuNs(d.pid) - cpu0[i]) / 1e6);
+          contactedCpu.push(cpu[0]);
+          peerCpuEach.push(...cpu.slice(1));
           if (op.state !== 'succeeded') throw new Error(`N=${n}: launch failed: ${JSON.stringify(op.error)}`);
           const at = (pred: (e: OperationView['events'][number]) => boolean, last = false) => {
             const ev = last ? [...op.events].reverse().find(pred) : op.events.find(pred);
@@ -60,7 +81,19 @@ async function main() {
       } finally {
         await tc.teardown();
       }
-      const row = { n, rounds, propagatedMs: median(propagate), preflightDoneMs: median(preflight), launchReadyMs: median(total), all: total };
+      const cMs = median(contactedCpu);
+      const row = {
+        n,
+        rounds,
+        propagatedMs: median(propagate),
+        preflightDoneMs: median(preflight),
+        launchReadyMs: median(total),
+        all: total,
+        contactedCpuMs: Math.round(cMs),
+        contactedCpuPerPeerMs: Number((cMs / Math.max(1, n - 1)).toFixed(1)),
+        peerCpuEachMs: Math.round(median(peerCpuEach)),
+        allDispatchersCpuMs: Math.round(cMs + median(peerCpuEach) * (n - 1)),
+      };
       console.error(JSON.stringify(row));
       rows.push(row);
     }

@@ -93,7 +93,7 @@ function follow(id, kind) {
       `/v1/operations/${encodeURIComponent(id)}/events`,
       (o) => {
         if (o.type === 'event') {
-          list.append(el('li', { class: `level-${o.level}`, 'data-step': o.step }, `${time(o.at)} ${o.step}${o.process ? ` ${o.process}` : ''}${o.host ? ` @${o.host}` : ''}: ${o.message}`));
+          list.append(el('li', { class: `level-${o.level}`, 'data-step': o.step }, `${time(o.at)} ${o.step}${o.process ? ` ${o.process}` : ''}${o.host ? ` @${o.host}` : ''}: ${o.message}${o.durationMs === undefined ? '' : o.durationMs >= 1000 ? ` (${(o.durationMs / 1000).toFixed(2)} s)` : ` (${o.durationMs} ms)`}`));
           list.scrollTop = list.scrollHeight;
         } else if (o.type === 'end') {
           st.textContent = o.state;

@@ -12,10 +12,16 @@ export function progressMode(json: boolean, stream: NodeJS.WriteStream = process
   return json ? 'json' : stream.isTTY ? 'tty' : 'plain';
 }
 
+/** " (1.23 s)" / " (45 ms)" for an event that carries its step's duration, else "". */
+export function formatDuration(e: Pick<OperationEvent, 'durationMs'>): string {
+  if (e.durationMs === undefined) return '';
+  return e.durationMs >= 1000 ? ` (${(e.durationMs / 1000).toFixed(2)} s)` : ` (${e.durationMs} ms)`;
+}
+
 export function formatEvent(e: OperationEvent): string {
   const where = [e.host, e.process].filter(Boolean).join('/');
   const level = e.level === 'info' ? '' : `${e.level.toUpperCase()} `;
-  return `${e.at.slice(11, 19)} ${level}${e.step}${where ? ` [${where}]` : ''}: ${e.message}`;
+  return `${e.at.slice(11, 19)} ${level}${e.step}${where ? ` [${where}]` : ''}: ${e.message}${formatDuration(e)}`;
 }
 
 interface Deferred {
@@ -80,11 +86,11 @@ export async function withProgress<T>(
     const result = await work((e) => {
       const line = e.process ? lines.get(e.process) : undefined;
       if (line) {
-        line.output?.(e.message);
+        line.output?.(e.message + formatDuration(e));
         if (e.level === 'error') line.reject(new Error(e.message));
         else if (DONE_STEPS.has(e.step)) line.resolve();
       } else {
-        overall.output?.(`${e.step}: ${e.message}`);
+        overall.output?.(`${e.step}: ${e.message}${formatDuration(e)}`);
       }
     });
     overall.resolve();

@@ -7,7 +7,6 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { isIP } from 'node:net';
-import { generate } from 'selfsigned';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import { DispatcherError } from '../api/errors.js';
 import { writeFileAtomic } from '../shared/atomic-file.js';
@@ -79,6 +78,8 @@ export async function ensureCertificate(opts: EnsureCertificateOptions): Promise
   const now = new Date((opts.clock ?? systemClock).now());
   const notBeforeDate = new Date(now.getTime() - 5 * 60_000); // tolerate small clock skew between peers
   const notAfterDate = new Date(now.getTime() + (opts.days ?? 3650) * 86_400_000);
+  // Loaded only here: a certificate is made once per data dir (init), never by a running daemon that has one.
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: opts.commonName ?? hostname() }], {
     keyType: 'ec',
     curve: 'P-256',

@@ -18,13 +18,26 @@ export interface Settled<T> {
   values: Map<string, T>;
   ok: string[];
   failed: { host: string; error: DispatcherError }[];
+  /** How long each dispatcher took to answer (ms), for the events' step durations. */
+  ms: Map<string, number>;
 }
 
-/** Runs fn on every node concurrently and collects results and failures by dispatcher id. */
-export async function settleAll<T>(nodes: Nodes, fn: (n: NodeApi) => Promise<T>): Promise<Settled<T>> {
+/**
+ * Runs fn on every node concurrently and collects results, failures and answer times by dispatcher id.
+ * `now` is the operation's clock (docs/DESIGN.md, "Time and waiting"); by default a monotonic one.
+ */
+export async function settleAll<T>(nodes: Nodes, fn: (n: NodeApi) => Promise<T>, now: () => number = () => performance.now()): Promise<Settled<T>> {
   const entries = [...nodes.entries()];
-  const results = await Promise.allSettled(entries.map(([, n]) => fn(n)));
-  const out: Settled<T> = { values: new Map(), ok: [], failed: [] };
+  const ms = new Map<string, number>();
+  const t0 = now();
+  const results = await Promise.allSettled(
+    entries.map(([id, n]) =>
+      fn(n).finally(() => {
+        ms.set(id, Math.round(now() - t0));
+      }),
+    ),
+  );
+  const out: Settled<T> = { values: new Map(), ok: [], failed: [], ms };
   results.forEach((r, i) => {
     const id = entries[i][0];
     if (r.status === 'fulfilled') {

@@ -129,12 +129,14 @@ export class OperationStore {
       },
     };
     await this.persist(view);
+    const began = this.clock.now();
+    const took = () => Math.round(this.clock.now() - began);
     void (async () => {
       try {
         const result = await work(handle);
         view.state = 'succeeded';
         if (result) view.result = result;
-        handle.event({ level: 'info', step: 'done', message: `${kind} of ${cluster} succeeded` });
+        handle.event({ level: 'info', step: 'done', message: `${kind} of ${cluster} succeeded`, durationMs: took() });
       } catch (e) {
         view.state = 'failed';
         const err = toDispatcherError(e);
@@ -145,7 +147,7 @@ export class OperationStore {
           ...(err.details.process ? { process: String(err.details.process) } : {}),
           ...(Array.isArray(err.details.logTail) ? { logTail: err.details.logTail as string[] } : {}),
         };
-        handle.event({ level: 'error', step: 'failed', message: err.message });
+        handle.event({ level: 'error', step: 'failed', message: err.message, durationMs: took() });
       } finally {
         view.endedAt = this.isoNow();
         await this.persist(view);

@@ -54,11 +54,26 @@ export interface LaunchInput {
   operatorCredential?: Credential;
 }
 
+/**
+ * How often a role's cluster-level health gate is checked during a launch (ms). A check is a few local
+ * HTTPS/SQL calls; at 500 ms a launch waited ~250 ms per role on average for nothing but the poll
+ * (docs/BENCHMARKS.md, "Launch overhead"). Rolling restarts poll their gates at 100 ms too.
+ */
+export const HEALTH_GATE_POLL_MS = 100;
+
 export class Orchestrator {
   private readonly clock: Clock;
+  /** The clock as a function, for settleAll's answer times. */
+  private readonly now: () => number;
+
+  /** Milliseconds since `t0` on the operation's clock (the events' step durations). */
+  private since(t0: number): number {
+    return Math.round(this.clock.now() - t0);
+  }
 
   constructor(private readonly deps: OrchestratorDeps) {
     this.clock = deps.clock ?? systemClock;
+    this.now = () => this.clock.now();
   }
 
   private nodesWith(plan: Plan, firstContact: (d: PlanDispatcher) => Credential | undefined = () => undefined): Nodes {
@@ -106,14 +121,15 @@ export class Orchestrator {
     const nodes = this.nodesWith(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential);
     let bringingUp = false;
     let adoptedBy: string[] = [];
+    const launchedAt = this.clock.now();
     try {
       // 1. Propagate: every dispatcher stores the plan (its pins are who may call its node routes).
       op.event({ level: 'info', step: 'propagate', message: `handing plan ${plan.name} to ${nodes.size} dispatcher(s)` });
       const payload: NodeAdoptPlan = { plan, secrets };
-      const adopted = await settleAll(nodes, (n) => n.adoptPlan(payload));
+      const adopted = await settleAll(nodes, (n) => n.adoptPlan(payload), this.now);
       adoptedBy = adopted.ok;
       if (adopted.failed.length) throw combined('peer_unreachable', 'propagation failed', adopted.failed);
-      for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted' });
+      for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted', durationMs: adopted.ms.get(id) });
 
       // 2. Preflight everywhere; any problem and nothing starts.
       await this.preflightAll(op, plan, nodes);
@@ -123,7 +139,7 @@ export class Orchestrator {
 
       // 4-6. Guard, ordered start with health gates, verify (bringUp rolls back by itself).
       bringingUp = true;
-      return await this.bringUp(op, plan, nodes, secrets, input.readyTimeoutMs);
+      return await this.bringUp(op, plan, nodes, secrets, input.readyTimeoutMs, new Set(), launchedAt);
     } catch (e) {
       // Whatever failed before anything started — a peer's error, a malformed answer, a bug — no
       // dispatcher may stay `launching`: forget the plan everywhere it was adopted.
@@ -145,14 +161,17 @@ export class Orchestrator {
   /** A failure here is rolled back by the launch's catch (abandon): nothing has started yet. */
   private async certificatesAll(op: OperationHandle, plan: Plan, nodes: Nodes) {
     op.event({ level: 'info', step: 'certificates', message: `cluster CA on ${this.deps.self.id} signs the process certificates of every dispatcher` });
+    const t0 = this.clock.now();
     const ca = await clusterCa(this.deps.store, { create: true });
-    for (const r of await issueCertificates(plan, nodes, ca)) op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed` });
+    const issued = await issueCertificates(plan, nodes, ca);
+    // All dispatchers at once (their requests signed here): each event shows the step up to its line.
+    for (const r of issued) op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed`, durationMs: this.since(t0) });
   }
 
   private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes) {
     op.event({ level: 'info', step: 'preflight', message: 'checking binaries, ports, data dirs, clocks and firewall on every dispatcher' });
     const now = this.clock.now();
-    const res = await settleAll(nodes, (n) => n.preflight(now));
+    const res = await settleAll(nodes, (n) => n.preflight(now), this.now);
     const problems: Problem[] = [];
     for (const [id, list] of res.values) for (const p of list) problems.push({ path: id, message: `${p.check}: ${p.message}` });
     for (const f of res.failed) problems.push({ path: f.host, message: f.error.message });
@@ -160,42 +179,57 @@ export class Orchestrator {
     if (problems.length) {
       throw new DispatcherError('preflight_failed', `preflight failed on ${new Set(problems.map((p) => p.path)).size} dispatcher(s); nothing was started:\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`, { problems });
     }
-    for (const id of nodes.keys()) op.event({ level: 'info', step: 'preflight', host: id, message: 'ok' });
+    for (const id of nodes.keys()) op.event({ level: 'info', step: 'preflight', host: id, message: 'ok', durationMs: res.ms.get(id) });
   }
 
   /** Guard → agency → DB servers → coordinators (each gated on cluster health) → verify. Rolls back on failure. */
-  private async bringUp(op: OperationHandle, plan: Plan, nodes: Nodes, secrets: Record<string, string>, readyTimeoutMs: number, alreadyRunning = new Set<string>()) {
+  private async bringUp(
+    op: OperationHandle,
+    plan: Plan,
+    nodes: Nodes,
+    secrets: Record<string, string>,
+    readyTimeoutMs: number,
+    alreadyRunning = new Set<string>(),
+    startedAt = this.clock.now(),
+  ) {
     // Rollback stops only what this operation started, never a process that was serving before it.
     const started: PlanProcess[] = [];
     try {
       op.event({ level: 'info', step: 'guard', message: 'installing firewall guard on every dispatcher before any process starts' });
-      const guards = await settleAll(nodes, (n) => n.guard());
+      const guards = await settleAll(nodes, (n) => n.guard(), this.now);
       if (guards.failed.length) throw combined('operation_failed', 'firewall guard failed', guards.failed);
-      for (const [id, g] of guards.values) op.event({ level: 'info', step: 'guard', host: id, message: describeGuard(g) });
+      for (const [id, g] of guards.values) op.event({ level: 'info', step: 'guard', host: id, message: describeGuard(g), durationMs: guards.ms.get(id) });
 
       for (const group of launchGroups(plan)) {
         op.event({ level: 'info', step: 'start', message: `starting ${group.processes.length} ${group.role}(s)` });
+        const groupAt = this.clock.now();
         const results = await Promise.allSettled(
           group.processes.map(async (p) => {
             op.event({ level: 'info', step: 'start', host: p.dispatcher, process: p.id, message: `starting ${p.role} ${p.id}` });
             if (!alreadyRunning.has(p.id)) started.push(p);
+            const t0 = this.clock.now();
             const st = await nodes.get(p.dispatcher)!.startProcess(p.id, readyTimeoutMs);
-            op.event({ level: 'info', step: 'ready', host: p.dispatcher, process: p.id, message: `${p.id} ready (pid ${st.pid})` });
+            op.event({ level: 'info', step: 'ready', host: p.dispatcher, process: p.id, message: `${p.id} ready (pid ${st.pid})`, durationMs: this.since(t0) });
           }),
         );
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed) throw failed.reason;
-        await this.waitHealthy(op, plan, group.role, group.processes, secrets, readyTimeoutMs);
+        await this.waitHealthy(op, plan, group.role, group.processes, secrets, readyTimeoutMs, groupAt);
       }
 
       op.event({ level: 'info', step: 'verify', message: 'reading the firewall guard back on every dispatcher' });
-      const verified = await settleAll(nodes, (n) => n.verifyGuard());
+      const verified = await settleAll(nodes, (n) => n.verifyGuard(), this.now);
       if (verified.failed.length) throw combined('operation_failed', 'guard verification failed', verified.failed);
       const bad = [...verified.values].filter(([, g]) => g.inSync === false);
       if (bad.length) throw new DispatcherError('operation_failed', `firewall guard not in place on ${bad.map(([id]) => id).join(', ')}`, { details: { host: bad[0][0] } });
       await settleAll(nodes, (n) => n.setClusterState('running'));
       const coordinators = coordinatorsOf(plan);
-      op.event({ level: 'info', step: 'ready', message: `cluster ${plan.name} ready; coordinators: ${coordinators.map((c) => `${c.host}:${c.port}`).join(', ') || 'none'}` });
+      op.event({
+        level: 'info',
+        step: 'ready',
+        message: `cluster ${plan.name} ready; coordinators: ${coordinators.map((c) => `${c.host}:${c.port}`).join(', ') || 'none'}`,
+        durationMs: this.since(startedAt),
+      });
       return { cluster: plan.name, coordinators, guards: Object.fromEntries(verified.values) };
     } catch (e) {
       await this.rollback(op, plan, nodes, started);
@@ -203,11 +237,11 @@ export class Orchestrator {
     }
   }
 
-  private async waitHealthy(op: OperationHandle, plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>, timeoutMs: number) {
+  private async waitHealthy(op: OperationHandle, plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>, timeoutMs: number, startedAt = this.clock.now()) {
     let last = '';
     const res = await pollUntil(() => settledCheck(() => this.deps.health.check(plan, role, processes, secrets)), (r) => r.ok, {
       timeoutMs,
-      intervalMs: this.deps.pollMs ?? 500,
+      intervalMs: this.deps.pollMs ?? HEALTH_GATE_POLL_MS,
       clock: this.clock,
       onPending: (r) => {
         if (r.detail !== last) op.event({ level: 'info', step: 'waiting', message: `waiting for ${role}s: ${r.detail}` });
@@ -218,7 +252,7 @@ export class Orchestrator {
           details: { process: processes.map((p) => p.id).join(','), host: [...new Set(processes.map((p) => p.dispatcher))].join(',') },
         }),
     });
-    op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}` });
+    op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}`, durationMs: this.since(startedAt) });
   }
 
   private async rollback(op: OperationHandle, plan: Plan, nodes: Nodes, started: PlanProcess[]) {

@@ -17,8 +17,7 @@ export interface CertificateNames {
 export const DISPATCHER_CERT = '@dispatcher';
 
 function hostAddresses(plan: Plan, dispatcher: string): string[] {
-  const d = plan.dispatchers.find((x) => x.id === dispatcher);
-  return (d?.addresses ?? []).filter((a) => isIP(a) !== 0);
+  return indexOf(plan).hostIps.get(dispatcher) ?? [];
 }
 
 /**
@@ -38,11 +37,42 @@ function withLoopbackSource(ips: string[]): string[] {
  * so a client dialling a coordinator with sslmode=verify-full checks the DB server's certificate against
  * the coordinator's address.
  */
+/**
+ * What naming needs of a plan, indexed once per plan object: the contacted dispatcher names the
+ * certificates of every process of every dispatcher, and scanning the plan for each of them made that
+ * quadratic in the number of dispatchers (docs/BENCHMARKS.md, "Propagation").
+ */
+interface PlanIndex {
+  processes: Map<string, Plan['processes'][number]>;
+  coordinatorIps: string[];
+  byDispatcher: Map<string, Plan['processes'][number][]>;
+  hostIps: Map<string, string[]>;
+}
+const indexes = new WeakMap<Plan, PlanIndex>();
+
+function indexOf(plan: Plan): PlanIndex {
+  let ix = indexes.get(plan);
+  if (!ix) {
+    ix = { processes: new Map(), coordinatorIps: [], byDispatcher: new Map(), hostIps: new Map() };
+    for (const d of plan.dispatchers) ix.hostIps.set(d.id, (d.addresses ?? []).filter((a) => isIP(a) !== 0));
+    for (const p of plan.processes) {
+      ix.processes.set(p.id, p);
+      if (p.role === 'coordinator' && isIP(p.address)) ix.coordinatorIps.push(p.address);
+      const list = ix.byDispatcher.get(p.dispatcher) ?? [];
+      list.push(p);
+      ix.byDispatcher.set(p.dispatcher, list);
+    }
+    indexes.set(plan, ix);
+  }
+  return ix;
+}
+
 export function processCertificateNames(plan: Plan, processId: string): CertificateNames {
-  const p = plan.processes.find((x) => x.id === processId);
+  const ix = indexOf(plan);
+  const p = ix.processes.get(processId);
   if (!p) throw new DispatcherError('not_found', `process ${processId} is not in plan ${plan.name}`);
   const ips = [...hostAddresses(plan, p.dispatcher), ...(isIP(p.address) ? [p.address] : [])];
-  if (p.role === 'dbserver') for (const c of plan.processes.filter((x) => x.role === 'coordinator')) if (isIP(c.address)) ips.push(c.address);
+  if (p.role === 'dbserver') ips.push(...ix.coordinatorIps);
   return { commonName: `${p.id}.${plan.name}`, ips: withLoopbackSource([...new Set(ips)]), dns: [] };
 }
 
@@ -54,6 +84,6 @@ export function dispatcherCertificateNames(plan: Plan, dispatcher: string): Cert
 /** The certificate names a dispatcher may ask for: its processes and itself. */
 export function certificateNamesOf(plan: Plan, dispatcher: string): Record<string, CertificateNames> {
   const out: Record<string, CertificateNames> = { [DISPATCHER_CERT]: dispatcherCertificateNames(plan, dispatcher) };
-  for (const p of plan.processes.filter((x) => x.dispatcher === dispatcher)) out[p.id] = processCertificateNames(plan, p.id);
+  for (const p of indexOf(plan).byDispatcher.get(dispatcher) ?? []) out[p.id] = processCertificateNames(plan, p.id);
   return out;
 }

@@ -4,9 +4,12 @@
  * times come in with the event), so every branch is unit-tested without processes.
  *
  * Rules:
- * - an exit after a run shorter than `quickFailureWindowMs` is a quick failure; quick failures in a row
- *   grow the backoff exponentially (initialDelayMs · 2^(n-1), capped at maxDelayMs);
- * - a run at least as long as the window was healthy: the count starts again from zero;
+ * - the first restart is immediate (delay 0): a process that crashes once is serving again as fast as the
+ *   machine can exec it (docs/DESIGN.md, "The supervisor"); waiting only lengthens the outage;
+ * - an exit after a run shorter than `quickFailureWindowMs` is a quick failure; from the second quick
+ *   failure in a row the backoff grows exponentially (initialDelayMs · 2^(n-2), capped at maxDelayMs), so
+ *   only a process that keeps crashing is slowed down;
+ * - a run at least as long as the window was healthy: restart at once, the count starts again from zero;
  * - after `maxQuickFailures` quick failures in a row the policy gives up: state `failed`, with a reason
  *   that names the exit code or signal. Giving up is never silent and never success (the ArangoDB
  *   Starter's issue #111 exited 0 there, so scripts thought the cluster was fine);
@@ -16,7 +19,7 @@
 export interface RestartPolicyConfig {
   /** Restart when the process exits on its own (default true). */
   enabled: boolean;
-  /** First backoff delay (ms). */
+  /** Backoff after the second quick failure in a row (ms); the first restart is immediate. */
   initialDelayMs: number;
   /** Cap of the exponential backoff (ms). */
   maxDelayMs: number;
@@ -54,7 +57,7 @@ export interface ExitEvent {
 
 export interface RestartDecision {
   state: 'backoff' | 'failed' | 'stopped';
-  /** Wait this long before starting again (only meaningful for `backoff`; 0 otherwise). */
+  /** Wait this long before starting again (only meaningful for `backoff`, where 0 means at once; 0 otherwise). */
   delayMs: number;
   reason: string;
   /** The history to remember for the next exit. */
@@ -68,9 +71,10 @@ export function describeExit(code: number | null, signal: string | null): string
   return 'an unknown exit status';
 }
 
-/** Backoff before the n-th quick restart in a row (n ≥ 1). */
+/** Delay before the restart that follows the n-th quick failure in a row: 0 for the first, then exponential. */
 export function backoffDelay(policy: RestartPolicyConfig, n: number): number {
-  const exp = Math.max(0, n - 1);
+  if (n <= 1) return 0;
+  const exp = n - 2;
   // 2 ** exp grows past the cap long before it loses precision; min() keeps it bounded.
   return Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.min(exp, 52));
 }
@@ -91,11 +95,11 @@ export function decideRestart(policy: RestartPolicyConfig, history: RestartHisto
   }
 
   if (ranMs >= policy.quickFailureWindowMs) {
-    // A healthy run: forget earlier trouble and restart after the shortest delay.
+    // A healthy run: forget earlier trouble and restart at once.
     return {
       state: 'backoff',
-      delayMs: policy.initialDelayMs,
-      reason: `exited with ${what} after a run of ${ranMs} ms; restarting in ${policy.initialDelayMs} ms`,
+      delayMs: 0,
+      reason: `exited with ${what} after a run of ${ranMs} ms; restarting now`,
       history: INITIAL_HISTORY,
     };
   }
@@ -115,7 +119,9 @@ export function decideRestart(policy: RestartPolicyConfig, history: RestartHisto
   return {
     state: 'backoff',
     delayMs,
-    reason: `exited with ${what} after ${ranMs} ms (quick failure ${quick} of ${policy.maxQuickFailures}); restarting in ${delayMs} ms`,
+    reason:
+      `exited with ${what} after ${ranMs} ms (quick failure ${quick} of ${policy.maxQuickFailures}); ` +
+      (delayMs === 0 ? 'restarting now' : `restarting in ${delayMs} ms`),
     history: { quickFailures: quick },
   };
 }

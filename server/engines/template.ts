@@ -4,7 +4,8 @@
  * rendering ""), and one escaping helper per config-file format (docs/SECURITY.md, "Operator account").
  */
 import { isIP } from 'node:net';
-import Handlebars from 'handlebars';
+import { createRequire } from 'node:module';
+import type Handlebars from 'handlebars';
 import { DispatcherError } from '../../api/errors.js';
 
 /** "host:port", with brackets for IPv6 (URLs, HAProxy server lines, etcd URLs). */
@@ -41,30 +42,44 @@ export function pgpassField(v: string): string {
   return v.replace(/[\\:]/g, (c) => `\\${c}`);
 }
 
-const hb = Handlebars.create();
-hb.registerHelper('hostport', (a: unknown, p: unknown) => hostPort(String(a), Number(p)));
-hb.registerHelper('cidr', (a: unknown) => toCidr(String(a)));
-// JSON string literals are valid YAML scalars: safe quoting for passwords and paths in YAML configs.
-hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
-// Per-format escaping (docs/SECURITY.md, "Operator account"): every value a template puts into a config
-// file goes through the helper of that file's format. Plan strings cannot hold control characters
-// (api/plan.ts); these helpers make the rest (quotes, spaces, separators) impossible to misread.
-hb.registerHelper('haproxy', (v: unknown) => haproxyWord(String(v)));
-hb.registerHelper('conninfo', (v: unknown) => conninfoValue(String(v)));
-hb.registerHelper('pgpass', (v: unknown) => pgpassField(String(v)));
-hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
-// Every address a process listens on, for programs that take a list (IPv6 parity, docs/FIREWALL.md):
-// `{{urls 'http' hostAddresses ports.client}}` → "http://10.0.0.11:2381,http://[fd00::11]:2381" (the scheme
-// stays its own token); `{{listenList hostAddresses ports.postgres}}` → "10.0.0.11,fd00::11:5433" (Patroni's
-// postgresql.listen: addresses, then the port after the last one).
-hb.registerHelper('urls', (scheme: unknown, addrs: unknown, p: unknown) => (addrs as string[]).map((a) => `${String(scheme)}://${hostPort(a, Number(p))}`).join(','));
-hb.registerHelper('listenList', (addrs: unknown, p: unknown) => `${(addrs as string[]).join(',')}:${Number(p)}`);
-hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
+const requireCjs = createRequire(import.meta.url);
+let instance: typeof Handlebars | undefined;
+
+/**
+ * The handlebars instance, made on first render: a daemon renders templates only when it adopts a plan or
+ * starts a process, and the library (parser, compiler, inline source maps) is ~2 MiB of an idle daemon
+ * (docs/BENCHMARKS.md, "Daemon memory and authenticated throughput"). A CommonJS package: a synchronous
+ * require keeps renderTemplate synchronous.
+ */
+function handlebars(): typeof Handlebars {
+  if (instance) return instance;
+  const hb = (requireCjs('handlebars') as typeof Handlebars).create();
+  hb.registerHelper('hostport', (a: unknown, p: unknown) => hostPort(String(a), Number(p)));
+  hb.registerHelper('cidr', (a: unknown) => toCidr(String(a)));
+  // JSON string literals are valid YAML scalars: safe quoting for passwords and paths in YAML configs.
+  hb.registerHelper('json', (v: unknown) => JSON.stringify(v));
+  // Per-format escaping (docs/SECURITY.md, "Operator account"): every value a template puts into a config
+  // file goes through the helper of that file's format. Plan strings cannot hold control characters
+  // (api/plan.ts); these helpers make the rest (quotes, spaces, separators) impossible to misread.
+  hb.registerHelper('haproxy', (v: unknown) => haproxyWord(String(v)));
+  hb.registerHelper('conninfo', (v: unknown) => conninfoValue(String(v)));
+  hb.registerHelper('pgpass', (v: unknown) => pgpassField(String(v)));
+  hb.registerHelper('concat', (...args: unknown[]) => args.slice(0, -1).map(String).join(''));
+  // Every address a process listens on, for programs that take a list (IPv6 parity, docs/FIREWALL.md):
+  // `{{urls 'http' hostAddresses ports.client}}` → "http://10.0.0.11:2381,http://[fd00::11]:2381" (the scheme
+  // stays its own token); `{{listenList hostAddresses ports.postgres}}` → "10.0.0.11,fd00::11:5433" (Patroni's
+  // postgresql.listen: addresses, then the port after the last one).
+  hb.registerHelper('urls', (scheme: unknown, addrs: unknown, p: unknown) => (addrs as string[]).map((a) => `${String(scheme)}://${hostPort(a, Number(p))}`).join(','));
+  hb.registerHelper('listenList', (addrs: unknown, p: unknown) => `${(addrs as string[]).join(',')}:${Number(p)}`);
+  hb.registerHelper('dirname', (p: unknown) => String(p).replace(/\/[^/]*$/, '') || '/');
+  instance = hb;
+  return hb;
+}
 
 /** Renders one template string; any error names what was being rendered. */
 export function renderTemplate(template: string, data: object, what: string): string {
   try {
-    return hb.compile(template, { noEscape: true, strict: true })(data);
+    return handlebars().compile(template, { noEscape: true, strict: true })(data);
   } catch (err) {
     throw new DispatcherError('config_invalid', `cannot render ${what}: ${(err as Error).message}`, { cause: err });
   }

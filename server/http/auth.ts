@@ -133,6 +133,19 @@ export function createAuthenticator(users: UserDirectory, opts: AuthOptions, log
     return (await check) ? account() : false;
   }
 
+  /**
+   * The hot path (docs/BENCHMARKS.md, "Daemon memory and authenticated throughput"): a pair that verified
+   * recently and is not throttled is accepted here, from the strictly parsed header, without a trip through
+   * passport (whose per-request strategy objects and deprecated Buffer() decoding cost a third of an
+   * authenticated request). Anything else goes through passport-http and scrypt below.
+   */
+  async function acceptCached(req: Request, cred: BasicCredential): Promise<AuthUser | undefined> {
+    if (throttle.blocked(cred.user, sourceAddress(req))) return undefined;
+    cache.sync(await users.generation());
+    if (!cache.has(cred.user, cred.password)) return undefined;
+    return { name: cred.user, via: 'basic', admin: await users.isAdmin(cred.user) };
+  }
+
   // passport-http's BasicStrategy reads the header and hands the pair to checkCredential, on a Passport
   // instance of our own (no global state, no session). It splits at the first ':' and drops what follows a
   // second one, so parseBasicCredential refuses such headers before it runs (docs/SECURITY.md, identities).
@@ -159,6 +172,8 @@ export function createAuthenticator(users: UserDirectory, opts: AuthOptions, log
       throw e;
     }
     if (!cred) return undefined;
+    const cached = await acceptCached(req, cred);
+    if (cached) return cached;
     const user = await passportBasic(req, res);
     if (user) return user;
     challenge(res);

@@ -8,13 +8,28 @@
  * so a dispatcher cannot obtain a certificate for another host's address.
  */
 import { webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { createRequire } from 'node:module';
+import type * as X509 from '@peculiar/x509';
 import { DispatcherError } from '../../api/errors.js';
 import { systemClock, type Clock } from '../../shared/poll.js';
 import type { CertificateNames } from '../core/cert-names.js';
 
 const crypto = webcrypto as unknown as Crypto;
-x509.cryptoProvider.set(crypto);
+const requireCjs = createRequire(import.meta.url);
+let loaded: typeof X509 | undefined;
+
+/**
+ * The library, loaded on first use: a daemon that issues no certificate right now (every dispatcher at
+ * idle) does not carry its ~9 MiB of code and ASN.1 schemas (docs/BENCHMARKS.md, "Daemon memory"). It is
+ * a CommonJS package, so a synchronous require keeps every caller as it was.
+ */
+function x509lib(): typeof X509 {
+  if (!loaded) {
+    loaded = requireCjs('@peculiar/x509') as typeof X509;
+    loaded.cryptoProvider.set(crypto);
+  }
+  return loaded;
+}
 
 const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
@@ -67,6 +82,7 @@ function cn(value: string): string {
 
 /** A new cluster CA: its own key (never leaves the contacted dispatcher) and a self-signed certificate. */
 export async function createCa(clusterName: string, days = CA_DAYS, clock: Clock = systemClock): Promise<PemPair> {
+  const x509 = x509lib();
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     name: `${cn(`cluster-dispatcher CA ${clusterName}`)}`,
@@ -84,6 +100,7 @@ export async function createCa(clusterName: string, days = CA_DAYS, clock: Clock
 
 /** A new key and a request for it (made on the machine that will use the key). */
 export async function createKeyAndRequest(name: string): Promise<{ keyPem: string; csrPem: string }> {
+  const x509 = x509lib();
   const keys = await newKeys();
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: cn(name), keys, signingAlgorithm: SIGN });
   return { keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)), csrPem: pemText(csr.toString('pem')) };
@@ -95,7 +112,8 @@ export async function createKeyAndRequest(name: string): Promise<{ keyPem: strin
  * checks present the same certificate both ways).
  */
 export async function signRequest(ca: PemPair, csrPem: string, names: CertificateNames, days = LEAF_DAYS, clock: Clock = systemClock): Promise<string> {
-  let csr: x509.Pkcs10CertificateRequest;
+  const x509 = x509lib();
+  let csr: X509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(csrPem);
   } catch (e) {
@@ -130,6 +148,7 @@ export interface CertificateInfo {
 }
 
 export function certificateInfo(certPem: string): CertificateInfo {
+  const x509 = x509lib();
   const c = new x509.X509Certificate(certPem);
   const san = c.getExtension(x509.SubjectAlternativeNameExtension);
   const ips = san ? san.names.items.filter((n) => n.type === 'ip').map((n) => n.value) : [];
@@ -143,6 +162,7 @@ export function splitPemBundle(bundle: string): string[] {
 
 /** Checks that a certificate was issued by a CA of the bundle (signature only). */
 export async function checkIssuedBy(caBundle: string, certPem: string): Promise<void> {
+  const x509 = x509lib();
   const cert = new x509.X509Certificate(certPem);
   for (const caPem of splitPemBundle(caBundle)) {
     if (await cert.verify({ publicKey: new x509.X509Certificate(caPem).publicKey, signatureOnly: true })) return;
@@ -152,6 +172,7 @@ export async function checkIssuedBy(caBundle: string, certPem: string): Promise<
 
 /** Checks that a certificate was issued by the CA (bundle) and carries the public key of `keyPem` (before installing it). */
 export async function checkIssuedFor(caPem: string, certPem: string, keyPem: string): Promise<void> {
+  const x509 = x509lib();
   const cert = new x509.X509Certificate(certPem);
   await checkIssuedBy(caPem, certPem);
   const priv = await crypto.subtle.importKey('pkcs8', derOf(keyPem), EC, true, ['sign']);

@@ -109,6 +109,16 @@ async function onExit(ctx: SupervisorContext, e: Entry, gen: number, code: numbe
   }
   const d = decideRestart(spec.restart, { quickFailures: e.rec.quickFailures }, { code, signal, at, startedAt: e.startedAtMs ?? at });
   e.rec.quickFailures = d.history.quickFailures;
+  if (d.state === 'backoff' && d.delayMs === 0) {
+    // A first crash: spawn now, before any bookkeeping, so the outage is only the exec (docs/DESIGN.md,
+    // "The supervisor"); spawnEntry emits and persists the new incarnation itself.
+    log.warn('process exited; restarting now', { process: spec.id, code, signal, reason: d.reason });
+    e.rec.restarts += 1;
+    await spawnEntry(ctx, e).catch(() => {
+      /* spawnEntry recorded the failure */
+    });
+    return;
+  }
   if (d.state === 'backoff') {
     log.warn('process exited; restarting after backoff', { process: spec.id, code, signal, delayMs: d.delayMs, reason: d.reason });
     e.rec.state = 'backoff';

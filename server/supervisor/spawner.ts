@@ -12,6 +12,7 @@
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { DispatcherError } from '../../api/errors.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import { ensureDir, openOwnLogForAppend } from '../safe-files.js';
@@ -76,7 +77,11 @@ export async function spawnProcess(spec: ProcessSpec, logDir: string, spawn: Spa
   if (spec.argv.length === 0) throw new DispatcherError('bad_request', `process ${spec.id}: empty argv`);
   await ensureDir(spec.dir, 0o700, spec.runAs);
   await ensureDir(logDir, 0o700);
-  await writeFileAtomic(join(logDir, COMMAND_FILE), renderCommandText(spec), 0o600);
+  // A restart runs the same command: rewriting the file would put two fsyncs between a crash and the
+  // new pid (docs/DESIGN.md, "The supervisor"), so it is written only when its text changes.
+  const commandText = renderCommandText(spec);
+  const commandFile = join(logDir, COMMAND_FILE);
+  if ((await readFile(commandFile, 'utf8').catch(() => undefined)) !== commandText) await writeFileAtomic(commandFile, commandText, 0o600);
 
   const out = await openOwnLogForAppend(join(logDir, STDOUT_LOG));
   const err = await openOwnLogForAppend(join(logDir, STDERR_LOG)).catch(async (e) => {

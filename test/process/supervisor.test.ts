@@ -91,6 +91,29 @@ describe('supervisor (process tier)', () => {
     });
   });
 
+  test('kill -9 of a ready process: the first restart spawns at once, with no backoff state in between', async () => {
+    await withSupervisor('first-crash', async (sup, leaks, root) => {
+      // A slow configured backoff: if the first restart waited for it, the new pid would come 30 s late.
+      const spec = fixtureSpec(root, 'victim', [], { restart: { enabled: true, initialDelayMs: 30_000, maxDelayMs: 60_000, quickFailureWindowMs: 60_000, maxQuickFailures: 5 } });
+      const first = await sup.start(spec);
+      await sup.waitReady('victim', 5_000);
+      const states: string[] = [];
+      const off = sup.onChange((s) => states.push(s.state));
+      process.kill(first.pid!, 'SIGKILL');
+      const again = await waitFor('a new pid', () => {
+        const s = sup.get('victim');
+        return s?.pid !== undefined && s.pid !== first.pid ? s : undefined;
+      }, 5_000);
+      off();
+      assert.equal(again.restarts, 1);
+      assert.equal(again.lastExit?.signal, 'SIGKILL');
+      assert.ok(!states.includes('backoff'), `states after the kill: ${states.join(' → ')}`);
+      assert.equal(states[0], 'starting', 'the exit goes straight to a new incarnation');
+      assert.equal(leaks.pids.size, 2);
+      await sup.waitReady('victim', 5_000);
+    });
+  });
+
   test('crash → restart with growing backoff; crash loop → failed with reason, exit code and log tail', async () => {
     await withSupervisor('crashloop', async (sup, leaks, root) => {
       const spec = fixtureSpec(root, 'crash', ['--print-stderr', 'something broke: disk on fire', '--exit-code', '3', '--exit-after', '20']);
@@ -100,14 +123,14 @@ describe('supervisor (process tier)', () => {
       const failed = await waitFor('failed state', () => (sup.get('crash')?.state === 'failed' ? sup.get('crash') : undefined), 20_000);
       off();
 
-      // 5 quick failures: 4 restarts after 100, 200, 400, 800 ms, then give up.
+      // 5 quick failures: the first restart at once, then 3 after a backoff of 100, 200, 400 ms, then give up.
       assert.equal(failed.restarts, 4);
       assert.equal(leaks.pids.size, 5, 'five incarnations were spawned');
       const backoffAt = events.filter((e) => e.s.state === 'backoff').map((e) => e.at);
       const startAt = events.filter((e) => e.s.state === 'running').map((e) => e.at);
-      assert.equal(backoffAt.length, 4);
-      const gaps = backoffAt.map((t, i) => startAt[i + 1] - t);
-      const expected = [100, 200, 400, 800];
+      assert.equal(backoffAt.length, 3, 'no backoff before the first restart');
+      const gaps = backoffAt.map((t, i) => startAt[i + 2] - t);
+      const expected = [100, 200, 400];
       gaps.forEach((g, i) => assert.ok(g >= expected[i] - 5, `gap ${i} was ${g} ms, expected ≥ ${expected[i]}`));
       for (let i = 1; i < gaps.length; i++) assert.ok(gaps[i] > gaps[i - 1], `delays grow: ${gaps.join(', ')}`);
 

@@ -136,6 +136,29 @@ describe('Orchestrator.launch against fake nodes', () => {
     assert.equal(s.clock.slept, 3 * 500, 'three waits of pollMs between four checks');
   });
 
+  test('every event that ends a step carries its duration on the operation clock (where the time went)', async () => {
+    const health = scriptedHealth((role, call) => role !== 'dbserver' || call >= 4);
+    const s = setup({ health });
+    const op = fakeOp();
+    await s.launch(op);
+    const of = (step: string, host?: boolean) => op.events.filter((e) => e.step === step && (host === undefined || Boolean(e.host) === host));
+    for (const step of ['propagate', 'preflight', 'certificates', 'guard']) {
+      const perHost = of(step, true);
+      assert.equal(perHost.length, 3, `${step}: one event per dispatcher`);
+      for (const e of perHost) assert.equal(typeof e.durationMs, 'number', `${step} on ${e.host} has a duration`);
+    }
+    const ready = op.events.filter((e) => e.step === 'ready' && e.process);
+    assert.equal(ready.length, s.plan.processes.length);
+    for (const e of ready) assert.equal(typeof e.durationMs, 'number', `${e.process} start → ready`);
+    // The DB servers' gate waited three poll intervals on the fake clock, and that is what its event says.
+    const healthy = of('healthy');
+    assert.deepEqual(healthy.map((e) => e.durationMs), [0, 3 * 500, 0]);
+    const final = op.events.filter((e) => e.step === 'ready' && !e.process).at(-1)!;
+    assert.equal(final.durationMs, 3 * 500, 'the whole launch, on the same clock');
+    // Announcements of a step carry no duration: only what concludes one does.
+    for (const e of of('start')) assert.equal(e.durationMs, undefined);
+  });
+
   test('a role never healthy fails after the ready timeout (fake clock: no real waiting), then rolls back', async () => {
     const health = scriptedHealth((role) => role !== 'agent');
     const s = setup({ health });

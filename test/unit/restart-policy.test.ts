@@ -8,7 +8,7 @@ const policy: RestartPolicyConfig = { enabled: true, initialDelayMs: 100, maxDel
 const quickExit = (code: number | null = 1, signal: string | null = null) => ({ code, signal, startedAt: 10_000, at: 10_500 });
 
 describe('restart policy', () => {
-  test('quick failures back off exponentially up to the cap', () => {
+  test('the first crash restarts at once; repeated quick failures back off exponentially up to the cap', () => {
     let h: RestartHistory = INITIAL_HISTORY;
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) {
@@ -17,7 +17,7 @@ describe('restart policy', () => {
       delays.push(d.delayMs);
       h = d.history;
     }
-    assert.deepEqual(delays, [100, 200, 400, 800, 1_000]);
+    assert.deepEqual(delays, [0, 100, 200, 400, 800]);
     assert.equal(h.quickFailures, 5);
   });
 
@@ -41,15 +41,26 @@ describe('restart policy', () => {
     assert.match(d.reason, /exit code 0/);
   });
 
-  test('a long healthy run resets the count and restarts after the initial delay', () => {
-    const d = decideRestart(policy, { quickFailures: 5 }, { code: 1, signal: null, startedAt: 0, at: 5_000 });
+  test('a crash after a long healthy run (kill -9 of a serving process) restarts at once and resets the count', () => {
+    const d = decideRestart(policy, { quickFailures: 5 }, { code: null, signal: 'SIGKILL', startedAt: 0, at: 5_000 });
     assert.equal(d.state, 'backoff');
-    assert.equal(d.delayMs, 100);
+    assert.equal(d.delayMs, 0);
+    assert.match(d.reason, /restarting now/);
     assert.deepEqual(d.history, { quickFailures: 0 });
-    // and the next quick failure starts from the first step again
+    // the next quick failure is again a first one; the one after it backs off
     const next = decideRestart(policy, d.history, quickExit());
-    assert.equal(next.delayMs, 100);
+    assert.equal(next.delayMs, 0);
     assert.equal(next.history.quickFailures, 1);
+    const third = decideRestart(policy, next.history, quickExit());
+    assert.equal(third.delayMs, 100);
+    assert.match(third.reason, /restarting in 100 ms/);
+  });
+
+  test('the first restart is immediate whatever the configured delays', () => {
+    const slow = { ...policy, initialDelayMs: 30_000, maxDelayMs: 60_000 };
+    assert.equal(decideRestart(slow, INITIAL_HISTORY, quickExit(null, 'SIGKILL')).delayMs, 0);
+    assert.equal(decideRestart(slow, INITIAL_HISTORY, { code: 1, signal: null, startedAt: 0, at: 1e9 }).delayMs, 0);
+    assert.equal(decideRestart(DEFAULT_RESTART_POLICY, INITIAL_HISTORY, quickExit(null, 'SIGKILL')).delayMs, 0);
   });
 
   test('the window boundary: just under is quick, exactly the window is healthy', () => {
@@ -86,8 +97,10 @@ describe('restart policy', () => {
 
   test('backoffDelay stays capped for huge counts and the defaults are sane', () => {
     assert.equal(backoffDelay(policy, 10_000), 1_000);
-    assert.equal(backoffDelay(policy, 1), 100);
-    assert.equal(backoffDelay(DEFAULT_RESTART_POLICY, 1), DEFAULT_RESTART_POLICY.initialDelayMs);
+    assert.equal(backoffDelay(policy, 1), 0);
+    assert.equal(backoffDelay(policy, 2), 100);
+    assert.equal(backoffDelay(policy, 3), 200);
+    assert.equal(backoffDelay(DEFAULT_RESTART_POLICY, 2), DEFAULT_RESTART_POLICY.initialDelayMs);
     assert.ok(DEFAULT_RESTART_POLICY.maxQuickFailures > 1);
   });
 
