@@ -67,7 +67,7 @@ export const FirewallExtendSchema = z
   .object({ token: FirewallTokenSchema.shape.token, confirmWithinSeconds: z.number().int().min(5).max(3600) })
   .strict();
 
-export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart';
+export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart' | 'rotate-certs';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'aborted';
 
 export interface OperationEvent {
@@ -182,6 +182,12 @@ export const NodeInstallCertificatesSchema = z
   })
   .strict();
 export type NodeInstallCertificates = z.infer<typeof NodeInstallCertificatesSchema>;
+
+/** What one dispatcher did to make its running processes use their renewed certificate files. */
+export const NodeCertificateReloadSchema = z
+  .object({ processes: z.array(z.object({ process: z.string().min(1).max(200), pid: z.number().int().optional(), done: z.string().max(2000) }).strict()).max(10_000) })
+  .strict();
+export type NodeCertificateReload = z.infer<typeof NodeCertificateReloadSchema>;
 
 /** A CA bundle to trust from now on (a CA rotation: new + old, then new only). */
 export const NodeTrustCaSchema = z.object({ ca: z.string().min(1).max(65_536) }).strict();

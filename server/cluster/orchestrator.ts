@@ -22,6 +22,7 @@ import type { OperationHandle } from './operations.js';
 import { clusterCa, issueCertificates } from './issue-certificates.js';
 import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
 import { clusterViewOf } from './cluster-view.js';
+import { engineReloadsCertificates, reloadCertificatesEverywhere } from './certificate-renewal.js';
 import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
 import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 
@@ -332,6 +333,22 @@ export class Orchestrator {
     const { plan, nodes } = this.clusterNodes();
     try {
       return await issueCertificates(plan, nodes, await clusterCa(this.deps.store, { create: false }));
+    } finally {
+      this.close(nodes);
+    }
+  }
+
+  /** Whether the running engine can re-read renewed certificates without a restart (server/cluster/certificate-renewal.ts). */
+  reloadsCertificates(): boolean {
+    const snap = this.deps.store.get();
+    return !!snap && engineReloadsCertificates(snap.plan);
+  }
+
+  /** Every dispatcher writes the installed certificates into its process dirs; the processes re-read them. */
+  async reloadCertificates(op: OperationHandle): Promise<Record<string, unknown>> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      return await reloadCertificatesEverywhere(plan, nodes, op);
     } finally {
       this.close(nodes);
     }

@@ -49,7 +49,15 @@ export interface RenderedProcess {
   files: RenderedFile[];
   /** A pid file a grandchild may leave running after the process stops (postgres under Patroni). */
   leftoverPidFile?: string;
+  /** How the running program re-reads its TLS files (templates/<engine>/engine.yaml `certificateReload`). */
+  certificateReload?: CertificateReload;
 }
+
+/** A rendered `certificateReload` declaration (server/engines/types.ts). */
+export type CertificateReload =
+  | { kind: 'per-handshake'; description: string }
+  | { kind: 'signal'; signal: 'SIGHUP' | 'SIGUSR1' | 'SIGUSR2'; description: string }
+  | { kind: 'action'; action: string; socket?: string; description: string };
 
 /**
  * Template data `tls` when the dispatcher has no certificates for the process: any use of it fails with
@@ -258,6 +266,12 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
     restart: { ...DEFAULT_RESTART_POLICY },
   };
   const out: RenderedProcess = { spec, files };
+  const cr = role.certificateReload;
+  if (cr?.kind === 'action' && cr.socket !== undefined) {
+    const socket = resolve(dir, renderTemplate(cr.socket, data, `certificateReload of ${what}`));
+    if (!socket.startsWith(dir + sep)) throw new DispatcherError('config_invalid', `engine ${engine.name}: certificateReload socket of ${what} escapes the process dir`);
+    out.certificateReload = { ...cr, socket };
+  } else if (cr) out.certificateReload = cr;
   if (role.leftoverPidFile) out.leftoverPidFile = resolve(dir, renderTemplate(role.leftoverPidFile, data, `leftoverPidFile of ${what}`));
   return out;
 }
