@@ -179,6 +179,8 @@ export const NodeInstallCertificatesSchema = z
   .object({
     ca: z.string().min(1).max(65_536),
     certs: z.record(z.string().min(1).max(200), z.string().min(1).max(16_384)),
+    /** A cross certificate of a trusted CA, sent after every leaf (since a CA rotation; docs/SECURITY.md). */
+    chain: z.string().min(1).max(16_384).optional(),
   })
   .strict();
 export type NodeInstallCertificates = z.infer<typeof NodeInstallCertificatesSchema>;

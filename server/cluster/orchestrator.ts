@@ -20,6 +20,7 @@ import type { ClusterStore } from './store.js';
 import type { NodeApi, ProcessRenderer } from './node-api.js';
 import type { OperationHandle } from './operations.js';
 import { clusterCa, issueCertificates } from './issue-certificates.js';
+import { certificateInfo, splitPemBundle } from '../pki/certificates.js';
 import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
 import { clusterViewOf } from './cluster-view.js';
 import { engineReloadsCertificates, reloadCertificatesEverywhere } from './certificate-renewal.js';
@@ -332,7 +333,12 @@ export class Orchestrator {
   async renewCertificates(): Promise<{ host: string; names: string[] }[]> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      return await issueCertificates(plan, nodes, await clusterCa(this.deps.store, { create: false }));
+      const ca = await clusterCa(this.deps.store, { create: false });
+      // The cross certificate of the last CA rotation stays in the chain while it is valid: a process that
+      // loaded only the old CA at its start (etcd) keeps accepting the renewed leaves (server/cluster/ca-rotation.ts).
+      const chain = this.deps.store.get()?.tls?.chain;
+      const live = chain && splitPemBundle(chain).every((c) => new Date(certificateInfo(c).notAfter).getTime() > this.clock.now());
+      return await issueCertificates(plan, nodes, ca, ca.certPem, live ? chain : undefined);
     } finally {
       this.close(nodes);
     }

@@ -9,7 +9,7 @@ import type { Response } from 'express';
 import { PlanSchema } from '../../../api/plan.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { recordCaRotationOperation } from '../../cluster/ca-rotation.js';
+import { caRotationReloads, recordCaRotationOperation } from '../../cluster/ca-rotation.js';
 
 const NodePlanSchema = z.object({ plan: PlanSchema }).strict();
 const RotateCertsSchema = z
@@ -43,9 +43,9 @@ export const restartModule: RouteModule = {
     // Certificate rotation (docs/DESIGN.md, "Certificate renewal"): new keys and certificates everywhere,
     // then every process re-reads them in place (engine.yaml `certificateReload`); an engine that declares
     // no reload for a role gets the rolling restart instead.
-    const pickUp = async (readyTimeoutMs: number) => {
+    const pickUp = async (readyTimeoutMs: number, caRotation = false) => {
       const orch = ctx.cluster.orchestrator;
-      if (!orch.reloadsCertificates()) return svc().start({ readyTimeoutMs });
+      if (!orch.reloadsCertificates() || (caRotation && !caRotationReloads(ctx.cluster.store))) return svc().start({ readyTimeoutMs });
       const name = ctx.cluster.store.get()!.plan.name;
       return ctx.cluster.operations.start('rotate-certs', name, (op) => orch.reloadCertificates(op));
     };
@@ -66,7 +66,8 @@ export const restartModule: RouteModule = {
           return false; // unknown operation: redo the phase
         }
       });
-      const op = await pickUp(readyTimeoutMs);
+      // After the finish phase the rotation state is gone: its pick-up reloads (the leaves carry the chain).
+      const op = await pickUp(readyTimeoutMs, phase !== 'finish');
       if (phase !== 'finish') await recordCaRotationOperation(ctx.cluster.store, op.id);
       res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}`, phase, more: phase !== 'finish' });
     });
