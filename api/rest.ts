@@ -191,6 +191,9 @@ export const NodeCertificateReloadSchema = z
   .strict();
 export type NodeCertificateReload = z.infer<typeof NodeCertificateReloadSchema>;
 
+/** Whether the trusted CA changed since the last pick-up (a CA rotation phase) or only the leaves. */
+export const NodeReloadCertificatesSchema = z.object({ caChanged: z.boolean().default(false) }).strict();
+
 /** A CA bundle to trust from now on (a CA rotation: new + old, then new only). */
 export const NodeTrustCaSchema = z.object({ ca: z.string().min(1).max(65_536) }).strict();
 

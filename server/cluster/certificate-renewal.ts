@@ -19,12 +19,12 @@ export function engineReloadsCertificates(plan: Plan): boolean {
 }
 
 /** Every dispatcher: TLS files written, running processes told to re-read them. */
-export async function reloadCertificatesEverywhere(plan: Plan, nodes: Nodes, op: OperationHandle): Promise<Record<string, unknown>> {
+export async function reloadCertificatesEverywhere(plan: Plan, nodes: Nodes, op: OperationHandle, opts: { caChanged: boolean }): Promise<Record<string, unknown>> {
   const reloaded: { host: string; process: string; pid?: number }[] = [];
   for (const d of plan.dispatchers) {
     const node = nodes.get(d.id);
     if (!node) throw new DispatcherError('operation_failed', `no connection to dispatcher ${d.id}`, { details: { host: d.id } });
-    const { processes } = await node.reloadCertificates();
+    const { processes } = await node.reloadCertificates(opts);
     for (const p of processes) {
       op.event({ level: 'info', step: 'reload', process: p.process, host: d.id, message: `${p.process} on ${d.id}: ${p.done}` });
       reloaded.push({ host: d.id, process: p.process, ...(p.pid ? { pid: p.pid } : {}) });

@@ -23,7 +23,7 @@ export interface NodeApi {
    * Writes every process's TLS files from the installed certificates and CA, then makes each running
    * process re-read them its engine's way (docs/DESIGN.md, "Certificate renewal"); restarts nothing.
    */
-  reloadCertificates(): Promise<NodeCertificateReload>;
+  reloadCertificates(opts: { caChanged: boolean }): Promise<NodeCertificateReload>;
   /** Checks this machine can run its part of the stored plan. An empty list means ready. */
   preflight(callerTime: number): Promise<PreflightProblem[]>;
   /** Installs the firewall guard for the stored plan. */

@@ -57,7 +57,7 @@ export class LocalNode implements NodeApi {
     return this.certificates.trust(caBundle);
   }
 
-  async reloadCertificates(): Promise<NodeCertificateReload> {
+  async reloadCertificates(opts: { caChanged: boolean }): Promise<NodeCertificateReload> {
     const { plan: stored, secrets } = this.requirePlan();
     const plan = assertValidPlan(stored, defaultEngineCatalog());
     const tlsNames = new Set<string>(Object.values(TLS_FILES));
@@ -79,10 +79,11 @@ export class LocalNode implements NodeApi {
       if (!rendered.certificateReload) throw new DispatcherError('conflict', `engine ${plan.engine} declares no certificate reload for ${p.role}: renew with a rolling restart`, { details: { host: this.id, process: p.id } });
       const content = Object.fromEntries(Object.entries(TLS_FILES).map(([k, name]) => [k, files.find((f) => basename(f.path) === name)!.content])) as Record<keyof typeof TLS_FILES, string>;
       try {
-        const done = await reloadCertificates(rendered.certificateReload, { processId: p.id, pid: st.pid, dir, tls: content, ...(this.deps.runAs ? { runAs: this.deps.runAs } : {}) });
+        const done = await reloadCertificates(rendered.certificateReload, { processId: p.id, pid: st.pid, dir, tls: content, caChanged: opts.caChanged, ...(this.deps.runAs ? { runAs: this.deps.runAs } : {}) });
         out.push({ process: p.id, pid: st.pid, done });
       } catch (e) {
-        throw new DispatcherError('operation_failed', `${p.id} on ${this.id} did not re-read its certificate: ${(e as Error).message}`, { details: { host: this.id, process: p.id }, cause: e });
+        const logTail = await this.deps.supervisor.logTail(p.id, 20).catch(() => []);
+        throw new DispatcherError('operation_failed', `${p.id} on ${this.id} did not re-read its certificate: ${(e as Error).message}`, { details: { host: this.id, process: p.id, logTail }, cause: e });
       }
     }
     return { processes: out };

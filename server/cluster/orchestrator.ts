@@ -351,10 +351,10 @@ export class Orchestrator {
   }
 
   /** Every dispatcher writes the installed certificates into its process dirs; the processes re-read them. */
-  async reloadCertificates(op: OperationHandle): Promise<Record<string, unknown>> {
+  async reloadCertificates(op: OperationHandle, opts: { caChanged: boolean }): Promise<Record<string, unknown>> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      return await reloadCertificatesEverywhere(plan, nodes, op);
+      return await reloadCertificatesEverywhere(plan, nodes, op, opts);
     } finally {
       this.close(nodes);
     }

@@ -17,6 +17,8 @@ export interface ReloadTarget {
   /** Content of the TLS files just written (server/engines/render.ts TLS_FILES), by key. */
   tls: Record<keyof typeof TLS_FILES, string>;
   runAs?: { uid: number; gid: number };
+  /** Whether the trusted CA changed (a CA rotation phase) or only the leaves. */
+  caChanged: boolean;
 }
 
 type Action = (reload: Extract<CertificateReload, { kind: 'action' }>, target: ReloadTarget) => Promise<string>;
@@ -29,6 +31,7 @@ const ACTIONS: Record<string, Action> = {
       socket: reload.socket,
       pemFile: { path: resolve(t.dir, TLS_FILES.pemFile), content: t.tls.pemFile },
       caFile: { path: resolve(t.dir, TLS_FILES.caFile), content: t.tls.caFile },
+      caChanged: t.caChanged,
       ...(t.runAs ? { runAs: t.runAs } : {}),
     });
   },

@@ -40,8 +40,23 @@ function dispatcherIdentity() {
 
 const port = (p: PlanProcess, name: string) => p.ports.find((x) => x.name === name)!.port;
 
-/** The certificate a TLS server presents (verification is done by the caller, against the CA it expects). */
-function served(host: string, tcpPort: number, clientCert: boolean, startTls = false): Promise<X509Certificate> {
+/**
+ * The certificate a TLS server presents (verification is done by the caller, against the CA it expects).
+ * A refused or reset connection is tried again (Patroni's REST socket has a backlog of 5 and HAProxy checks
+ * it every 250-500 ms): this reads what is served, it does not judge availability.
+ */
+async function served(host: string, tcpPort: number, clientCert: boolean, startTls = false): Promise<X509Certificate> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await servedOnce(host, tcpPort, clientCert, startTls);
+    } catch (e) {
+      if (attempt >= 5 || !/ECONNRESET|ECONNREFUSED|socket hang up/.test(String((e as Error).message))) throw e;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+}
+
+function servedOnce(host: string, tcpPort: number, clientCert: boolean, startTls = false): Promise<X509Certificate> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no TLS answer from ${host}:${tcpPort}`)), 5000);
     const handshake = (socket?: ReturnType<typeof netConnect>) => {
@@ -49,9 +64,10 @@ function served(host: string, tcpPort: number, clientCert: boolean, startTls = f
       const s: TLSSocket = tlsConnect({ ...(socket ? { socket } : { host, port: tcpPort }), rejectUnauthorized: false, ...id }, () => {
         clearTimeout(timer);
         resolve(s.getPeerX509Certificate()!);
-        s.end();
+        s.destroy();
       });
-      s.once('error', (e) => (clearTimeout(timer), reject(e)));
+      // on, not once: a server may reset the connection we drop after the handshake (a later, harmless error).
+      s.on('error', (e) => (clearTimeout(timer), reject(e)));
     };
     if (!startTls) return handshake();
     // PostgreSQL: an SSLRequest packet first; the server answers 'S' and the TLS handshake follows.
@@ -62,7 +78,7 @@ function served(host: string, tcpPort: number, clientCert: boolean, startTls = f
       sock.write(req);
     });
     sock.once('data', (d) => (d[0] === 0x53 ? handshake(sock) : (clearTimeout(timer), reject(new Error(`PostgreSQL on ${tcpPort} refused SSL`)))));
-    sock.once('error', (e) => (clearTimeout(timer), reject(e)));
+    sock.on('error', (e) => (clearTimeout(timer), reject(e)));
   });
 }
 
@@ -71,7 +87,7 @@ function haproxyAdmin(p: PlanProcess, command: string): Promise<string> {
   const d = cl.dispatchers.find((x) => x.id === p.dispatcher)!;
   return new Promise((resolve, reject) => {
     let out = '';
-    const s = netConnect(join(d.dataDir, p.dataDir, 'haproxy.sock'), () => s.end(command + '\n'));
+    const s = netConnect(join(d.dataDir, p.dataDir, 'haproxy.sock'), () => s.write(command + '\n'));
     s.on('data', (x) => (out += x));
     s.on('close', () => resolve(out));
     s.on('error', reject);
@@ -122,7 +138,7 @@ async function pids(): Promise<Record<string, number | undefined>> {
 
 describe('certificate renewal without a restart (pg-ha, real cluster)', { timeout: 420_000 }, () => {
   before(async () => {
-    cl = await startPgCluster({ name: 'rotest', basePort: 26500, coordinators: 1 });
+    cl = await startPgCluster({ name: 'rotest', basePort: 27300, coordinators: 1 });
     await sql(cl.pgpass, cl.coordinatorPorts[0], 'CREATE TABLE IF NOT EXISTS w (n int PRIMARY KEY)');
   });
   after(async () => {
@@ -164,7 +180,7 @@ describe('certificate renewal without a restart (pg-ha, real cluster)', { timeou
     } finally {
       w = await writer.stop();
     }
-    for (const op of ops) assert.equal(op.state, 'succeeded', `${op.error?.message}\n${op.events.slice(-6).map((e) => e.message).join('\n')}`);
+    for (const op of ops) assert.equal(op.state, 'succeeded', `${op.error?.message}\n${(op.error?.logTail ?? []).join('\n')}\n${op.events.slice(-6).map((e) => e.message).join('\n')}`);
     assert.ok(ops.every((op) => op.kind === 'rotate-certs'), 'a certificate pick-up, not a rolling restart');
     assert.ok(ops.every((op) => !op.events.some((e) => e.step === 'stop')), 'nothing was stopped');
     assert.deepEqual(phases, ['trust', 'leaves', 'finish']);
@@ -190,6 +206,13 @@ describe('certificate renewal without a restart (pg-ha, real cluster)', { timeou
     const coordinator = cl.plan.processes.find((p) => p.role === 'coordinator')!;
     const caShown = await haproxyAdmin(coordinator, `show ssl ca-file ${join(cl.dispatchers.find((x) => x.id === coordinator.dispatcher)!.dataDir, coordinator.dataDir, 'tls-ca.crt')}`);
     assert.equal((caShown.match(/^Certificate #/gm) ?? []).length, 1, `HAProxy checks against the new CA only:\n${caShown}`);
+    // Patroni's REST API now trusts only the new CA: HAProxy's checks still pass, so HAProxy presents its new
+    // certificate (the old one would fail the handshake and take the primary down).
+    await new Promise((r) => setTimeout(r, 3000));
+    const stat = await haproxyAdmin(coordinator, 'show stat');
+    const primaryUp = stat.split('\n').filter((l) => /^primary,/.test(l) && !/^primary,(FRONTEND|BACKEND),/.test(l) && l.split(',')[17] === 'UP');
+    assert.equal(primaryUp.length, 1, `exactly one primary up behind the coordinator:\n${stat}`);
+    await sql(cl.pgpass, cl.coordinatorPorts[0], 'INSERT INTO w (n) VALUES (-1)');
 
     // Nothing restarted; nothing failed; nothing lost.
     assert.deepEqual(await pids(), pidsBefore, 'every process keeps its pid');

@@ -17,6 +17,8 @@ export interface HaproxySslUpdateTarget {
   /** Absolute paths as HAProxy loaded them (its config names them) and their new content. */
   pemFile: { path: string; content: string };
   caFile: { path: string; content: string };
+  /** False when only the leaves were renewed: HAProxy's CA stays as it is. */
+  caChanged: boolean;
   runAs?: { uid: number; gid: number };
 }
 
@@ -31,8 +33,10 @@ process.stdin.on('end', async () => {
   for (const c of commands) {
     answers.push(await new Promise((resolve) => {
       let out = '';
-      const s = net.connect(socket, () => s.end(c));
-      s.setTimeout(5000, () => s.destroy(new Error('timeout')));
+      // write, not end: HAProxy drops a command that yields (a commit rebuilding SSL contexts) when the
+      // client has already shut its side; it closes the connection itself after answering.
+      const s = net.connect(socket, () => s.write(c));
+      s.setTimeout(15000, () => s.destroy(new Error('timeout')));
       s.on('data', (d) => (out += d));
       s.on('close', () => resolve(out));
       s.on('error', (e) => resolve('ERROR ' + e.message));
@@ -77,8 +81,16 @@ function payload(pem: string): string {
 }
 
 async function setAndCommit(target: HaproxySslUpdateTarget, kind: 'cert' | 'ca-file', file: { path: string; content: string }): Promise<void> {
-  const [set, commit] = await runAsUser(target, [`set ssl ${kind} ${file.path} <<\n${payload(file.content)}\n\n`, `commit ssl ${kind} ${file.path}\n`]);
-  if (/Success!/.test(commit)) return;
+  const [set] = await runAsUser(target, [`set ssl ${kind} ${file.path} <<\n${payload(file.content)}\n\n`]);
+  // HAProxy 2.6 at times closes a commit's connection without an answer; the transaction stays open, so
+  // the commit is asked again (bounded) before the change counts as refused.
+  let commit = '';
+  for (let attempt = 0; attempt < 5; attempt++) {
+    [commit] = await runAsUser(target, [`commit ssl ${kind} ${file.path}\n`]);
+    if (/Success!/.test(commit)) return;
+    if (commit.trim() !== '') break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
   await runAsUser(target, [`abort ssl ${kind} ${file.path}\n`]).catch(() => undefined);
   const said = `${set.trim()} / ${commit.trim()}`.replace(/\s+/g, ' ').slice(0, 300);
   throw new DispatcherError('operation_failed', `${target.processId}: HAProxy did not take the new ${kind === 'cert' ? 'certificate' : 'CA file'} ${file.path}: ${said}`, { details: { process: target.processId } });
@@ -86,7 +98,7 @@ async function setAndCommit(target: HaproxySslUpdateTarget, kind: 'cert' | 'ca-f
 
 /** The CA first: a new check certificate from a new CA must never meet a CA file that lacks it. */
 export async function haproxySslUpdate(target: HaproxySslUpdateTarget): Promise<string> {
-  await setAndCommit(target, 'ca-file', target.caFile);
+  if (target.caChanged) await setAndCommit(target, 'ca-file', target.caFile);
   await setAndCommit(target, 'cert', target.pemFile);
-  return 'HAProxy took the new certificate and CA through its admin socket';
+  return `HAProxy took the new certificate${target.caChanged ? ' and CA' : ''} through its admin socket`;
 }

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, NodeReloadCertificatesSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
 import { validate, type AppContext, type RouteModule } from '../app.js';
 import type { PeerPin } from '../auth.js';
@@ -169,8 +169,8 @@ export const clusterModule: RouteModule = {
       await node().installCertificates(validate(NodeInstallCertificatesSchema, req.body));
       res.status(204).end();
     });
-    router.post('/tls/reload', async (_req, res) => {
-      res.json(await node().reloadCertificates());
+    router.post('/tls/reload', async (req, res) => {
+      res.json(await node().reloadCertificates(validate(NodeReloadCertificatesSchema, req.body ?? {})));
     });
     router.post('/tls/trust', async (req, res) => {
       await node().trustCa(validate(NodeTrustCaSchema, req.body).ca);

@@ -45,9 +45,11 @@ export const restartModule: RouteModule = {
     // no reload for a role gets the rolling restart instead.
     const pickUp = async (readyTimeoutMs: number, caRotation = false) => {
       const orch = ctx.cluster.orchestrator;
-      if (!orch.reloadsCertificates() || (caRotation && !caRotationReloads(ctx.cluster.store))) return svc().start({ readyTimeoutMs });
+      // After the finish phase the rotation state is gone; its leaves carry the cross certificate already.
+      const crossless = caRotation && !!ctx.cluster.store.get()?.tls?.rotation && !caRotationReloads(ctx.cluster.store);
+      if (!orch.reloadsCertificates() || crossless) return svc().start({ readyTimeoutMs });
       const name = ctx.cluster.store.get()!.plan.name;
-      return ctx.cluster.operations.start('rotate-certs', name, (op) => orch.reloadCertificates(op));
+      return ctx.cluster.operations.start('rotate-certs', name, (op) => orch.reloadCertificates(op, { caChanged: caRotation }));
     };
     router.post('/v1/cluster/rotate-certs', async (req, res) => {
       const { ca, readyTimeoutMs } = validate(RotateCertsSchema, req.body ?? {});
@@ -66,8 +68,7 @@ export const restartModule: RouteModule = {
           return false; // unknown operation: redo the phase
         }
       });
-      // After the finish phase the rotation state is gone: its pick-up reloads (the leaves carry the chain).
-      const op = await pickUp(readyTimeoutMs, phase !== 'finish');
+      const op = await pickUp(readyTimeoutMs, true);
       if (phase !== 'finish') await recordCaRotationOperation(ctx.cluster.store, op.id);
       res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}`, phase, more: phase !== 'finish' });
     });
