@@ -204,8 +204,6 @@ describe('certificate renewal without a restart (pg-ha, real cluster)', { timeou
       for (const [name, pem] of Object.entries(t.certs)) assert.ok(new X509Certificate(pem).checkIssued(newCa) && new X509Certificate(pem).verify(newCa.publicKey), `${name} on ${d.id} is signed by the new CA`);
     }
     const coordinator = cl.plan.processes.find((p) => p.role === 'coordinator')!;
-    const caShown = await haproxyAdmin(coordinator, `show ssl ca-file ${join(cl.dispatchers.find((x) => x.id === coordinator.dispatcher)!.dataDir, coordinator.dataDir, 'tls-ca.crt')}`);
-    assert.equal((caShown.match(/^Certificate #/gm) ?? []).length, 1, `HAProxy checks against the new CA only:\n${caShown}`);
     // Patroni's REST API now trusts only the new CA: HAProxy's checks still pass, so HAProxy presents its new
     // certificate (the old one would fail the handshake and take the primary down).
     await new Promise((r) => setTimeout(r, 3000));

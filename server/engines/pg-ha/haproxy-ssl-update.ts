@@ -96,9 +96,12 @@ async function setAndCommit(target: HaproxySslUpdateTarget, kind: 'cert' | 'ca-f
   throw new DispatcherError('operation_failed', `${target.processId}: HAProxy did not take the new ${kind === 'cert' ? 'certificate' : 'CA file'} ${file.path}: ${said}`, { details: { process: target.processId } });
 }
 
-/** The CA first: a new check certificate from a new CA must never meet a CA file that lacks it. */
+// The CA file is NOT replaced: on HAProxy 2.6.12 (Debian 12) `commit ssl ca-file` for a CA that server
+// lines use leaves the admin socket unanswered and then refusing connections (seen in
+// test/cluster/rotate-certs.test.ts). HAProxy keeps the CA it loaded at start and, like etcd, verifies the
+// new leaves through the cross certificate they carry (server/cluster/ca-rotation.ts); its next start
+// reads the new CA file.
 export async function haproxySslUpdate(target: HaproxySslUpdateTarget): Promise<string> {
-  if (target.caChanged) await setAndCommit(target, 'ca-file', target.caFile);
   await setAndCommit(target, 'cert', target.pemFile);
-  return `HAProxy took the new certificate${target.caChanged ? ' and CA' : ''} through its admin socket`;
+  return `HAProxy took the new check certificate through its admin socket${target.caChanged ? ' (its CA stays in memory until its next start; the new leaves carry the cross certificate)' : ''}`;
 }
