@@ -76,7 +76,7 @@ export const FirewallExtendSchema = z
   .object({ token: FirewallTokenSchema.shape.token, confirmWithinSeconds: z.number().int().min(5).max(3600) })
   .strict();
 
-export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart';
+export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart' | 'rotate-certs';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'aborted';
 
 export interface OperationEvent {
@@ -196,9 +196,20 @@ export const NodeInstallCertificatesSchema = z
   .object({
     ca: z.string().min(1).max(65_536),
     certs: z.record(z.string().min(1).max(200), z.string().min(1).max(16_384)),
+    /** A cross certificate of a trusted CA, sent after every leaf (since a CA rotation; docs/SECURITY.md). */
+    chain: z.string().min(1).max(16_384).optional(),
   })
   .strict();
 export type NodeInstallCertificates = z.infer<typeof NodeInstallCertificatesSchema>;
+
+/** What one dispatcher did to make its running processes use their renewed certificate files. */
+export const NodeCertificateReloadSchema = z
+  .object({ processes: z.array(z.object({ process: z.string().min(1).max(200), pid: z.number().int().optional(), done: z.string().max(2000) }).strict()).max(10_000) })
+  .strict();
+export type NodeCertificateReload = z.infer<typeof NodeCertificateReloadSchema>;
+
+/** Whether the trusted CA changed since the last pick-up (a CA rotation phase) or only the leaves. */
+export const NodeReloadCertificatesSchema = z.object({ caChanged: z.boolean().default(false) }).strict();
 
 /** A CA bundle to trust from now on (a CA rotation: new + old, then new only). */
 export const NodeTrustCaSchema = z.object({ ca: z.string().min(1).max(65_536) }).strict();

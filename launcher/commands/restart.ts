@@ -45,9 +45,9 @@ export function registerRestartCommand(program: Command): void {
 
   program
     .command('rotate-certs')
-    .description('renew every process and dispatcher certificate of the cluster CA, then a rolling restart that picks them up (run it on the dispatcher that launched the cluster)')
-    .option('--ca', 'renew the cluster CA too: three rolling restarts (trust new + old CA, new certificates, trust only the new CA)')
-    .option('--ready-timeout <seconds>', 'how long each process may take to become ready again', '120')
+    .description('renew every process and dispatcher certificate of the cluster CA; the running processes re-read them, nothing restarts (run it on the dispatcher that launched the cluster)')
+    .option('--ca', 'renew the cluster CA too, in three phases (trust new + old CA, new certificates, trust only the new CA), each re-read in place')
+    .option('--ready-timeout <seconds>', 'how long each process may take to become ready again (engines that renew by rolling restart)', '120')
     .action(async (o, cmd) => {
       await runOperation(cmd, 'certificate rotation', [], (k) => k.rotateCertificates({ ...(o.ca ? { ca: true } : {}), readyTimeoutMs: Number(o.readyTimeout) * 1000 }));
     });

@@ -29,7 +29,7 @@ export async function clusterCa(store: Pick<ClusterStore, 'get' | 'save'>, opts:
  * `trust` is the CA bundle the dispatchers trust from now on (the signer's certificate, or during a CA
  * rotation the new and the old CA).
  */
-export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>, ca: PemPair, trust = ca.certPem): Promise<{ host: string; names: string[] }[]> {
+export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>, ca: PemPair, trust = ca.certPem, chain?: string): Promise<{ host: string; names: string[] }[]> {
   return Promise.all(
     [...nodes].map(async ([id, node]) => {
       const allowed = certificateNamesOf(plan, id);
@@ -40,7 +40,7 @@ export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>,
         if (!names) throw new DispatcherError('forbidden', `dispatcher ${id} asked for a certificate for ${r.name}, which the plan does not give it`, { details: { host: id } });
         certs[r.name] = await signRequest(ca, r.csr, names);
       }
-      await node.installCertificates({ ca: trust, certs });
+      await node.installCertificates({ ca: trust, certs, ...(chain ? { chain } : {}) });
       return { host: id, names: Object.keys(certs) };
     }),
   );

@@ -4,9 +4,10 @@
  * is given: the firewall guard and the process renderer.
  */
 import type { FirewallPolicy, Plan } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus } from '../supervisor/types.js';
 import type { ProcessTls } from './node-certificates.js';
+import type { CertificateReload } from '../engines/render.js';
 
 export interface NodeApi {
   readonly id: string;
@@ -18,6 +19,11 @@ export interface NodeApi {
   installCertificates(payload: NodeInstallCertificates): Promise<void>;
   /** Trusts this CA bundle from now on (CA rotation); the installed certificates must chain to it. */
   trustCa(caBundle: string): Promise<void>;
+  /**
+   * Writes every process's TLS files from the installed certificates and CA, then makes each running
+   * process re-read them its engine's way (docs/DESIGN.md, "Certificate renewal"); restarts nothing.
+   */
+  reloadCertificates(opts: { caChanged: boolean }): Promise<NodeCertificateReload>;
   /** Checks this machine can run its part of the stored plan. An empty list means ready. */
   preflight(callerTime: number): Promise<PreflightProblem[]>;
   /** Installs the firewall guard for the stored plan. */
@@ -67,7 +73,7 @@ export interface ProcessRenderer {
     plan: Plan,
     processId: string,
     ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; tls?: ProcessTls },
-  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; companion?: { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; reloadSignal?: NodeJS.Signals } };
+  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; companion?: { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; reloadSignal?: NodeJS.Signals }; certificateReload?: CertificateReload };
   /** Absolute binary paths the process of this role needs on this machine. */
   binariesFor(plan: Plan, role: string): string[];
   generateSecrets(engine: string): Record<string, string>;

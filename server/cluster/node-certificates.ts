@@ -8,7 +8,7 @@
 import { DispatcherError } from '../../api/errors.js';
 import type { CertificateView, NodeCertificateRequests, NodeInstallCertificates } from '../../api/rest.js';
 import { certificateNamesOf } from '../core/cert-names.js';
-import { certificateInfo, checkIssuedBy, checkIssuedFor, createKeyAndRequest, splitPemBundle } from '../pki/certificates.js';
+import { certificateInfo, certifiesTrustedCa, checkIssuedBy, checkIssuedFor, createKeyAndRequest, splitPemBundle } from '../pki/certificates.js';
 import type { ClusterStore, ClusterTls } from './store.js';
 
 /** What the renderer needs to write a process's TLS files. */
@@ -54,9 +54,16 @@ export class NodeCertificates {
       if (!key) throw new DispatcherError('conflict', `no pending key for ${name} on ${this.id}: ask for certificate requests first`, { details: { host: this.id } });
       await checkIssuedFor(payload.ca, payload.certs[name], key);
     }
+    // A chain may only re-certify the key of a CA this dispatcher is told to trust (its signer, the old CA,
+    // is no longer trusted after a rotation: the chain only serves processes that still hold the old CA).
+    const chain = payload.chain ? splitPemBundle(payload.chain) : [];
+    if (payload.chain && chain.length === 0) throw new DispatcherError('bad_request', 'the certificate chain holds no certificate', { details: { host: this.id } });
+    for (const c of chain) {
+      if (!(await certifiesTrustedCa(payload.ca, c))) throw new DispatcherError('bad_request', 'the certificate chain certifies a key that is not a trusted CA', { details: { host: this.id } });
+    }
     const keys = Object.fromEntries(wanted.map((n) => [n, pending[n]]));
-    const { pending: _done, ...rest } = snap.tls!;
-    await this.store.save({ ...snap, tls: { ...rest, ca: payload.ca, keys, certs: { ...payload.certs } } });
+    const { pending: _done, chain: _oldChain, ...rest } = snap.tls!;
+    await this.store.save({ ...snap, tls: { ...rest, ca: payload.ca, keys, certs: { ...payload.certs }, ...(chain.length ? { chain: chain.join('') } : {}) } });
   }
 
   /**
@@ -75,7 +82,8 @@ export class NodeCertificates {
   material(name: string): ProcessTls | undefined {
     const tls = this.store.get()?.tls;
     if (!tls?.ca || !tls.certs[name] || !tls.keys[name]) return undefined;
-    return { ca: tls.ca, cert: tls.certs[name], key: tls.keys[name] };
+    // The chain (since a CA rotation) follows the leaf in every file that presents it.
+    return { ca: tls.ca, cert: tls.chain ? `${tls.certs[name].trimEnd()}\n${tls.chain}` : tls.certs[name], key: tls.keys[name] };
   }
 
   /** Every installed certificate with its expiry (no keys). */

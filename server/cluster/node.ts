@@ -7,15 +7,18 @@
  */
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { assertValidPlan } from '../core/validate-plan.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
+import { reloadCertificates } from '../engines/certificate-reload.js';
+import { TLS_FILES } from '../engines/render.js';
 import type { ClusterStore } from './store.js';
 import { NodeCertificates } from './node-certificates.js';
 import type { NodeApi, NodeGuard, ProcessRenderer } from './node-api.js';
 import { preflightProblems } from './preflight.js';
+import { basename } from 'node:path';
 import { processDirOf, removeProcessDir, writeProcessFiles } from './process-dir.js';
 
 export interface LocalNodeDeps {
@@ -52,6 +55,46 @@ export class LocalNode implements NodeApi {
 
   trustCa(caBundle: string): Promise<void> {
     return this.certificates.trust(caBundle);
+  }
+
+  async reloadCertificates(opts: { caChanged: boolean }): Promise<NodeCertificateReload> {
+    const { plan: stored, secrets } = this.requirePlan();
+    const plan = assertValidPlan(stored, defaultEngineCatalog());
+    const tlsNames = new Set<string>(Object.values(TLS_FILES));
+    const out: NodeCertificateReload['processes'] = [];
+    for (const p of this.myProcesses(plan)) {
+      const tls = this.certificates.material(p.id);
+      if (!tls) throw new DispatcherError('conflict', `no certificate installed for ${p.id} on ${this.id}`, { details: { host: this.id, process: p.id } });
+      const rendered = this.deps.renderer.render(plan, p.id, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, tls });
+      // Only the TLS files: each created new, owned through its descriptor and renamed over the old one
+      // (server/safe-files.ts), so the program never reads a half-written certificate or key.
+      const files = rendered.files.filter((f) => tlsNames.has(basename(f.path)));
+      const dir = this.processDir(p);
+      await writeProcessFiles(this.deps.dataDir, dir, files, this.deps.runAs);
+      const st = this.deps.supervisor.get(p.id);
+      if (!st?.pid || !(st.state === 'ready' || st.state === 'running')) {
+        out.push({ process: p.id, done: `files written; not running (${st?.state ?? 'unknown'}): its next start reads them` });
+        continue;
+      }
+      if (!rendered.certificateReload) throw new DispatcherError('conflict', `engine ${plan.engine} declares no certificate reload for ${p.role}: renew with a rolling restart`, { details: { host: this.id, process: p.id } });
+      const content = Object.fromEntries(Object.entries(TLS_FILES).map(([k, name]) => [k, files.find((f) => basename(f.path) === name)!.content])) as Record<keyof typeof TLS_FILES, string>;
+      try {
+        const done = await reloadCertificates(rendered.certificateReload, { processId: p.id, pid: st.pid, dir, tls: content, caChanged: opts.caChanged, ...(this.deps.runAs ? { runAs: this.deps.runAs } : {}) });
+        out.push({ process: p.id, pid: st.pid, done });
+        // The role's companion serves with the same TLS files (pg-ha: PgBouncer on the coordinator's public
+        // port) and re-reads them on its reload signal, like a companion kept across a rolling restart.
+        const c = rendered.companion;
+        const cst = c?.reloadSignal ? this.deps.supervisor.get(c.spec.id) : undefined;
+        if (c?.reloadSignal && cst?.pid && (cst.state === 'ready' || cst.state === 'running')) {
+          process.kill(cst.pid, c.reloadSignal);
+          out.push({ process: c.spec.id, pid: cst.pid, done: `${c.reloadSignal} sent: it re-reads its configuration and TLS files` });
+        }
+      } catch (e) {
+        const logTail = await this.deps.supervisor.logTail(p.id, 20).catch(() => []);
+        throw new DispatcherError('operation_failed', `${p.id} on ${this.id} did not re-read its certificate: ${(e as Error).message}`, { details: { host: this.id, process: p.id, logTail }, cause: e });
+      }
+    }
+    return { processes: out };
   }
 
   private requirePlan(): { plan: Plan; secrets: Record<string, string>; state: ClusterState } {

@@ -20,8 +20,10 @@ import type { ClusterStore } from './store.js';
 import type { NodeApi, ProcessRenderer } from './node-api.js';
 import type { OperationHandle } from './operations.js';
 import { clusterCa, issueCertificates } from './issue-certificates.js';
+import { certificateInfo, splitPemBundle } from '../pki/certificates.js';
 import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
 import { clusterViewOf } from './cluster-view.js';
+import { engineReloadsCertificates, reloadCertificatesEverywhere } from './certificate-renewal.js';
 import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
 import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 
@@ -365,7 +367,28 @@ export class Orchestrator {
   async renewCertificates(): Promise<{ host: string; names: string[] }[]> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      return await issueCertificates(plan, nodes, await clusterCa(this.deps.store, { create: false }));
+      const ca = await clusterCa(this.deps.store, { create: false });
+      // The cross certificate of the last CA rotation stays in the chain while it is valid: a process that
+      // loaded only the old CA at its start (etcd) keeps accepting the renewed leaves (server/cluster/ca-rotation.ts).
+      const chain = this.deps.store.get()?.tls?.chain;
+      const live = chain && splitPemBundle(chain).every((c) => new Date(certificateInfo(c).notAfter).getTime() > this.clock.now());
+      return await issueCertificates(plan, nodes, ca, ca.certPem, live ? chain : undefined);
+    } finally {
+      this.close(nodes);
+    }
+  }
+
+  /** Whether the running engine can re-read renewed certificates without a restart (server/cluster/certificate-renewal.ts). */
+  reloadsCertificates(): boolean {
+    const snap = this.deps.store.get();
+    return !!snap && engineReloadsCertificates(snap.plan);
+  }
+
+  /** Every dispatcher writes the installed certificates into its process dirs; the processes re-read them. */
+  async reloadCertificates(op: OperationHandle, opts: { caChanged: boolean }): Promise<Record<string, unknown>> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      return await reloadCertificatesEverywhere(plan, nodes, op, opts);
     } finally {
       this.close(nodes);
     }
@@ -375,7 +398,7 @@ export class Orchestrator {
   async caRotationPhase(succeeded: (operation: string) => boolean): Promise<CaRotationPhase> {
     const { plan, nodes } = this.clusterNodes();
     try {
-      return await nextCaRotationPhase(this.deps.store, plan, nodes, succeeded);
+      return await nextCaRotationPhase(this.deps.store, plan, nodes, succeeded, this.clock);
     } finally {
       this.close(nodes);
     }

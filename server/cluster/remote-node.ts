@@ -9,6 +9,7 @@ import {
   GuardStatusViewSchema,
   LogLinesAnswerSchema,
   NoContentSchema,
+  NodeCertificateReloadSchema,
   NodeCertificateRequestsSchema,
   NodeStatusViewSchema,
   PreflightAnswerSchema,
@@ -50,6 +51,9 @@ export class RemoteNode implements NodeApi {
   }
   async installCertificates(payload: NodeInstallCertificates) {
     await this.client.call('POST', '/v1/node/tls/certificates', NoContentSchema, { body: payload });
+  }
+  reloadCertificates(opts: { caChanged: boolean }) {
+    return this.client.call('POST', '/v1/node/tls/reload', NodeCertificateReloadSchema, { body: opts, timeoutMs: 120_000 });
   }
   async trustCa(caBundle: string) {
     await this.client.call('POST', '/v1/node/tls/trust', NoContentSchema, { body: { ca: caBundle } });

@@ -42,11 +42,16 @@ const ClusterTlsSchema = z
     keys: z.record(z.string(), z.string()),
     certs: z.record(z.string(), z.string()),
     pending: z.record(z.string(), z.string()).optional(),
+    /**
+     * Since a CA rotation: the new CA certified by the old one, sent after every leaf (server/pki
+     * crossCertify) so a process that loaded only the old CA at its start still accepts the new leaves.
+     */
+    chain: z.string().optional(),
     /** Only on the dispatcher that launched the cluster: the CA's private key (it signs, nobody else). */
     caKey: z.string().optional(),
     /** Only on that dispatcher, during a CA rotation: the new CA, the old one, the phase done last and its operation. */
     rotation: z
-      .object({ caKey: z.string(), ca: z.string(), oldCa: z.string(), phase: z.enum(['trust', 'leaves']), operation: z.string().optional() })
+      .object({ caKey: z.string(), ca: z.string(), oldCa: z.string(), cross: z.string().optional(), phase: z.enum(['trust', 'leaves']), operation: z.string().optional() })
       .strict()
       .optional(),
   })

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { DispatcherError } from '../../api/errors.js';
 import { ROLES, zodProblems } from '../../api/plan.js';
 import { optionListProblems } from '../core/extra-args.js';
+import { CERTIFICATE_RELOAD_ACTIONS } from './certificate-reload.js';
 import { EngineManifestSchema, type Engine, type EngineDefaults } from './types.js';
 
 /**
@@ -66,6 +67,10 @@ export function loadEngine(name: string, dir = templatesDir()): Engine {
   const listProblems = ROLES.flatMap((role) =>
     optionListProblems({ allowed: manifest.roles[role].options, managed: manifest.roles[role].managedOptions }, `roles.${role}.options`),
   );
+  for (const role of ROLES) {
+    const r = manifest.roles[role].certificateReload;
+    if (r?.kind === 'action' && !CERTIFICATE_RELOAD_ACTIONS.includes(r.action)) listProblems.push(`roles.${role}.certificateReload: unknown action ${r.action} (known: ${CERTIFICATE_RELOAD_ACTIONS.join(', ')})`);
+  }
   if (listProblems.length) throw new DispatcherError('config_invalid', `engine ${name}: ${listProblems.join('; ')}`);
   const templates: Record<string, string> = {};
   for (const role of ROLES) {

@@ -51,12 +51,20 @@ export interface RenderedProcess {
   leftoverPidFile?: string;
   /** The role's companion program (server/engines/types.ts EngineCompanionSchema), same dir and TLS files. */
   companion?: { spec: ProcessSpec; files: RenderedFile[]; reloadSignal?: NodeJS.Signals };
+  /** How the running program re-reads its TLS files (templates/<engine>/engine.yaml `certificateReload`). */
+  certificateReload?: CertificateReload;
 }
 
 /** The supervisor id of a process's companion. */
 export function companionId(processId: string, name: string): string {
   return `${processId}.${name}`;
 }
+
+/** A rendered `certificateReload` declaration (server/engines/types.ts). */
+export type CertificateReload =
+  | { kind: 'per-handshake'; description: string }
+  | { kind: 'signal'; signal: 'SIGHUP' | 'SIGUSR1' | 'SIGUSR2'; description: string }
+  | { kind: 'action'; action: string; socket?: string; description: string };
 
 /**
  * Template data `tls` when the dispatcher has no certificates for the process: any use of it fails with
@@ -285,6 +293,12 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
       ...(c.reloadSignal ? { reloadSignal: c.reloadSignal } : {}),
     };
   }
+  const cr = role.certificateReload;
+  if (cr?.kind === 'action' && cr.socket !== undefined) {
+    const socket = resolve(dir, renderTemplate(cr.socket, data, `certificateReload of ${what}`));
+    if (!socket.startsWith(dir + sep)) throw new DispatcherError('config_invalid', `engine ${engine.name}: certificateReload socket of ${what} escapes the process dir`);
+    out.certificateReload = { ...cr, socket };
+  } else if (cr) out.certificateReload = cr;
   if (role.leftoverPidFile) out.leftoverPidFile = resolve(dir, renderTemplate(role.leftoverPidFile, data, `leftoverPidFile of ${what}`));
   return out;
 }

@@ -136,6 +136,27 @@ export const EngineCompanionSchema = z
   .strict();
 export type EngineCompanion = z.infer<typeof EngineCompanionSchema>;
 
+/**
+ * How a RUNNING program re-reads its TLS files after certificate renewal (docs/DESIGN.md, "Certificate
+ * renewal"): nothing to do (it reads them on every handshake), a signal to the supervised process, or a
+ * named engine action (server/engines/certificate-reload.ts maps names to code under
+ * server/engines/<engine>/). No kind restarts anything.
+ */
+export const CertificateReloadSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('per-handshake'), description: z.string() }).strict(),
+  z.object({ kind: z.literal('signal'), signal: z.enum(['SIGHUP', 'SIGUSR1', 'SIGUSR2']), description: z.string() }).strict(),
+  z
+    .object({
+      kind: z.literal('action'),
+      action: z.string().regex(/^[a-z][a-z0-9-]*$/),
+      /** A template: the local socket the action talks to (in the process dir). */
+      socket: z.string().min(1).optional(),
+      description: z.string(),
+    })
+    .strict(),
+]);
+export type CertificateReloadTemplate = z.infer<typeof CertificateReloadSchema>;
+
 export const EngineRoleSchema = z
   .object({
     /** Program name looked up among the binaries this machine's config allows; becomes argv[0]. */
@@ -160,6 +181,8 @@ export const EngineRoleSchema = z
     managedOptions: z.array(z.string()).default([]),
     rollingRestart: RollingRestartSchema,
     companion: EngineCompanionSchema.optional(),
+    /** Absent: certificate renewal falls back to a rolling restart for the whole cluster. */
+    certificateReload: CertificateReloadSchema.optional(),
   })
   .strict();
 export type EngineRole = z.infer<typeof EngineRoleSchema>;

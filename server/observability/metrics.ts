@@ -38,7 +38,7 @@ export interface Metrics {
   scrape(): Promise<{ contentType: string; body: string }>;
 }
 
-const OPERATION_KINDS: OperationKind[] = ['launch', 'shutdown', 'relaunch', 'cleanup', 'restart'];
+const OPERATION_KINDS: OperationKind[] = ['launch', 'shutdown', 'relaunch', 'cleanup', 'restart', 'rotate-certs'];
 const PROCESS_STATES: ProcessState[] = ['starting', 'running', 'ready', 'backoff', 'stopping', 'stopped', 'failed'];
 const seconds = (iso: string | undefined | null) => (iso ? Date.parse(iso) / 1000 : 0);
 

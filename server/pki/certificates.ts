@@ -81,21 +81,67 @@ function cn(value: string): string {
 }
 
 /** A new cluster CA: its own key (never leaves the contacted dispatcher) and a self-signed certificate. */
-export async function createCa(clusterName: string, days = CA_DAYS, clock: Clock = systemClock): Promise<PemPair> {
+export async function createCa(clusterName: string, days = CA_DAYS, generation?: string, clock: Clock = systemClock): Promise<PemPair> {
   const x509 = x509lib();
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    name: `${cn(`cluster-dispatcher CA ${clusterName}`)}`,
+    // A renewed CA gets its own name (generation): verifiers tell it from the old one by name, not only by key.
+    name: `${cn(`cluster-dispatcher CA ${clusterName}${generation ? ` ${generation}` : ''}`)}`,
     keys,
     signingAlgorithm: SIGN,
     ...validity(days, clock),
     extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
+      // Path length 1: room for exactly one CA below, the cross certificate of the NEXT CA at a rotation
+      // (crossCertify); the CA signs nothing else but leaves.
+      new x509.BasicConstraintsExtension(true, 1, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
   return { keyPem: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)), certPem: pemText(cert.toString('pem')) };
+}
+
+/**
+ * The new CA's key certified by the old CA (a cross certificate) for a CA rotation without restarts
+ * (docs/SECURITY.md, "Cluster-internal TLS"): sent after a leaf as its chain, it lets a verifier that
+ * still holds only the old CA in memory (etcd 3.4 reads its trusted CA file only at start) accept leaves
+ * of the new CA. Valid no longer than the old CA itself.
+ */
+export async function crossCertify(oldCa: PemPair, newCaCertPem: string): Promise<string> {
+  const x509 = x509lib();
+  const oldCert = new x509.X509Certificate(oldCa.certPem);
+  const newCert = new x509.X509Certificate(newCaCertPem);
+  const notAfter = newCert.notAfter < oldCert.notAfter ? newCert.notAfter : oldCert.notAfter;
+  const cross = await x509.X509CertificateGenerator.create({
+    subject: newCert.subject,
+    issuer: oldCert.subject,
+    publicKey: newCert.publicKey,
+    signingKey: await importSigningKey(oldCa.keyPem),
+    signingAlgorithm: SIGN,
+    notBefore: newCert.notBefore,
+    notAfter,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(newCert.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(oldCert),
+    ],
+  });
+  return pemText(cross.toString('pem'));
+}
+
+/** Whether a CA may certify another CA below it (made before path length 1: no, its rotation restarts). */
+export function canCrossCertify(caPem: string): boolean {
+  const x509 = x509lib();
+  const bc = new x509.X509Certificate(caPem).getExtension(x509.BasicConstraintsExtension);
+  return !!bc?.ca && (bc.pathLength === undefined || bc.pathLength >= 1);
+}
+
+/** True when `certPem` certifies the key of a CA in the bundle (a cross certificate of a trusted CA). */
+export async function certifiesTrustedCa(caBundle: string, certPem: string): Promise<boolean> {
+  const x509 = x509lib();
+  const key = Buffer.from(new x509.X509Certificate(certPem).publicKey.rawData);
+  return splitPemBundle(caBundle).some((ca) => Buffer.from(new x509.X509Certificate(ca).publicKey.rawData).equals(key));
 }
 
 /** A new key and a request for it (made on the machine that will use the key). */

@@ -8,9 +8,7 @@ import assert from 'node:assert/strict';
 import { processLogDir } from '../../server/supervisor/spawner.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { X509Certificate } from 'node:crypto';
-import { connect as tlsConnect } from 'node:tls';
-import type { ClusterView, OperationView } from '../../api/rest.js';
+import type { OperationView } from '../../api/rest.js';
 import { agencyStatus } from '../../server/engines/pg-ha-health.js';
 import { breakWrapper, dispatcherClientTls, sql, startPgCluster, startWriter, waitOperation, WRAPPERS, type PgCluster } from '../helpers/pg-cluster.js';
 
@@ -148,85 +146,5 @@ describe('rolling restart (pg-ha, real cluster)', { timeout: 300_000 }, () => {
     assert.ok(steps(op, 'resume').length === 1, 'resumed once');
     assert.equal(new Set(steps(op, 'ready').map((e) => e.process)).size, 3);
   });
-
-  test('rotate-certs: every certificate renewed, the running processes present the new ones, no acknowledged write lost', async () => {
-    const c = cl.client(0);
-    const dataDir = cl.dispatchers[0].dir.dataDir;
-    const stored = () => JSON.parse(readFileSync(join(dataDir, 'cluster', 'tls.json'), 'utf8')) as { certs: Record<string, string> };
-    const agent = cl.plan.processes.find((p) => p.role === 'agent' && p.dispatcher === cl.plan.dispatchers[0].id)!;
-    const presented = () =>
-      new Promise<string>((resolve, reject) => {
-        const t = dispatcherClientTls(dataDir);
-        const s = tlsConnect({ host: agent.address, port: agent.ports.find((p) => p.name === 'client')!.port, ca: t.ca, cert: t.cert, key: t.key }, () => {
-          resolve(s.getPeerX509Certificate()!.toString());
-          s.end();
-        });
-        s.once('error', reject);
-      });
-    const before = stored().certs[agent.id];
-    assert.equal(new X509Certificate(await presented()).fingerprint256, new X509Certificate(before).fingerprint256, 'etcd presents its installed certificate');
-    const expiryBefore = (await c.get<ClusterView>('/v1/cluster')).certificates!.filter((x) => x.name !== '@ca');
-    assert.equal(expiryBefore.length, cl.plan.processes.length + cl.plan.dispatchers.length, 'status lists every process and dispatcher certificate');
-
-    const writer = startWriter(cl.pgpass, cl.coordinatorPorts, 'w', { maxMs: 120_000 });
-    let op: OperationView;
-    let w!: Awaited<ReturnType<typeof writer.stop>>;
-    try {
-      await new Promise((r) => setTimeout(r, 500));
-      const { operation } = await c.post<{ operation: string }>('/v1/cluster/rotate-certs', {});
-      op = await waitOperation(c, operation, 150_000);
-    } finally {
-      w = await writer.stop();
-    }
-    assert.equal(op.state, 'succeeded', op.error?.message);
-    const after = stored().certs[agent.id];
-    assert.notEqual(after, before, 'a new certificate was installed');
-    assert.equal(new X509Certificate(await presented()).fingerprint256, new X509Certificate(after).fingerprint256, 'etcd presents the new certificate after the rolling restart');
-    const expiryAfter = (await c.get<ClusterView>('/v1/cluster')).certificates!.filter((x) => x.name !== '@ca');
-    for (const x of expiryAfter) assert.ok(x.notAfter > expiryBefore.find((y) => y.name === x.name && y.host === x.host)!.notAfter, `${x.name} on ${x.host} renewed`);
-    const rows = new Set((await sql(cl.pgpass, cl.coordinatorPorts[0], 'SELECT n FROM w')).split('\n').filter(Boolean).map(Number));
-    assert.deepEqual(w.acked.filter((n) => !rows.has(n)), [], 'acknowledged writes lost');
-    console.log(`# rotate-certs: ${w.acked.length} writes acked, ${w.failedAttempts} failed attempts, longest outage ${w.longestGapMs} ms`);
-  });
-
-  test('rotate-certs with the CA: three phases, each a rolling restart; afterwards only the new CA is trusted', async () => {
-    const c = cl.client(0);
-    const dataDir = cl.dispatchers[0].dir.dataDir;
-    const stored = () => JSON.parse(readFileSync(join(dataDir, 'cluster', 'tls.json'), 'utf8')) as { ca: string; certs: Record<string, string> };
-    const oldCa = stored().ca;
-    const writer = startWriter(cl.pgpass, cl.coordinatorPorts, 'w', { maxMs: 240_000 });
-    const phases: string[] = [];
-    let w!: Awaited<ReturnType<typeof writer.stop>>;
-    try {
-      for (let i = 0; i < 3; i++) {
-        const r = await c.post<{ operation: string; phase: string; more: boolean }>('/v1/cluster/rotate-certs', { ca: true });
-        phases.push(r.phase);
-        const op = await waitOperation(c, r.operation, 150_000);
-        assert.equal(op.state, 'succeeded', `${r.phase}: ${op.error?.message}`);
-        if (r.phase === 'trust') assert.equal((stored().ca.match(/BEGIN CERTIFICATE/g) ?? []).length, 2, 'new and old CA trusted during the rotation');
-        if (!r.more) break;
-      }
-    } finally {
-      w = await writer.stop();
-    }
-    assert.deepEqual(phases, ['trust', 'leaves', 'finish']);
-    const now = stored();
-    assert.equal((now.ca.match(/BEGIN CERTIFICATE/g) ?? []).length, 1, 'only one CA trusted afterwards');
-    assert.notEqual(now.ca, oldCa, 'a new CA');
-    for (const [name, cert] of Object.entries(now.certs)) assert.ok(new X509Certificate(cert).checkIssued(new X509Certificate(now.ca)), `${name} is issued by the new CA`);
-    // etcd verifies the dispatcher's new certificate and presents one of the new CA.
-    const t = dispatcherClientTls(dataDir);
-    const agent = cl.plan.processes.find((p) => p.role === 'agent')!;
-    const peer = await new Promise<string>((resolve, reject) => {
-      const s = tlsConnect({ host: agent.address, port: agent.ports.find((p) => p.name === 'client')!.port, ca: t.ca, cert: t.cert, key: t.key }, () => {
-        resolve(s.getPeerX509Certificate()!.toString());
-        s.end();
-      });
-      s.once('error', reject);
-    });
-    assert.ok(new X509Certificate(peer).checkIssued(new X509Certificate(now.ca)));
-    const rows = new Set((await sql(cl.pgpass, cl.coordinatorPorts[0], 'SELECT n FROM w')).split('\n').filter(Boolean).map(Number));
-    assert.deepEqual(w.acked.filter((n) => !rows.has(n)), [], 'acknowledged writes lost');
-    console.log(`# CA rotation: ${w.acked.length} writes acked, ${w.failedAttempts} failed attempts, longest outage ${w.longestGapMs} ms`);
-  });
+  // Certificate renewal (rotate-certs, --ca) has its own cluster test: test/cluster/rotate-certs.test.ts.
 });

@@ -134,6 +134,9 @@ export class FakeNode implements NodeApi {
   }
   async installCertificates() {}
   async trustCa() {}
+  async reloadCertificates() {
+    return { processes: [] };
+  }
 }
 
 /** One fake node per dispatcher of the plan, sharing one journal. */

@@ -121,7 +121,7 @@ test('login throttle and credential cache expire on the clock, not on the wall',
 });
 
 test('a new certificate is valid from the clock time (5 minutes early for skew)', async () => {
-  const ca = await createCa('clocked', 10, fakeClock(T0));
+  const ca = await createCa('clocked', 10, undefined, fakeClock(T0));
   const cert = new X509Certificate(ca.certPem);
   assert.equal(Date.parse(cert.validFrom), T0 - 5 * 60_000);
   assert.equal(Date.parse(cert.validTo), T0 + 10 * 86_400_000);

@@ -154,6 +154,20 @@ describe('cluster PKI', () => {
         const t = stores.get(d.id)!.get()!.tls!;
         for (const c of Object.values(t.certs)) assert.ok(new X509Certificate(c).checkIssued(new X509Certificate(newCa)), `${d.id}: new certificates`);
       }
+      // Each leaf travels with the cross certificate (the new CA's key certified by the old CA): a verifier
+      // that holds only the OLD CA (etcd loads its CA file once, at start) accepts the new leaves.
+      const oldCaPem = ca.certPem;
+      const m = new NodeCertificates('d2', stores.get('d2')!).material('agent-2')!;
+      const [leafPem, ...chainPems] = m.cert.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g)!;
+      assert.equal(chainPems.length, 1, 'leaf + cross certificate');
+      assert.match(openssl(['verify', '-purpose', 'sslclient', '-CAfile', '@old.pem', '-untrusted', '@chain.pem', '@leaf.pem'], { 'old.pem': oldCaPem, 'chain.pem': chainPems.join(''), 'leaf.pem': leafPem }), /leaf\.pem: OK/);
+      assert.throws(() => openssl(['verify', '-CAfile', '@old.pem', '@leaf.pem'], { 'old.pem': oldCaPem, 'leaf.pem': leafPem }), 'without the cross certificate the old CA alone does not verify a new leaf');
+      assert.match(openssl(['verify', '-CAfile', '@new.pem', '-untrusted', '@chain.pem', '@leaf.pem'], { 'new.pem': newCa, 'chain.pem': chainPems.join(''), 'leaf.pem': leafPem }), /leaf\.pem: OK/);
+      // A chain that certifies a key which is not a trusted CA is refused.
+      const stranger = await createCa('stranger');
+      const pending = await nodes.get('d3')!.certificateRequests();
+      const d3certs = Object.fromEntries(await Promise.all(pending.requests.map(async (r) => [r.name, await signRequest({ keyPem: home.get()!.tls!.rotation!.caKey, certPem: newCa }, r.csr, certificateNamesOf(plan, 'd3')[r.name])])));
+      await assert.rejects(nodes.get('d3')!.installCertificates({ ca: newCa, certs: d3certs, chain: stranger.certPem }), /not a trusted CA/);
       // Dropping the old CA too early (before the leaves' restart succeeded) is not possible: the phase repeats.
       await recordCaRotationOperation(home, 'op-3');
       assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'leaves');
@@ -161,6 +175,11 @@ describe('cluster PKI', () => {
       ok.add('op-4');
       assert.equal(await nextCaRotationPhase(home, plan, nodes, (id) => ok.has(id)), 'finish');
       for (const d of plan.dispatchers) assert.equal(stores.get(d.id)!.get()!.tls!.ca, newCa, `${d.id} trusts only the new CA`);
+      // The finish phase issues new leaves again (programs that rebuild their TLS context only on a new
+      // certificate then drop the old CA); they verify against the new CA alone.
+      const fin = new NodeCertificates('d2', stores.get('d2')!).material('agent-2')!;
+      assert.notEqual(fin.cert, m.cert);
+      assert.match(openssl(['verify', '-CAfile', '@new.pem', '@leaf.pem'], { 'new.pem': newCa, 'leaf.pem': fin.cert.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0] }), /leaf\.pem: OK/);
       assert.equal(home.get()!.tls!.rotation, undefined);
       assert.equal(home.get()!.tls!.caKey, (await clusterCa(home, { create: false })).keyPem);
       // A dispatcher refuses a CA bundle its installed certificates do not chain to.

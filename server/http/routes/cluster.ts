@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, NodeReloadCertificatesSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
 import { validate, type AppContext, type RouteModule } from '../app.js';
 import type { PeerPin } from '../auth.js';
@@ -173,6 +173,9 @@ export const clusterModule: RouteModule = {
       await node().installCertificates(validate(NodeInstallCertificatesSchema, req.body));
       res.status(204).end();
     });
+    router.post('/tls/reload', async (req, res) => {
+      res.json(await node().reloadCertificates(validate(NodeReloadCertificatesSchema, req.body ?? {})));
+    });
     router.post('/tls/trust', async (req, res) => {
       await node().trustCa(validate(NodeTrustCaSchema, req.body).ca);
       res.status(204).end();
@@ -261,6 +264,7 @@ export const clusterModule: RouteModule = {
     '/v1/node/plan': { post: { operationId: 'nodeAdoptPlan', summary: '(first contact: operator credential + a certificate the offered plan pins) store a plan and its secrets', requestBody: body, responses: { '204': { description: 'stored' }, '409': problemResponse('another cluster is active'), ...commonErrors } } },
     '/v1/node/tls/requests': { post: { operationId: 'nodeCertificateRequests', summary: '(peer) make keys for this dispatcher\'s processes and itself; answer certificate requests (keys stay)', responses: json('certificate requests') } },
     '/v1/node/tls/certificates': { post: { operationId: 'nodeInstallCertificates', summary: '(peer) install the cluster CA and the certificates signed for the pending keys', requestBody: body, responses: { '204': { description: 'installed' }, ...commonErrors } } },
+    '/v1/node/tls/reload': { post: { operationId: 'nodeReloadCertificates', summary: '(peer) write the installed certificates into the process dirs and make the running processes re-read them (no restart)', responses: { '200': { description: 'what each process did', content: { 'application/json': { schema: { type: 'object' } } } }, ...commonErrors } } },
     '/v1/node/tls/trust': { post: { operationId: 'nodeTrustCa', summary: '(peer) trust this CA bundle from now on (CA rotation)', requestBody: body, responses: { '204': { description: 'trusted' }, ...commonErrors } } },
     '/v1/node/preflight': { post: { operationId: 'nodePreflight', summary: '(peer) check this machine can run its part', requestBody: body, responses: json('problems') } },
     '/v1/node/guard': { post: { operationId: 'nodeGuard', summary: '(peer) install the firewall guard', responses: json('guard status') } },

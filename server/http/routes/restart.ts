@@ -1,7 +1,7 @@
 /**
  * Rolling restarts and upgrades: POST /v1/cluster/restart (202 + operation), retry and abort of a restart
  * operation, and the two dispatcher-to-dispatcher routes an upgrade needs (preflight a plan whose binaries
- * changed; store it); certificate rotation (new certificates, then a rolling restart). The work is in
+ * changed; store it); certificate rotation (new certificates, then every process re-reads them in place). The work is in
  * server/cluster/restart.ts.
  */
 import { z } from 'zod';
@@ -11,7 +11,7 @@ import { RestartRequestSchema } from '../../../api/rest.js';
 import { assertBaseVersion } from '../../core/plan-version.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { recordCaRotationOperation } from '../../cluster/ca-rotation.js';
+import { caRotationReloads, recordCaRotationOperation } from '../../cluster/ca-rotation.js';
 
 const NodePlanSchema = z.object({ plan: PlanSchema }).strict();
 const RotateCertsSchema = z
@@ -45,17 +45,26 @@ export const restartModule: RouteModule = {
       const op = await svc().start(req.body ?? {});
       accepted(res, op);
     });
-    // Certificate rotation (docs/SECURITY.md, "Cluster-internal TLS"): new keys and certificates everywhere,
-    // then a rolling restart so every process picks them up while the cluster keeps serving.
+    // Certificate rotation (docs/DESIGN.md, "Certificate renewal"): new keys and certificates everywhere,
+    // then every process re-reads them in place (engine.yaml `certificateReload`); an engine that declares
+    // no reload for a role gets the rolling restart instead.
+    const pickUp = async (readyTimeoutMs: number, caRotation = false) => {
+      const orch = ctx.cluster.orchestrator;
+      // After the finish phase the rotation state is gone; its leaves carry the cross certificate already.
+      const crossless = caRotation && !!ctx.cluster.store.get()?.tls?.rotation && !caRotationReloads(ctx.cluster.store);
+      if (!orch.reloadsCertificates() || crossless) return svc().start({ readyTimeoutMs });
+      const name = ctx.cluster.store.get()!.plan.name;
+      return ctx.cluster.operations.start('rotate-certs', name, (op) => orch.reloadCertificates(op, { caChanged: caRotation }));
+    };
     router.post('/v1/cluster/rotate-certs', async (req, res) => {
       const { ca, readyTimeoutMs } = validate(RotateCertsSchema, req.body ?? {});
       await svc().precheck({});
       if (!ca) {
         await ctx.cluster.orchestrator.renewCertificates();
-        accepted(res, await svc().start({ readyTimeoutMs }));
+        accepted(res, await pickUp(readyTimeoutMs));
         return;
       }
-      // The CA itself: one phase per call (trust new+old, new leaves, trust new only), each with its rolling restart.
+      // The CA itself: one phase per call (trust new+old, new leaves, trust new only), each ending with the pick-up.
       const ops = ctx.cluster.operations;
       const phase = await ctx.cluster.orchestrator.caRotationPhase((id) => {
         try {
@@ -64,7 +73,7 @@ export const restartModule: RouteModule = {
           return false; // unknown operation: redo the phase
         }
       });
-      const op = await svc().start({ readyTimeoutMs });
+      const op = await pickUp(readyTimeoutMs, true);
       if (phase !== 'finish') await recordCaRotationOperation(ctx.cluster.store, op.id);
       res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}`, phase, more: phase !== 'finish' });
     });
@@ -99,7 +108,7 @@ export const restartModule: RouteModule = {
         responses: { ...op202, '400': problemResponse('invalid selection or upgrade') },
       },
     },
-    '/v1/cluster/rotate-certs': { post: { operationId: 'rotateCertificates', summary: 'Renew every process and dispatcher certificate, then a rolling restart that picks them up; with ca: true, the next phase of a CA rotation (call until more is false)', requestBody: { ...body, required: false }, responses: { ...op202, '409': problemResponse('cluster not healthy, or the CA key is on another dispatcher') } } },
+    '/v1/cluster/rotate-certs': { post: { operationId: 'rotateCertificates', summary: 'Renew every process and dispatcher certificate; every process re-reads them in place (no restart; a rolling restart only for an engine that declares no reload); with ca: true, the next phase of a CA rotation (call until more is false)', requestBody: { ...body, required: false }, responses: { ...op202, '409': problemResponse('cluster not healthy, or the CA key is on another dispatcher') } } },
     '/v1/operations/{id}/retry': { post: { operationId: 'retryOperation', summary: 'Continue a failed or aborted restart from its persisted progress', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
     '/v1/operations/{id}/abort': { post: { operationId: 'abortOperation', summary: 'Abort a restart: stop a running one, start again what a failed one stopped', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
     '/v1/node/restart/preflight': { post: { operationId: 'nodeRestartPreflight', summary: '(peer) check an upgraded plan can run here', requestBody: body, responses: { '200': { description: 'problems', content: { 'application/json': { schema: { type: 'object' } } } }, ...commonErrors } } },
