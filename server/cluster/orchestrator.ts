@@ -186,6 +186,8 @@ export class Orchestrator {
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed) throw failed.reason;
         await this.waitHealthy(op, plan, group.role, group.processes, secrets, readyTimeoutMs);
+        // From here the launch is an operation like the others: locked and recorded in the agency.
+        if (group.role === 'agent') await op.lockCluster();
       }
 
       op.event({ level: 'info', step: 'verify', message: 'reading the firewall guard back on every dispatcher' });

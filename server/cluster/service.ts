@@ -22,7 +22,7 @@ export class ClusterService {
 
   async launch(input: LaunchInput) {
     this.orchestrator.precheckLaunch(input);
-    return this.operations.start('launch', input.plan.name, (op) => this.orchestrator.launch(op, input));
+    return this.operations.start('launch', input.plan.name, (op) => this.orchestrator.launch(op, input), { lock: 'when-agency-up' });
   }
 
   private clusterName(): string {
@@ -34,7 +34,34 @@ export class ClusterService {
   }
 
   relaunch(readyTimeoutMs: number) {
-    return this.operations.start('relaunch', this.clusterName(), (op) => this.orchestrator.relaunch(op, readyTimeoutMs));
+    return this.operations.start('relaunch', this.clusterName(), (op) => this.orchestrator.relaunch(op, readyTimeoutMs), { lock: 'when-agency-up' });
+  }
+
+  /** This dispatcher's operations and those recorded in the cluster's agency (GET /v1/operations). */
+  listOperations() {
+    return this.operations.listEverywhere();
+  }
+
+  /** One operation, from here or from the agency (GET /v1/operations/ID). */
+  async getOperation(id: string) {
+    return (await this.operations.find(id)).view;
+  }
+
+  /**
+   * Resume, through this dispatcher, an operation whose runner died (POST /v1/operations/ID/resume). Each
+   * resumable kind supplies its own continuation; the lock and the record are generic (operations.ts).
+   */
+  async resumeOperation(id: string) {
+    const { view } = await this.operations.find(id);
+    if (view.kind === 'restart') return this.restarts.resumeStale(id);
+    throw new DispatcherError('bad_request', `operation ${id} is a ${view.kind}; only a rolling restart resumes (a launch: relaunch or shut the cluster down)`);
+  }
+
+  /** Abort a running operation, or clean up after one whose runner died (POST /v1/operations/ID/abort). */
+  async abortOperation(id: string) {
+    const { view } = await this.operations.find(id);
+    if (view.kind === 'restart') return this.restarts.abort(id);
+    throw new DispatcherError('bad_request', `operation ${id} is a ${view.kind}; only a rolling restart can be aborted (a launch: shut the cluster down)`);
   }
 
   /** What a database client needs (docs/SECURITY.md, "Cluster-internal TLS"); pg-ha only. */

@@ -68,7 +68,12 @@ export const restartModule: RouteModule = {
       accepted(res, op);
     });
     router.post('/v1/operations/:id/abort', async (req, res) => {
-      const op = await svc().abort(String(req.params.id));
+      const op = await ctx.cluster.abortOperation(String(req.params.id));
+      accepted(res, op);
+    });
+    // An operation whose dispatcher died (its agency lease expired), continued here (docs/DESIGN.md, "Operation lifecycle").
+    router.post('/v1/operations/:id/resume', async (req, res) => {
+      const op = await ctx.cluster.resumeOperation(String(req.params.id));
       accepted(res, op);
     });
   },
@@ -96,7 +101,8 @@ export const restartModule: RouteModule = {
     },
     '/v1/cluster/rotate-certs': { post: { operationId: 'rotateCertificates', summary: 'Renew every process and dispatcher certificate, then a rolling restart that picks them up; with ca: true, the next phase of a CA rotation (call until more is false)', requestBody: { ...body, required: false }, responses: { ...op202, '409': problemResponse('cluster not healthy, or the CA key is on another dispatcher') } } },
     '/v1/operations/{id}/retry': { post: { operationId: 'retryOperation', summary: 'Continue a failed or aborted restart from its persisted progress', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
-    '/v1/operations/{id}/abort': { post: { operationId: 'abortOperation', summary: 'Abort a restart: stop a running one, start again what a failed one stopped', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
+    '/v1/operations/{id}/abort': { post: { operationId: 'abortOperation', summary: 'Abort a restart: stop a running one, start again what a failed one (or one whose dispatcher died) stopped', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
+    '/v1/operations/{id}/resume': { post: { operationId: 'resumeOperation', summary: 'Continue, here, a restart whose dispatcher died (its agency lease expired) from the step it recorded', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
     '/v1/node/restart/preflight': { post: { operationId: 'nodeRestartPreflight', summary: '(peer) check an upgraded plan can run here', requestBody: body, responses: { '200': { description: 'problems', content: { 'application/json': { schema: { type: 'object' } } } }, ...commonErrors } } },
     '/v1/node/restart/plan': { post: { operationId: 'nodeRestartPlan', summary: '(peer) store an upgraded plan (binaries only)', requestBody: body, responses: { '204': { description: 'stored' }, ...commonErrors } } },
   },
