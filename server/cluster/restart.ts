@@ -89,6 +89,11 @@ export class RestartService {
     const found = await this.deps.operations.find(id);
     // A restart whose dispatcher died (stale) is aborted like a failed one: what it stopped starts again.
     const prev = found.local ? found.view : this.deps.operations.adopt(found.view);
+    if (prev.state === 'running' && !found.runnerAlive) {
+      // Its runner died: from here it is a failed restart whose stopped processes the abort starts again.
+      prev.state = 'failed';
+      prev.error = { code: 'operation_failed', message: `its dispatcher ${prev.runner ?? '(unknown)'} died while it ran` };
+    }
     const p = prev.progress as RestartProgress | undefined;
     if (prev.kind !== 'restart' || !p?.request || p.abortOf) throw new DispatcherError('bad_request', `operation ${id} is not a rolling restart`);
     if (prev.state === 'succeeded' || prev.state === 'aborted') throw new DispatcherError('conflict', `operation ${id} is ${prev.state}; nothing to abort`);
