@@ -253,7 +253,7 @@ export class Orchestrator {
       }
       // A running cluster may be relaunched too: processes still running are kept (starting the same spec
       // is a no-op), those that are gone (e.g. after a reboot with relaunchOnBoot off) are started again.
-      if (snap.state === 'launching') throw new DispatcherError('conflict', `cluster ${plan.name} is still launching`);
+      if (snap.state === 'launching') throw new DispatcherError('conflict', `cluster ${plan.name} is still launching; if its launch's dispatcher died, this dispatcher rolls its part back by itself after operations.launchStaleSeconds (or shut the cluster down now)`);
       const statuses = await settleAll(nodes, (n) => n.status());
       const running = new Set([...statuses.values.values()].flatMap((s) => s.processes.filter((p) => p.state === 'ready' || p.state === 'running').map((p) => p.id)));
       await settleAll(nodes, (n) => n.setClusterState('launching'));

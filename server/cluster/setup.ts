@@ -37,6 +37,7 @@ import { pgHaActions } from '../engines/pg-ha/restart-actions.js';
 import { stopWithGrace } from '../../shared/stop-with-grace.js';
 import { etcdAgency } from '../engines/agency-kv.js';
 import { AgencyOperationLock } from './operation-lock.js';
+import { LaunchWatchdog } from './launch-watchdog.js';
 
 /** The machine's default path of an engine program (the first it allows), if configured. */
 function defaultPath(config: DispatcherConfig, engine: string, program: string): string | undefined {
@@ -297,7 +298,24 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
   // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too):
   // with startDaemon's beforeProcesses it went in before any process was adopted; without (tests), now.
   if (!preGuard && snapshot && snapshot.state !== 'cleaned') await guardBeforeProcesses(guard, config, logger);
-  return { service: new ClusterService(node, orchestrator, operations, store, restarts), close: () => guard.close() };
+  // A peer left `launching` by a runner that died rolls its own part back (server/cluster/launch-watchdog.ts).
+  const watchdog = new LaunchWatchdog({
+    self: config.id,
+    store,
+    node,
+    runningHere: () => operations.running() !== undefined,
+    staleMs: config.operations.launchStaleSeconds * 1000,
+    log: (message) => logger.warn(message),
+  });
+  watchdog.start(Math.min(10_000, (config.operations.launchStaleSeconds * 1000) / 4));
+  return {
+    // Peers reach this node through the watched one: each of their calls is a sign of a living launch.
+    service: new ClusterService(watchdog.observe(node), orchestrator, operations, store, restarts),
+    close: () => {
+      watchdog.stop();
+      guard.close();
+    },
+  };
 }
 
 export type { PlanProcess, Supervisor };
