@@ -7,7 +7,7 @@ import { coordinatorsOf, type ClusterConnectionView, type Credential } from '../
 import { DispatcherError } from '../../api/errors.js';
 import type { LocalNode } from './node.js';
 import type { Orchestrator, LaunchInput } from './orchestrator.js';
-import type { OperationStore } from './operations.js';
+import type { FoundOperation, OperationStore } from './operations.js';
 import type { ClusterStore } from './store.js';
 import type { RestartService } from './restart.js';
 
@@ -52,16 +52,41 @@ export class ClusterService {
    * resumable kind supplies its own continuation; the lock and the record are generic (operations.ts).
    */
   async resumeOperation(id: string) {
-    const { view } = await this.operations.find(id);
-    if (view.kind === 'restart') return this.restarts.resumeStale(id);
-    throw new DispatcherError('bad_request', `operation ${id} is a ${view.kind}; only a rolling restart resumes (a launch: relaunch or shut the cluster down)`);
+    const found = await this.operations.find(id);
+    if (found.view.kind === 'restart') return this.restarts.resumeStale(id);
+    if (found.view.kind === 'launch' || found.view.kind === 'relaunch') {
+      // A launch continues as a relaunch of the stored plan: what runs is kept, the rest starts in order.
+      const view = this.operations.adopt(this.staleOnly(found));
+      return this.operations.start(view.kind, view.cluster, (op) => {
+        op.event({ level: 'warn', step: 'resume', message: `resumed on ${this.node.id} (its dispatcher ${found.view.runner ?? '(unknown)'} is gone): starting what is not running yet, in launch order` });
+        return this.orchestrator.relaunch(op, 120_000, true);
+      }, { resumeOf: view, lock: 'required' });
+    }
+    throw new DispatcherError('bad_request', `operation ${id} is a ${found.view.kind}; a ${found.view.kind} does not resume (run it again)`);
   }
 
   /** Abort a running operation, or clean up after one whose runner died (POST /v1/operations/ID/abort). */
   async abortOperation(id: string) {
-    const { view } = await this.operations.find(id);
-    if (view.kind === 'restart') return this.restarts.abort(id);
-    throw new DispatcherError('bad_request', `operation ${id} is a ${view.kind}; only a rolling restart can be aborted (a launch: shut the cluster down)`);
+    const found = await this.operations.find(id);
+    if (found.view.kind === 'restart') return this.restarts.abort(id);
+    if (found.view.kind === 'launch' || found.view.kind === 'relaunch') {
+      const prev = this.operations.adopt(this.staleOnly(found));
+      prev.state = 'failed';
+      return this.operations.start('shutdown', prev.cluster, async (op) => {
+        // Recorded first, while the agency that holds the record still runs (the stop ends with it).
+        await this.operations.markAborted(prev, `aborted by ${op.id} on ${this.node.id}: every process of the plan stops, data stays; relaunch or clean up next`);
+        return this.orchestrator.stopLaunch(op);
+      }, { lock: 'if-agency' });
+    }
+    throw new DispatcherError('bad_request', `operation ${id} is a ${found.view.kind}; a ${found.view.kind} cannot be aborted`);
+  }
+
+  /** Only an operation whose runner died may be taken over; a live one is a 409 naming where it runs. */
+  private staleOnly(found: FoundOperation) {
+    const { view } = found;
+    if (view.state !== 'running') throw new DispatcherError('conflict', `operation ${view.id} is ${view.state}; nothing to resume or abort`);
+    if (found.runnerAlive) throw new DispatcherError('conflict', `operation ${view.id} is still running on dispatcher ${found.local ? this.node.id : (view.runner ?? '(unknown)')}`, { details: { operation: view.id, runner: view.runner } });
+    return view;
   }
 
   /** What a database client needs (docs/SECURITY.md, "Cluster-internal TLS"); pg-ha only. */

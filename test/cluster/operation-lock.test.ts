@@ -45,7 +45,22 @@ async function allReady() {
   return waitFor('every process ready', () => cl.client(1).get<ClusterView>('/v1/cluster'), (v) => v.processes.length > 0 && v.processes.every((p) => p.state === 'ready'), 60_000);
 }
 
-describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 420_000 }, () => {
+/** Shuts the cluster down through dispatcher `via`. */
+async function shutdown(via: number) {
+  const { operation } = await cl.client(via).post<{ operation: string }>('/v1/cluster/shutdown', {});
+  const op = await waitOperation(cl.client(via), operation, 120_000);
+  assert.equal(op.state, 'succeeded', op.error?.message);
+}
+
+/** Relaunches through the first dispatcher and kills it (-9) once the agency is up and the DB servers start. */
+async function killRunnerMidLaunch(): Promise<string> {
+  const { operation } = await cl.client(0).post<{ operation: string }>('/v1/cluster/relaunch', { readyTimeoutMs: 60_000 });
+  await waitFor('DB servers starting', () => cl.client(0).get<OperationView>(`/v1/operations/${operation}`), (v) => v.events.some((e) => e.step === 'start' && /dbserver\(s\)/.test(e.message)), 90_000);
+  await cl.dispatchers[0].kill9();
+  return operation;
+}
+
+describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 }, () => {
   before(async () => {
     cl = await startPgCluster({ name: 'oplock', basePort: 26400, coordinators: 1, config: { operations: { lockTtlSeconds: TTL_SECONDS } } });
   });
@@ -117,5 +132,38 @@ describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 420_000 },
     // The lock is free again: a new restart runs.
     const again = await cl.client(0).post<{ operation: string }>('/v1/cluster/restart', { processes: { roles: ['coordinator'] }, readyTimeoutMs: 60_000 });
     assert.equal((await waitOperation(cl.client(0), again.operation, 120_000)).state, 'succeeded');
+  });
+
+  test('kill -9 of the contacted dispatcher mid-launch (agency up, DB servers starting): the launch is resumed through another dispatcher', async () => {
+    await shutdown(0);
+    const id = await killRunnerMidLaunch();
+    const stale = await waitFor('stale launch record', () => cl.client(1).get<OperationView>(`/v1/operations/${id}`), (v) => v.stale === true, (TTL_SECONDS + 15) * 1000);
+    assert.equal(stale.kind, 'relaunch');
+    assert.equal(stale.runner, cl.dispatchers[0].id);
+    await cl.restartDispatcher(0); // its machine is back; the launch goes on from elsewhere
+    const r = await cl.client(1).post<{ operation: string }>(`/v1/operations/${id}/resume`, {});
+    assert.equal(r.operation, id);
+    const op = await waitOperation(cl.client(1), id, 150_000);
+    assert.equal(op.state, 'succeeded', `${op.error?.message}\n${op.events.slice(-6).map((e) => e.message).join('\n')}`);
+    const view = await allReady();
+    assert.equal(view.state, 'running');
+  });
+
+  test('kill -9 of the contacted dispatcher mid-launch, then abort through another: everything stops, and relaunch goes on (no state blocks it)', async () => {
+    await shutdown(1);
+    const id = await killRunnerMidLaunch();
+    await waitFor('stale launch record', () => cl.client(2).get<OperationView>(`/v1/operations/${id}`), (v) => v.stale === true, (TTL_SECONDS + 15) * 1000);
+    await cl.restartDispatcher(0);
+    const r = await cl.client(2).post<{ operation: string }>(`/v1/operations/${id}/abort`, {});
+    const abortOp = await waitOperation(cl.client(2), r.operation, 150_000);
+    assert.equal(abortOp.state, 'succeeded', abortOp.error?.message);
+    assert.equal((await cl.client(2).get<OperationView>(`/v1/operations/${id}`)).state, 'aborted');
+    const after = await cl.client(1).get<ClusterView>('/v1/cluster');
+    assert.equal(after.state, 'failed');
+    assert.ok(after.processes.every((p) => p.state !== 'ready'), `nothing half-running: ${after.processes.map((p) => `${p.id}=${p.state}`).join(', ')}`);
+    const { operation } = await cl.client(1).post<{ operation: string }>('/v1/cluster/relaunch', { readyTimeoutMs: 60_000 });
+    const re = await waitOperation(cl.client(1), operation, 150_000);
+    assert.equal(re.state, 'succeeded', re.error?.message);
+    await allReady();
   });
 });
