@@ -87,6 +87,9 @@ export class RestartService {
    */
   async abort(id: string): Promise<OperationView> {
     const found = await this.deps.operations.find(id);
+    if (found.view.state === 'running' && found.runnerAlive && !found.local) {
+      throw new DispatcherError('conflict', `operation ${id} runs on dispatcher ${found.view.runner ?? '(unknown)'}; abort it there (or here once that dispatcher is gone)`, { details: { operation: id, runner: found.view.runner } });
+    }
     // A restart whose dispatcher died (stale) is aborted like a failed one: what it stopped starts again.
     const prev = found.local ? found.view : this.deps.operations.adopt(found.view);
     if (prev.state === 'running' && !found.runnerAlive) {
@@ -97,9 +100,6 @@ export class RestartService {
     const p = prev.progress as RestartProgress | undefined;
     if (prev.kind !== 'restart' || !p?.request || p.abortOf) throw new DispatcherError('bad_request', `operation ${id} is not a rolling restart`);
     if (prev.state === 'succeeded' || prev.state === 'aborted') throw new DispatcherError('conflict', `operation ${id} is ${prev.state}; nothing to abort`);
-    if (prev.state === 'running' && found.runnerAlive && !found.local) {
-      throw new DispatcherError('conflict', `operation ${id} runs on dispatcher ${prev.runner ?? '(unknown)'}; abort it there (or here once that dispatcher is gone)`, { details: { operation: id, runner: prev.runner } });
-    }
     if (prev.state === 'running' && found.runnerAlive) {
       const ctl = this.aborts.get(id);
       if (!ctl) throw new DispatcherError('conflict', `operation ${id} runs on another dispatcher or is not abortable here`);

@@ -10,46 +10,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgencyKv } from '../../server/engines/agency-kv.js';
+import { fakeAgency } from '../helpers/fake-agency.js';
 import { AgencyOperationLock } from '../../server/cluster/operation-lock.js';
 import { OperationStore } from '../../server/cluster/operations.js';
 import { fakeClock } from '../helpers/fake-cluster.js';
-
-/** etcd's semantics that the lock relies on, in memory. `expire` is a runner's death seen by the agency. */
-function fakeAgency() {
-  const keys = new Map<string, { value: string; lease?: string }>();
-  const leases = new Set<string>();
-  let next = 1;
-  const kv: AgencyKv & { expire(lease: string): void; leases: Set<string>; keys: typeof keys } = {
-    leases,
-    keys,
-    expire(lease) {
-      leases.delete(lease);
-      for (const [k, v] of keys) if (v.lease === lease) keys.delete(k);
-    },
-    grantLease: async () => {
-      const id = String(next++);
-      leases.add(id);
-      return id;
-    },
-    keepAlive: async (lease) => leases.has(lease),
-    revoke: async (lease) => kv.expire(lease),
-    createIfAbsent: async (key, value, lease) => {
-      const cur = keys.get(key);
-      if (cur) return { created: false, current: cur.value };
-      if (!leases.has(lease)) throw new Error('lease not found');
-      keys.set(key, { value, lease });
-      return { created: true };
-    },
-    putIfLeased: async (guard, lease, key, value) => {
-      if (keys.get(guard)?.lease !== lease) return false;
-      keys.set(key, { value });
-      return true;
-    },
-    get: async (key) => keys.get(key)?.value,
-    list: async (prefix) => [...keys].filter(([k]) => k.startsWith(prefix)).map(([key, v]) => ({ key, value: v.value })),
-  };
-  return kv;
-}
 
 function dispatcher(name: string, kv: AgencyKv, dir: string, clock = fakeClock()) {
   const store = new OperationStore(join(dir, name));
@@ -137,10 +101,10 @@ test('when the runner dies its lease expires: the record is stale, another dispa
     await zombieWrote.p;
     assert.equal(record().runner, 'd2', 'the zombie cannot overwrite the record');
     assert.deepEqual(record().progress, { done: ['agent-1'], current: 'agent-2' });
-    assert.ok(record().events.some((e: { step: string }) => e.step === 'resume'));
     resumed.open();
     assert.equal((await b.wait(op.id)).state, 'succeeded');
     assert.equal(record().state, 'succeeded');
+    assert.ok(record().events.some((e: { step: string }) => e.step === 'resume'));
     // The dead runner, back, learns it was taken over instead of running it a second time.
     assert.match((await a.takenOver(a.get(op.id)))!, /ended elsewhere: succeeded/);
   } finally {
