@@ -8,10 +8,14 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ClusterView, OperationView } from '../../api/rest.js';
+import { chmodSync, mkdtempSync } from 'node:fs';
 import { startPgCluster, waitOperation, type PgCluster } from '../helpers/pg-cluster.js';
+import { killMatching, pidAlive } from '../helpers/cluster.js';
 
 let cl: PgCluster;
 const TTL_SECONDS = 3;
+const root = mkdtempSync('/tmp/oplock-cluster-');
+chmodSync(root, 0o711);
 
 function agentsOn(hosts: string[]) {
   return { processes: { roles: ['agent'], hosts }, readyTimeoutMs: 60_000 };
@@ -62,10 +66,14 @@ async function killRunnerMidLaunch(): Promise<string> {
 
 describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 }, () => {
   before(async () => {
-    cl = await startPgCluster({ name: 'oplock', basePort: 26400, coordinators: 1, config: { operations: { lockTtlSeconds: TTL_SECONDS } } });
+    cl = await startPgCluster({ name: 'oplock', basePort: 26400, coordinators: 1, root, config: { operations: { lockTtlSeconds: TTL_SECONDS } } });
   });
   after(async () => {
+    // A test that failed after a kill -9 leaves that dispatcher down: bring it back so the shutdown reaches its processes.
+    if (cl && !pidAlive(cl.dispatchers[0].pid)) await cl.restartDispatcher(0).catch(() => {});
     await cl?.close();
+    // Last resort only: anything of this cluster still running is killed and reported.
+    assert.deepEqual(await killMatching(root), [], 'processes left running after the cluster was shut down');
   });
 
   test('two restarts through two dispatchers at once: one runs, the other is refused with 409 naming it and its dispatcher', async () => {
