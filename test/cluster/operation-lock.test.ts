@@ -66,7 +66,7 @@ async function killRunnerMidLaunch(): Promise<string> {
 
 describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 }, () => {
   before(async () => {
-    cl = await startPgCluster({ name: 'oplock', basePort: 26400, coordinators: 1, root, config: { operations: { lockTtlSeconds: TTL_SECONDS } } });
+    cl = await startPgCluster({ name: 'oplock', basePort: 27700, coordinators: 1, root, config: { operations: { lockTtlSeconds: TTL_SECONDS } } });
   });
   after(async () => {
     // A test that failed after a kill -9 leaves that dispatcher down: bring it back so the shutdown reaches its processes.
