@@ -15,6 +15,7 @@ import type { OperationEvent, OperationKind, OperationView } from '../../api/res
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import { systemClock, type Clock } from '../../shared/poll.js';
 import type { ClusterLock, HeldLock } from './operation-lock.js';
+import { findRecord, mergeRecords, takenOverBy, type FoundOperation } from './operation-records.js';
 
 export interface OperationHandle {
   readonly id: string;
@@ -38,13 +39,7 @@ export interface OperationHandle {
 /** When an operation takes the cluster-wide lock. */
 export type LockMode = 'required' | 'if-agency' | 'when-agency-up';
 
-/** An operation found here or in the agency. */
-export interface FoundOperation {
-  view: OperationView;
-  /** Its runner still holds the cluster lock (here: it runs on this dispatcher). */
-  runnerAlive: boolean;
-  local: boolean;
-}
+export type { FoundOperation } from './operation-records.js';
 
 export class OperationStore {
   private readonly dir: string;
@@ -137,44 +132,23 @@ export class OperationStore {
 
   /** This dispatcher's operations and those the agency holds (of the current cluster), oldest first. */
   async listEverywhere(): Promise<OperationView[]> {
-    const all = new Map(this.list().map((o) => [o.id, o] as const));
-    for (const p of await this.publishedOrNone()) {
-      if (!all.has(p.view.id)) all.set(p.view.id, p.view.state === 'running' && !p.runnerAlive ? { ...p.view, stale: true } : p.view);
-    }
-    return [...all.values()].sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+    return mergeRecords(this.list(), await this.publishedOrNone());
   }
 
   /** An operation run here, or one the agency holds; 404 when neither knows it. */
   async find(id: string): Promise<FoundOperation> {
-    const local = this.ops.get(id);
-    if (local && local.state === 'running') return { view: local, runnerAlive: true, local: true };
-    const published = (await this.publishedOrNone()).find((p) => p.view.id === id);
-    if (published) {
-      // A record this dispatcher wrote and still has, ended here, wins over an older one in the agency.
-      if (local && local.state !== 'running' && published.view.state === 'running' && !published.runnerAlive) return { view: local, runnerAlive: false, local: true };
-      const view = published.view.state === 'running' && !published.runnerAlive ? { ...published.view, stale: true } : published.view;
-      return { view, runnerAlive: published.runnerAlive, local: false };
-    }
-    if (local) return { view: local, runnerAlive: false, local: true };
-    throw new DispatcherError('not_found', `no operation ${id} on this dispatcher or in the cluster's agency`);
+    return findRecord(id, this.ops.get(id), await this.publishedOrNone());
+  }
+
+  /** Whether another dispatcher took over an operation that was running here when this daemon died (a sentence), or undefined. */
+  async takenOver(view: OperationView): Promise<string | undefined> {
+    return takenOverBy(view, this.self, await this.publishedOrNone());
   }
 
   private async publishedOrNone() {
     if (!this.clusterLock) return [];
     // The agency may be down (a shut-down cluster): this dispatcher's own records still answer.
     return this.clusterLock.published().catch(() => []);
-  }
-
-  /**
-   * Whether another dispatcher took over an operation that was running here when this daemon died: a
-   * sentence saying so, or undefined when it is still this dispatcher's to resume.
-   */
-  async takenOver(view: OperationView): Promise<string | undefined> {
-    const pub = (await this.publishedOrNone()).find((p) => p.view.id === view.id);
-    if (!pub) return undefined;
-    if (pub.view.state !== 'running') return `while this dispatcher was down, the operation ended elsewhere: ${pub.view.state}`;
-    if (pub.runnerAlive && pub.view.runner !== this.self) return `while this dispatcher was down, dispatcher ${pub.view.runner} took the operation over`;
-    return undefined;
   }
 
   /** Takes in an operation another dispatcher ran (to resume or abort it here); it keeps its id. */
