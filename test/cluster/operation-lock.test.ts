@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import type { ClusterView, OperationView } from '../../api/rest.js';
 import { chmodSync, mkdtempSync } from 'node:fs';
 import { startPgCluster, waitOperation, type PgCluster } from '../helpers/pg-cluster.js';
-import { killMatching, pidAlive } from '../helpers/cluster.js';
+import { killMatching } from '../helpers/cluster.js';
 
 let cl: PgCluster;
 const TTL_SECONDS = 3;
@@ -36,11 +36,20 @@ async function waitFor<T>(what: string, get: () => Promise<T>, ok: (v: T) => boo
   }
 }
 
-/** Starts a restart through dispatcher `i`, kills that dispatcher (-9) once the first process is ready again. */
+/** The first dispatcher runs (a test that failed after its kill -9 must not take the next ones down). */
+async function ensureFirstUp() {
+  const d = cl.dispatchers[0];
+  if (d.child.exitCode !== null || d.child.signalCode !== null) await cl.restartDispatcher(0);
+}
+
+/**
+ * Starts a restart of two agents through the first dispatcher and kills it (-9) once the agency's record
+ * says the first agent is done (restarted and gated), so the second is what a takeover has left to do.
+ */
 async function killRunnerMidRestart(): Promise<string> {
   const ids = [cl.dispatchers[1].id, cl.dispatchers[2].id];
   const { operation } = await cl.client(0).post<{ operation: string }>('/v1/cluster/restart', agentsOn(ids));
-  await waitFor('first agent restarted', () => cl.client(1).get<OperationView>(`/v1/operations/${operation}`), (v) => v.events.some((e) => e.step === 'ready'), 60_000);
+  await waitFor('first agent done, in the agency', () => cl.client(1).get<OperationView>(`/v1/operations/${operation}`), (v) => ((v.progress as { done?: string[] } | undefined)?.done?.length ?? 0) >= 1, 60_000);
   await cl.dispatchers[0].kill9();
   return operation;
 }
@@ -70,7 +79,7 @@ describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 },
   });
   after(async () => {
     // A test that failed after a kill -9 leaves that dispatcher down: bring it back so the shutdown reaches its processes.
-    if (cl && !pidAlive(cl.dispatchers[0].pid)) await cl.restartDispatcher(0).catch(() => {});
+    if (cl) await ensureFirstUp().catch(() => {});
     await cl?.close();
     // Last resort only: anything of this cluster still running is killed and reported.
     assert.deepEqual(await killMatching(root), [], 'processes left running after the cluster was shut down');
@@ -99,6 +108,7 @@ describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 },
   });
 
   test('kill -9 of the runner mid-restart: its lease expires, and another dispatcher resumes it from the stored step', async () => {
+    await ensureFirstUp();
     const id = await killRunnerMidRestart();
     const stale = await waitFor('stale record', () => cl.client(1).get<OperationView>(`/v1/operations/${id}`), (v) => v.stale === true, (TTL_SECONDS + 10) * 1000);
     const doneBefore = (stale.progress as { done: string[] }).done;
@@ -125,6 +135,7 @@ describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 },
   });
 
   test('kill -9 of the runner mid-restart, then abort through another dispatcher: what it stopped runs again, nothing is left half-stopped', async () => {
+    await ensureFirstUp();
     const id = await killRunnerMidRestart();
     // While its lease lives, abort through another dispatcher is refused (it runs there).
     await waitFor('stale record', () => cl.client(2).get<OperationView>(`/v1/operations/${id}`), (v) => v.stale === true, (TTL_SECONDS + 10) * 1000);
@@ -143,6 +154,7 @@ describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 },
   });
 
   test('kill -9 of the contacted dispatcher mid-launch (agency up, DB servers starting): the launch is resumed through another dispatcher', async () => {
+    await ensureFirstUp();
     await shutdown(0);
     const id = await killRunnerMidLaunch();
     const stale = await waitFor('stale launch record', () => cl.client(1).get<OperationView>(`/v1/operations/${id}`), (v) => v.stale === true, (TTL_SECONDS + 15) * 1000);
@@ -158,6 +170,7 @@ describe('cluster-wide operation lock (pg-ha, real etcd)', { timeout: 600_000 },
   });
 
   test('kill -9 of the contacted dispatcher mid-launch, then abort through another: everything stops, and relaunch goes on (no state blocks it)', async () => {
+    await ensureFirstUp();
     await shutdown(1);
     const id = await killRunnerMidLaunch();
     await waitFor('stale launch record', () => cl.client(2).get<OperationView>(`/v1/operations/${id}`), (v) => v.stale === true, (TTL_SECONDS + 15) * 1000);
