@@ -113,6 +113,8 @@ export class AgencyOperationLock implements ClusterLock {
         const current = parseHolder(r.current);
         if ((current?.operation !== view.id && !opts.waitForStale) || this.clock.now() > deadline) throw conflictWith(current ?? { ...holder, operation: '(unreadable)', dispatcher: '(unknown)' });
         await this.clock.sleep(500);
+        // Our own lease must not run out while we wait for the old one (the wait can be longer than its TTL).
+        if (!(await kv.keepAlive(lease))) lease = await kv.grantLease(this.deps.ttlSeconds);
       }
     } catch (e) {
       await kv.revoke(lease).catch(() => {});

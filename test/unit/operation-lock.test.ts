@@ -130,8 +130,13 @@ test('resuming the same operation waits for its old lease to run out (bounded); 
     await origSleep(ms);
     if (clock.now() >= expireAt) kv.expire(old);
   };
+  const keptAlive: string[] = [];
+  const keepAlive = kv.keepAlive;
+  kv.keepAlive = async (l) => (keptAlive.push(l), keepAlive(l));
   const held = await lock.acquire(view, { required: true });
   assert.ok(held);
+  assert.ok(keptAlive.length >= 3, 'its own lease was kept alive while it waited');
+  kv.keepAlive = keepAlive;
   assert.ok(clock.now() - t0 >= 2000 && clock.now() - t0 < 5000);
   await held!.release();
   // A lease that is never released: the wait is bounded by one lease time (+3 s).
