@@ -108,6 +108,10 @@ export interface OperationView {
   events: OperationEvent[];
   /** Progress persisted for operations that can resume (rolling restarts). */
   progress?: Record<string, unknown>;
+  /** The dispatcher that runs (or ran) it, as recorded in the agency. */
+  runner?: string;
+  /** Recorded as running, but its runner's agency lease expired: resume or abort it (docs/DESIGN.md, "Operation lifecycle"). */
+  stale?: boolean;
 }
 
 export interface GuardStatusView {

@@ -67,6 +67,19 @@ export class Kickstarter {
     return this.run('/v1/cluster/cleanup', { confirmName: name });
   }
 
+  /** Continues, through this dispatcher, an operation whose dispatcher died (POST /v1/operations/ID/resume). */
+  resumeOperation(id: string): Promise<OperationView> {
+    return this.run(`/v1/operations/${encodeURIComponent(id)}/resume`, {});
+  }
+
+  /**
+   * Aborts an operation (POST /v1/operations/ID/abort): a running one stops at its next step; one that
+   * failed or whose dispatcher died is cleaned up by a new operation, which this waits for.
+   */
+  abortOperation(id: string): Promise<OperationView> {
+    return this.run(`/v1/operations/${encodeURIComponent(id)}/abort`, {});
+  }
+
   rollingRestart(req: RestartRequest = {}): Promise<OperationView> {
     return this.run('/v1/cluster/restart', req);
   }

@@ -15,6 +15,7 @@ import type { ClusterConnectionView, ClusterView, OperationView } from '../api/r
 import { ROLE_ORDER } from '../api/plan.js';
 import { DispatcherError } from '../api/errors.js';
 import { pollUntil } from '../shared/poll.js';
+import { processesUnder } from '../shared/procfs.js';
 import { DispatcherClient } from '../client/dispatcher-client.js';
 import { writeFileAtomic } from '../shared/atomic-file.js';
 import { PG_HA_DEBIAN_BINARIES } from '../server/engines/debian.js';
@@ -172,6 +173,38 @@ export async function localUp(opts: LocalOptions): Promise<ClusterView> {
   }
 }
 
+/** A client of local dispatcher i, if its daemon answers (its own port, whatever --base-port says now). */
+async function answeringClient(opts: LocalOptions, i: number, password: string): Promise<DispatcherClient | undefined> {
+  const dataDir = dataDirOf(opts.dir, i);
+  if (!runningDaemon(dataDir)) return undefined;
+  const fingerprint = (await dispatcherd(['fingerprint', '--data-dir', dataDir])).trim();
+  const port = (YAML.parse(await readFile(join(dataDir, 'config.yaml'), 'utf8')) as { port: number }).port;
+  const client = new DispatcherClient({ endpoint: `https://127.0.0.1:${port}`, fingerprint, credential: { user: 'operator', password } });
+  try {
+    await waitHealthy(client, dataDir);
+    return client;
+  } catch {
+    client.close();
+    return undefined;
+  }
+}
+
+/** Refuses (409, exit 1) to delete `dir` while a process still runs from it, naming each. */
+function refuseWhileRunning(dir: string, what: string, except: number[] = []): void {
+  const running = processesUnder(dir).filter((p) => !except.includes(p.pid));
+  if (running.length) {
+    throw new DispatcherError('conflict', `refusing to ${what}: ${running.length} process(es) of the local cluster still run from ${dir} (nothing was deleted):\n${running.map((p) => `  pid ${p.pid} (uid ${p.uid ?? '?'}): ${p.command}`).join('\n')}\nStop them (dispatch local --down, or by pid) and run --down --purge again.`, {
+      details: { pids: running.map((p) => p.pid) },
+    });
+  }
+}
+
+/**
+ * `--down`: shuts the cluster down through whichever local dispatcher answers, after starting the ones
+ * that are not running (a dispatcher that is down cannot stop its processes), then stops the dispatchers.
+ * `--purge` then deletes everything, but never under a running process: it checks /proc before the
+ * cluster's cleanup and again before removing the directory (docs/SECURITY.md, "Local cluster").
+ */
 export async function localDown(opts: LocalOptions & { purge: boolean }): Promise<void> {
   const passwordFile = join(opts.dir, 'operator.password');
   if (!existsSync(opts.dir)) {
@@ -181,34 +214,43 @@ export async function localDown(opts: LocalOptions & { purge: boolean }): Promis
   const say = (s: string) => {
     if (!opts.json) process.stderr.write(s + '\n');
   };
-  const first = dataDirOf(opts.dir, 0);
-  if (runningDaemon(first) && existsSync(passwordFile)) {
-    const fingerprint = (await dispatcherd(['fingerprint', '--data-dir', first])).trim();
+  const initialised = DISPATCHERS.map((_, i) => existsSync(join(dataDirOf(opts.dir, i), 'config.yaml')));
+  if (existsSync(passwordFile)) {
     const password = (await readFile(passwordFile, 'utf8')).trim();
-    // The port the cluster was created with, whatever --base-port says now.
-    const port = (YAML.parse(await readFile(join(first, 'config.yaml'), 'utf8')) as { port: number }).port;
-    const endpoint = `https://127.0.0.1:${port}`;
-    const client = new DispatcherClient({ endpoint, fingerprint, credential: { user: 'operator', password } });
-    try {
-      const mode = progressMode(opts.json);
-      const view = await client.get<ClusterView>('/v1/cluster');
-      const lines = view.processes.map((p) => ({ id: p.id, host: p.host }));
-      if (view.state === 'running' || view.state === 'launching' || view.state === 'failed') {
-        await withProgress('shutdown local cluster', mode, lines, (onEvent) => new Kickstarter(undefined, client, { onEvent }).shutdown());
+    for (let i = 0; i < DISPATCHERS.length; i++) {
+      if (initialised[i] && !runningDaemon(dataDirOf(opts.dir, i))) {
+        const pid = await startDaemon(dataDirOf(opts.dir, i));
+        say(`dispatcher ${DISPATCHERS[i]} was not running: started it (pid ${pid}) so that it stops its part of the cluster`);
       }
-      if (opts.purge && view.name) {
-        await withProgress('cleanup local cluster', mode, [], (onEvent) => new Kickstarter(undefined, client, { onEvent }).cleanup(view.name!));
+    }
+    let client: DispatcherClient | undefined;
+    for (let i = 0; i < DISPATCHERS.length && !client; i++) if (initialised[i]) client = await answeringClient(opts, i, password);
+    if (client) {
+      try {
+        const mode = progressMode(opts.json);
+        const view = await client.get<ClusterView>('/v1/cluster');
+        const lines = view.processes.map((p) => ({ id: p.id, host: p.host }));
+        if (view.state === 'running' || view.state === 'launching' || view.state === 'failed') {
+          await withProgress('shutdown local cluster', mode, lines, (onEvent) => new Kickstarter(undefined, client!, { onEvent }).shutdown());
+        }
+        if (opts.purge && view.name) {
+          const daemons = DISPATCHERS.map((_, i) => runningDaemon(dataDirOf(opts.dir, i))).filter((p): p is number => p !== undefined);
+          refuseWhileRunning(opts.dir, 'clean up the local cluster', daemons);
+          await withProgress('cleanup local cluster', mode, [], (onEvent) => new Kickstarter(undefined, client!, { onEvent }).cleanup(view.name!));
+        }
+      } finally {
+        client.close();
       }
-    } finally {
-      client.close();
+    } else {
+      say('no local dispatcher answers: the cluster could not be shut down through one');
     }
   }
   for (let i = 0; i < DISPATCHERS.length; i++) await stopDaemon(dataDirOf(opts.dir, i));
   say('dispatchers stopped');
   if (opts.purge) {
+    refuseWhileRunning(opts.dir, `remove ${opts.dir}`);
     await rm(opts.dir, { recursive: true, force: true });
     await removeContext('local');
     say(`removed ${opts.dir}`);
   }
 }
-

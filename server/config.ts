@@ -83,9 +83,13 @@ export const ConfigFileSchema = z
         maxAgeDays: z.number().min(0.001).default(30),
         /** At most this many finished records are kept (the newest). */
         maxCount: z.number().int().min(1).default(200),
+        /** Time to live of the agency lease behind the cluster-wide operation lock: how long a dead runner blocks the cluster (docs/DESIGN.md, "Operation lifecycle"). */
+        lockTtlSeconds: z.number().int().min(2).max(600).default(10),
+        /** A dispatcher `launching` with no word from the launch's runner for this long rolls its own part back (server/cluster/launch-watchdog.ts). */
+        launchStaleSeconds: z.number().int().min(5).max(86_400).default(300),
       })
       .strict()
-      .default({ maxAgeDays: 30, maxCount: 200 }),
+      .default({ maxAgeDays: 30, maxCount: 200, lockTtlSeconds: 10, launchStaleSeconds: 300 }),
   })
   .strict();
 

@@ -97,3 +97,46 @@ export function processIdentity(pid: number): { uid: number; cwd: string } | und
     return undefined;
   }
 }
+
+/**
+ * Live processes that belong to a directory tree: their working directory or executable is inside `dir`,
+ * or an argument names a path inside it (etcd --data-dir, patroni's config, haproxy -f). Used before
+ * deleting a tree, so it errs towards finding too much: a false hit refuses a delete, never allows one.
+ */
+export function processesUnder(dir: string): { pid: number; uid: number | undefined; command: string }[] {
+  const root = dir.replace(/\/+$/, '') + '/';
+  const inside = (p: string) => p === root.slice(0, -1) || p.startsWith(root);
+  const out: { pid: number; uid: number | undefined; command: string }[] = [];
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    const pid = Number(name);
+    const st = readStat(pid);
+    if (!st || st.state === 'Z' || st.state === 'X') continue;
+    let args: string[] = [];
+    let cwd = '';
+    let exe = '';
+    try {
+      args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    } catch {
+      continue; // gone
+    }
+    try {
+      cwd = readlinkSync(`/proc/${pid}/cwd`);
+    } catch {
+      /* not readable: judged by its arguments */
+    }
+    try {
+      exe = readlinkSync(`/proc/${pid}/exe`);
+    } catch {
+      /* kernel thread or not readable */
+    }
+    if (inside(cwd) || inside(exe) || args.some((a) => a.includes(root) || inside(a))) out.push({ pid, uid: readUid(pid), command: args.join(' ').slice(0, 200) });
+  }
+  return out;
+}

@@ -1,15 +1,28 @@
-/** `dispatch operations [ID]`: the operations this dispatcher ran, or one of them with its events. */
+/**
+ * `dispatch operations [ID]`: the operations of the cluster (this dispatcher's and those recorded in the
+ * agency), or one of them with its events; `dispatch operations resume|abort ID` continues or aborts one
+ * whose dispatcher died, through this one (docs/DESIGN.md, "Operation lifecycle").
+ */
 import type { Command } from 'commander';
+import { DispatcherError } from '../../api/errors.js';
 import type { OperationView } from '../../api/rest.js';
-import { globals, printJson, withClient } from '../command-kit.js';
+import { globals, printJson, runOperation, withClient } from '../command-kit.js';
 import { formatTable } from '../table.js';
 
 export function registerOperationsCommand(program: Command): void {
   program
     .command('operations')
-    .description('operations this dispatcher ran, or one of them with its events')
-    .argument('[id]', 'operation id')
-    .action(async (id: string | undefined, _opts, cmd: Command) => {
+    .description('operations of the cluster, or one of them with its events; `operations resume ID` / `operations abort ID` continue or abort one (e.g. after its dispatcher died)')
+    .argument('[id]', 'operation id, or resume / abort')
+    .argument('[target]', 'with resume or abort: the operation id')
+    .action(async (id: string | undefined, target: string | undefined, _opts, cmd: Command) => {
+      if (id === 'resume' || id === 'abort') {
+        if (!target) throw new DispatcherError('bad_request', `dispatch operations ${id} ID: name the operation (dispatch operations lists them)`);
+        const action = id;
+        await runOperation(cmd, `${action} of operation ${target}`, [], (k) => (action === 'resume' ? k.resumeOperation(target) : k.abortOperation(target)));
+        return;
+      }
+      if (target) throw new DispatcherError('bad_request', `dispatch operations ${id} ${target}: expected resume ID or abort ID`);
       await withClient(cmd, async (client) => {
         if (id) {
           const op = await client.get<OperationView>(`/v1/operations/${encodeURIComponent(id)}`);
@@ -18,7 +31,7 @@ export function registerOperationsCommand(program: Command): void {
         } else {
           const { operations } = await client.get<{ operations: OperationView[] }>('/v1/operations');
           if (globals(cmd).json) printJson(operations);
-          else process.stdout.write(formatTable(['ID', 'KIND', 'CLUSTER', 'STATE', 'STARTED', 'ENDED'], operations.map((o) => [o.id, o.kind, o.cluster, o.state, o.startedAt, o.endedAt])) + '\n');
+          else process.stdout.write(formatTable(['ID', 'KIND', 'CLUSTER', 'STATE', 'RUNNER', 'STARTED', 'ENDED'], operations.map((o) => [o.id, o.kind, o.cluster, o.stale ? 'running (its dispatcher is gone: resume or abort)' : o.state, o.runner, o.startedAt, o.endedAt])) + '\n');
         }
       });
     });

@@ -3,6 +3,8 @@
  * stream of progress events. Each operation is persisted in <dataDir>/operations/<id>.json after every
  * event, so its outcome (and a rolling restart's progress) survives a dispatcher restart. Finished records
  * are bounded by age and count (config `operations`), in memory and on disk; a running one is never dropped.
+ * With a ClusterLock (operation-lock.ts) an operation also holds the cluster-wide lock in the agency and
+ * its record is published there, where every dispatcher reads it (docs/DESIGN.md, "Operation lifecycle").
  */
 import { EventEmitter } from 'node:events';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
@@ -12,13 +14,32 @@ import { DispatcherError, isDispatcherError, toDispatcherError } from '../../api
 import type { OperationEvent, OperationKind, OperationView } from '../../api/rest.js';
 import { writeFileAtomic } from '../../shared/atomic-file.js';
 import { systemClock, type Clock } from '../../shared/poll.js';
+import type { ClusterLock, HeldLock } from './operation-lock.js';
+import { findRecord, mergeRecords, takenOverBy, type FoundOperation } from './operation-records.js';
 
 export interface OperationHandle {
   readonly id: string;
   readonly view: OperationView;
   event(e: Omit<OperationEvent, 'seq' | 'at'>): void;
   setProgress(progress: Record<string, unknown>): Promise<void>;
+  /**
+   * Takes the cluster-wide lock now (an operation started with `lock: 'when-agency-up'`, i.e. a launch,
+   * calls it once its agency answers); a 409 when another operation holds it. A no-op when held already.
+   */
+  lockCluster(): Promise<void>;
+  /** Aborts when this operation's agency lease expired: another dispatcher may take it over. */
+  readonly lockLost: AbortSignal;
+  /**
+   * Publishes the record and frees the cluster-wide lock before the operation ends — a shutdown, just
+   * before it stops the agency that holds the lock (else the lease would outlive the agency's restart).
+   */
+  unlockCluster(): Promise<void>;
 }
+
+/** When an operation takes the cluster-wide lock. */
+export type LockMode = 'required' | 'if-agency' | 'when-agency-up';
+
+export type { FoundOperation } from './operation-records.js';
 
 export class OperationStore {
   private readonly dir: string;
@@ -26,6 +47,11 @@ export class OperationStore {
   private readonly emitter = new EventEmitter();
   /** Persist writes per operation are serialized so an older view never lands after a newer one. */
   private readonly writes = new Map<string, Promise<void>>();
+  private clusterLock: ClusterLock | undefined;
+  /** Operations whose outcome is set but whose last write (and lock release) is still under way. */
+  private readonly finishing = new Set<string>();
+  /** The cluster-wide lock the running operation holds (one at a time per dispatcher). */
+  private held: HeldLock | undefined;
 
   /** `clock` stamps operations and events (the system clock by default; docs/DESIGN.md, "Time and waiting"). */
   constructor(
@@ -38,6 +64,15 @@ export class OperationStore {
   }
 
   private pruning: Promise<unknown> = Promise.resolve();
+
+  /** Operations from now on take the cluster-wide lock in the agency and publish their records there. */
+  useClusterLock(lock: ClusterLock, self: string): void {
+    this.clusterLock = lock;
+    this.self = self;
+  }
+
+  /** This dispatcher's id (recorded as an operation's runner). */
+  private self: string | undefined;
 
   /** Drops finished records older than maxAgeMs, then the oldest beyond maxCount (memory and files). */
   prune(now = this.clock.now()): Promise<string[]> {
@@ -95,6 +130,34 @@ export class OperationStore {
     return [...this.ops.values()].find((o) => o.state === 'running');
   }
 
+  /** This dispatcher's operations and those the agency holds (of the current cluster), oldest first. */
+  async listEverywhere(): Promise<OperationView[]> {
+    return mergeRecords(this.list(), await this.publishedOrNone());
+  }
+
+  /** An operation run here, or one the agency holds; 404 when neither knows it. */
+  async find(id: string): Promise<FoundOperation> {
+    return findRecord(id, this.ops.get(id), await this.publishedOrNone());
+  }
+
+  /** Whether another dispatcher took over an operation that was running here when this daemon died (a sentence), or undefined. */
+  async takenOver(view: OperationView): Promise<string | undefined> {
+    return takenOverBy(view, this.self, await this.publishedOrNone());
+  }
+
+  private async publishedOrNone() {
+    if (!this.clusterLock) return [];
+    // The agency may be down (a shut-down cluster): this dispatcher's own records still answer.
+    return this.clusterLock.published().catch(() => []);
+  }
+
+  /** Takes in an operation another dispatcher ran (to resume or abort it here); it keeps its id. */
+  adopt(view: OperationView): OperationView {
+    const { stale: _stale, ...copy } = structuredClone(view);
+    this.ops.set(copy.id, copy);
+    return copy;
+  }
+
   /**
    * Starts `work` as a new operation unless another one runs (409). Returns at once; the work goes on in
    * the background and its outcome lands in the operation's state.
@@ -103,18 +166,44 @@ export class OperationStore {
     kind: OperationKind,
     cluster: string,
     work: (op: OperationHandle) => Promise<Record<string, unknown> | void>,
-    opts: { resumeOf?: OperationView } = {},
+    opts: { resumeOf?: OperationView; lock?: LockMode } = {},
   ): Promise<OperationView> {
     const active = this.running();
     if (active && active.id !== opts.resumeOf?.id) {
-      throw new DispatcherError('conflict', `operation ${active.id} (${active.kind} of ${active.cluster}) is still running`, {
+      throw new DispatcherError('conflict', `operation ${active.id} (${active.kind} of ${active.cluster}) is still running on this dispatcher`, {
         details: { operation: active.id, kind: active.kind, cluster: active.cluster },
       });
     }
     const view: OperationView = opts.resumeOf ?? { id: randomUUID(), kind, cluster, state: 'running', startedAt: this.isoNow(), events: [] };
+    const mode = opts.lock ?? 'if-agency';
+    const lockLost = new AbortController();
+    const take = async () => {
+      if (this.held?.holder.operation === view.id || !this.clusterLock) return;
+      const held = await this.clusterLock.acquire(view, { required: mode === 'required', waitForStale: mode === 'when-agency-up' });
+      if (!held) return;
+      this.held = held;
+      held.lost.addEventListener('abort', () => lockLost.abort(held.lost.reason), { once: true });
+    };
+    // The cluster-wide lock before anything happens: a second operation gets its 409 here, not half-way.
+    if (mode !== 'when-agency-up') await take();
     view.state = 'running';
+    if (this.self) view.runner = this.self;
+    delete view.stale;
     this.ops.set(view.id, view);
     const handle: OperationHandle = {
+      lockLost: lockLost.signal,
+      lockCluster: async () => {
+        await take();
+        await this.persist(view);
+      },
+      unlockCluster: async () => {
+        const held = this.held;
+        if (held?.holder.operation !== view.id) return;
+        handle.event({ level: 'info', step: 'unlock', message: `the agency stops now: the rest of this ${kind} is recorded on ${this.self ?? 'this dispatcher'} only` });
+        await this.persist(view);
+        this.held = undefined;
+        await held.release();
+      },
       id: view.id,
       view,
       event: (e) => {
@@ -134,10 +223,12 @@ export class OperationStore {
     void (async () => {
       try {
         const result = await work(handle);
+        this.finishing.add(view.id);
         view.state = 'succeeded';
         if (result) view.result = result;
         handle.event({ level: 'info', step: 'done', message: `${kind} of ${cluster} succeeded`, durationMs: took() });
       } catch (e) {
+        this.finishing.add(view.id);
         view.state = 'failed';
         const err = toDispatcherError(e);
         view.error = {
@@ -151,6 +242,12 @@ export class OperationStore {
       } finally {
         view.endedAt = this.isoNow();
         await this.persist(view);
+        const held = this.held;
+        if (held?.holder.operation === view.id) {
+          this.held = undefined;
+          await held.release();
+        }
+        this.finishing.delete(view.id);
         this.emitter.emit(view.id, null);
         await this.prune().catch(() => {});
       }
@@ -181,7 +278,7 @@ export class OperationStore {
   follow(id: string, onEvent: (e: OperationEvent) => void, signal?: AbortSignal): Promise<OperationView> {
     const view = this.get(id);
     for (const e of view.events) onEvent(e);
-    if (view.state !== 'running') return Promise.resolve(view);
+    if (view.state !== 'running' && !this.finishing.has(id)) return Promise.resolve(view);
     return new Promise((resolve) => {
       const listener = (e: OperationEvent | null) => {
         if (e) return onEvent(e);
@@ -203,10 +300,13 @@ export class OperationStore {
 
   private persist(view: OperationView): Promise<void> {
     const prev = this.writes.get(view.id) ?? Promise.resolve();
+    const held = this.held;
     const next = prev
       .catch(() => {})
       // A record pruned meanwhile is not written again.
-      .then(() => (this.ops.get(view.id) === view ? writeFileAtomic(join(this.dir, `${view.id}.json`), JSON.stringify(view), 0o600) : undefined));
+      .then(() => (this.ops.get(view.id) === view ? writeFileAtomic(join(this.dir, `${view.id}.json`), JSON.stringify(view), 0o600) : undefined))
+      // Only while this dispatcher holds the cluster lock does its record reach the agency (operation-lock.ts).
+      .then(() => held?.publish(view));
     this.writes.set(view.id, next);
     return next;
   }

@@ -217,6 +217,8 @@ export class Orchestrator {
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed) throw failed.reason;
         await this.waitHealthy(op, plan, group.role, group.processes, secrets, readyTimeoutMs, groupAt);
+        // From here the launch is an operation like the others: locked and recorded in the agency.
+        if (group.role === 'agent') await op.lockCluster();
       }
 
       op.event({ level: 'info', step: 'verify', message: 'reading the firewall guard back on every dispatcher' });
@@ -277,7 +279,8 @@ export class Orchestrator {
     }
   }
 
-  async relaunch(op: OperationHandle, readyTimeoutMs: number): Promise<Record<string, unknown>> {
+  /** `takeOver`: resuming a launch whose runner died, so `launching` is expected (docs/DESIGN.md, "Operation lifecycle"). */
+  async relaunch(op: OperationHandle, readyTimeoutMs: number, takeOver = false): Promise<Record<string, unknown>> {
     const { plan, nodes, secrets } = this.clusterNodes();
     try {
       const snap = this.deps.store.get()!;
@@ -287,7 +290,7 @@ export class Orchestrator {
       }
       // A running cluster may be relaunched too: processes still running are kept (starting the same spec
       // is a no-op), those that are gone (e.g. after a reboot with relaunchOnBoot off) are started again.
-      if (snap.state === 'launching') throw new DispatcherError('conflict', `cluster ${plan.name} is still launching`);
+      if (snap.state === 'launching' && !takeOver) throw new DispatcherError('conflict', `cluster ${plan.name} is still launching; if its launch's dispatcher died, this dispatcher rolls its part back by itself after operations.launchStaleSeconds (or shut the cluster down now)`);
       const statuses = await settleAll(nodes, (n) => n.status());
       const running = new Set([...statuses.values.values()].flatMap((s) => s.processes.filter((p) => p.state === 'ready' || p.state === 'running').map((p) => p.id)));
       await settleAll(nodes, (n) => n.setClusterState('launching'));
@@ -300,6 +303,20 @@ export class Orchestrator {
         throw e;
       }
       return await this.bringUp(op, plan, nodes, secrets, readyTimeoutMs, running);
+    } finally {
+      this.close(nodes);
+    }
+  }
+
+  /** Abort of a launch whose runner died: every process of the plan stops (shutdown order, data kept); the cluster is `failed`. */
+  async stopLaunch(op: OperationHandle): Promise<Record<string, unknown>> {
+    const { plan, nodes } = this.clusterNodes();
+    try {
+      const failures = await stopInOrder(this.deps.health, op, plan, nodes, () => true, 'abort');
+      const states = await settleAll(nodes, (n) => n.setClusterState('failed'));
+      for (const f of states.failed) failures.push(`${f.host}: ${f.error.message}`);
+      if (failures.length) throw new DispatcherError('operation_failed', `abort of the launch incomplete:\n  ${failures.join('\n  ')}`);
+      return { cluster: plan.name, state: 'failed' };
     } finally {
       this.close(nodes);
     }

@@ -93,6 +93,8 @@ export class RestartExecutor {
   async run(op: OperationHandle, progress: RestartProgress): Promise<Record<string, unknown>> {
     const ctl = new AbortController();
     this.aborts.set(op.id, ctl);
+    // Lost the cluster lock (lease expired): another dispatcher may take over; stop at the next step.
+    op.lockLost.addEventListener('abort', () => ctl.abort(), { once: true });
     const save = () => op.setProgress({ ...progress });
     await save();
     const snap = runningSnapshot(this.deps);

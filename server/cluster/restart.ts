@@ -50,7 +50,7 @@ export class RestartService {
   async start(input: RestartRequest): Promise<OperationView> {
     const req = await this.precheck(input);
     const { plan } = runningSnapshot(this.deps);
-    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: req, done: [], stopped: [] }));
+    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: req, done: [], stopped: [] }), { lock: 'required' });
   }
 
   /** A new operation continuing a failed or aborted restart from its persisted progress. */
@@ -61,7 +61,24 @@ export class RestartService {
     if (p.abortOf) throw new DispatcherError('bad_request', `operation ${id} is an abort; retry the restart it aborted (${p.abortOf})`);
     if (prev.state === 'running' || prev.state === 'succeeded') throw new DispatcherError('conflict', `operation ${id} is ${prev.state}; only a failed or aborted restart can be retried`);
     const { plan } = runningSnapshot(this.deps);
-    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: p.request, done: [...p.done], stopped: [...p.stopped], ...(p.current ? { current: p.current } : {}), ...(p.binaries ? { binaries: p.binaries } : {}), retryOf: id }));
+    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: p.request, done: [...p.done], stopped: [...p.stopped], ...(p.current ? { current: p.current } : {}), ...(p.binaries ? { binaries: p.binaries } : {}), retryOf: id }), { lock: 'required' });
+  }
+
+  /**
+   * Resume through this dispatcher a restart whose runner died (its agency lease expired): it continues
+   * from the step its record stores, under the same id (docs/DESIGN.md, "Operation lifecycle").
+   */
+  async resumeStale(id: string): Promise<OperationView> {
+    const found = await this.deps.operations.find(id);
+    const p = found.view.progress as RestartProgress | undefined;
+    if (found.view.kind !== 'restart' || !p?.request || p.abortOf) throw new DispatcherError('bad_request', `operation ${id} is not a rolling restart`);
+    if (found.view.state !== 'running') throw new DispatcherError('conflict', `operation ${id} is ${found.view.state}; only one whose dispatcher died can be resumed${found.view.state === 'failed' ? ' (retry a failed one)' : ''}`);
+    if (found.runnerAlive) throw new DispatcherError('conflict', `operation ${id} is still running on dispatcher ${found.local ? this.deps.self.id : (found.view.runner ?? '(unknown)')}`, { details: { operation: id, runner: found.local ? this.deps.self.id : found.view.runner } });
+    const view = this.deps.operations.adopt(found.view);
+    return this.deps.operations.start('restart', view.cluster, (op) => {
+      op.event({ level: 'warn', step: 'resume', message: `resumed on ${this.deps.self.id} (its dispatcher ${found.view.runner ?? '(unknown)'} is gone) after ${p.done.length} process(es) done${p.current ? `, finishing ${p.current} first` : ''}` });
+      return this.executor.run(op, { ...p, done: [...p.done], stopped: [...p.stopped] });
+    }, { resumeOf: view, lock: 'required' });
   }
 
   /**
@@ -69,11 +86,21 @@ export class RestartService {
    * that starts every process it stopped again (or reports it). Either way the restart ends `aborted`.
    */
   async abort(id: string): Promise<OperationView> {
-    const prev = this.deps.operations.get(id);
+    const found = await this.deps.operations.find(id);
+    if (found.view.state === 'running' && found.runnerAlive && !found.local) {
+      throw new DispatcherError('conflict', `operation ${id} runs on dispatcher ${found.view.runner ?? '(unknown)'}; abort it there (or here once that dispatcher is gone)`, { details: { operation: id, runner: found.view.runner } });
+    }
+    // A restart whose dispatcher died (stale) is aborted like a failed one: what it stopped starts again.
+    const prev = found.local ? found.view : this.deps.operations.adopt(found.view);
+    if (prev.state === 'running' && !found.runnerAlive) {
+      // Its runner died: from here it is a failed restart whose stopped processes the abort starts again.
+      prev.state = 'failed';
+      prev.error = { code: 'operation_failed', message: `its dispatcher ${prev.runner ?? '(unknown)'} died while it ran` };
+    }
     const p = prev.progress as RestartProgress | undefined;
     if (prev.kind !== 'restart' || !p?.request || p.abortOf) throw new DispatcherError('bad_request', `operation ${id} is not a rolling restart`);
     if (prev.state === 'succeeded' || prev.state === 'aborted') throw new DispatcherError('conflict', `operation ${id} is ${prev.state}; nothing to abort`);
-    if (prev.state === 'running') {
+    if (prev.state === 'running' && found.runnerAlive) {
       const ctl = this.aborts.get(id);
       if (!ctl) throw new DispatcherError('conflict', `operation ${id} runs on another dispatcher or is not abortable here`);
       ctl.abort();
@@ -108,7 +135,7 @@ export class RestartService {
       } finally {
         for (const n of nodes.values()) n.close?.();
       }
-    });
+    }, { lock: 'required' });
   }
 
   /** Called at daemon start for a restart that was running when the daemon died: continue it. */
@@ -118,10 +145,16 @@ export class RestartService {
       await this.deps.operations.markInterrupted(view, 'the dispatcher restarted while this operation ran; it cannot resume (retry it)');
       return;
     }
+    // Another dispatcher may have resumed or aborted it meanwhile: the agency's record says so.
+    const takenOver = await this.deps.operations.takenOver(view);
+    if (takenOver) {
+      await this.deps.operations.markInterrupted(view, takenOver);
+      return;
+    }
     await this.deps.operations.start('restart', view.cluster, (op) => {
       op.event({ level: 'warn', step: 'resume', message: `the dispatcher restarted; resuming after ${p.done.length} process(es) done${p.current ? `, finishing ${p.current} first` : ''}` });
       return this.executor.run(op, { ...p, done: [...p.done], stopped: [...p.stopped] });
-    }, { resumeOf: view });
+    }, { resumeOf: view, lock: 'required' });
   }
 
   private markAborted(view: OperationView, message: string) {

@@ -7,7 +7,7 @@ import { coordinatorsOf, type ClusterConnectionView, type Credential } from '../
 import { DispatcherError } from '../../api/errors.js';
 import type { LocalNode } from './node.js';
 import type { Orchestrator, LaunchInput } from './orchestrator.js';
-import type { OperationStore } from './operations.js';
+import type { FoundOperation, OperationStore } from './operations.js';
 import type { ClusterStore } from './store.js';
 import type { RestartService } from './restart.js';
 import type { ClusterClientTls } from '../engines/cluster-https.js';
@@ -28,7 +28,7 @@ export class ClusterService {
 
   async launch(input: LaunchInput) {
     this.orchestrator.precheckLaunch(input);
-    return this.operations.start('launch', input.plan.name, (op) => this.orchestrator.launch(op, input));
+    return this.operations.start('launch', input.plan.name, (op) => this.orchestrator.launch(op, input), { lock: 'when-agency-up' });
   }
 
   private clusterName(): string {
@@ -40,7 +40,59 @@ export class ClusterService {
   }
 
   relaunch(readyTimeoutMs: number) {
-    return this.operations.start('relaunch', this.clusterName(), (op) => this.orchestrator.relaunch(op, readyTimeoutMs));
+    return this.operations.start('relaunch', this.clusterName(), (op) => this.orchestrator.relaunch(op, readyTimeoutMs), { lock: 'when-agency-up' });
+  }
+
+  /** This dispatcher's operations and those recorded in the cluster's agency (GET /v1/operations). */
+  listOperations() {
+    return this.operations.listEverywhere();
+  }
+
+  /** One operation, from here or from the agency (GET /v1/operations/ID). */
+  async getOperation(id: string) {
+    return (await this.operations.find(id)).view;
+  }
+
+  /**
+   * Resume, through this dispatcher, an operation whose runner died (POST /v1/operations/ID/resume). Each
+   * resumable kind supplies its own continuation; the lock and the record are generic (operations.ts).
+   */
+  async resumeOperation(id: string) {
+    const found = await this.operations.find(id);
+    if (found.view.kind === 'restart') return this.restarts.resumeStale(id);
+    if (found.view.kind === 'launch' || found.view.kind === 'relaunch') {
+      // A launch continues as a relaunch of the stored plan: what runs is kept, the rest starts in order.
+      const view = this.operations.adopt(this.staleOnly(found));
+      return this.operations.start(view.kind, view.cluster, (op) => {
+        op.event({ level: 'warn', step: 'resume', message: `resumed on ${this.node.id} (its dispatcher ${found.view.runner ?? '(unknown)'} is gone): starting what is not running yet, in launch order` });
+        return this.orchestrator.relaunch(op, 120_000, true);
+      }, { resumeOf: view, lock: 'required' });
+    }
+    throw new DispatcherError('bad_request', `operation ${id} is a ${found.view.kind}; a ${found.view.kind} does not resume (run it again)`);
+  }
+
+  /** Abort a running operation, or clean up after one whose runner died (POST /v1/operations/ID/abort). */
+  async abortOperation(id: string) {
+    const found = await this.operations.find(id);
+    if (found.view.kind === 'restart') return this.restarts.abort(id);
+    if (found.view.kind === 'launch' || found.view.kind === 'relaunch') {
+      const prev = this.operations.adopt(this.staleOnly(found));
+      prev.state = 'failed';
+      return this.operations.start('shutdown', prev.cluster, async (op) => {
+        // Recorded first, while the agency that holds the record still runs (the stop ends with it).
+        await this.operations.markAborted(prev, `aborted by ${op.id} on ${this.node.id}: every process of the plan stops, data stays; relaunch or clean up next`);
+        return this.orchestrator.stopLaunch(op);
+      }, { lock: 'if-agency' });
+    }
+    throw new DispatcherError('bad_request', `operation ${id} is a ${found.view.kind}; a ${found.view.kind} cannot be aborted`);
+  }
+
+  /** Only an operation whose runner died may be taken over; a live one is a 409 naming where it runs. */
+  private staleOnly(found: FoundOperation) {
+    const { view } = found;
+    if (view.state !== 'running') throw new DispatcherError('conflict', `operation ${view.id} is ${view.state}; nothing to resume or abort`);
+    if (found.runnerAlive) throw new DispatcherError('conflict', `operation ${view.id} is still running on dispatcher ${found.local ? this.node.id : (view.runner ?? '(unknown)')}`, { details: { operation: view.id, runner: view.runner } });
+    return view;
   }
 
   /** What a database client needs (docs/SECURITY.md, "Cluster-internal TLS"); pg-ha only. */

@@ -35,6 +35,9 @@ import { RestartService } from './restart.js';
 import { localUpgradeNode, remoteUpgradeNode } from './restart-upgrade.js';
 import { pgHaActions } from '../engines/pg-ha/restart-actions.js';
 import { stopWithGrace } from '../../shared/stop-with-grace.js';
+import { etcdAgency } from '../engines/agency-kv.js';
+import { AgencyOperationLock } from './operation-lock.js';
+import { LaunchWatchdog } from './launch-watchdog.js';
 
 /** The machine's default path of an engine program (the first it allows), if configured. */
 function defaultPath(config: DispatcherConfig, engine: string, program: string): string | undefined {
@@ -251,6 +254,21 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
     const m = node.certificates.material(DISPATCHER_CERT);
     return m ? { ...m, caFile: store.caFile } : undefined;
   };
+  // The cluster-wide operation lock lives in the cluster's own agency (pg-ha: etcd), reached with this
+  // dispatcher's client certificate; a cluster without one (cleaned, or another engine) locks locally only.
+  operations.useClusterLock(
+    new AgencyOperationLock({
+      self: config.id,
+      ttlSeconds: config.operations.lockTtlSeconds,
+      agency: () => {
+        const snap = store.get();
+        if (!snap || snap.state === 'cleaned' || snap.plan.engine !== 'pg-ha' || !clientTls()) return undefined;
+        return { kv: etcdAgency(snap.plan, clientTls), cluster: snap.plan.name };
+      },
+      onWarning: (message) => logger.warn(message),
+    }),
+    config.id,
+  );
   const orchestrator = new Orchestrator({
     self: node,
     store,
@@ -273,13 +291,31 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
   });
   for (const op of interrupted) {
     // A rolling restart resumes from its persisted progress (server/cluster/restart.ts); others are reported.
-    if (op.kind === 'restart') await restarts.resume(op).catch((e) => operations.markInterrupted(op, `could not resume: ${(e as Error).message}`));
+    // In the background: taking the lock back may wait for this dispatcher's old lease to run out.
+    if (op.kind === 'restart') void restarts.resume(op).catch((e) => operations.markInterrupted(op, `could not resume: ${(e as Error).message}`));
     else await operations.markInterrupted(op, `the dispatcher restarted while this ${op.kind} ran; it did not finish (run it again)`);
   }
   // A cluster this dispatcher takes part in keeps its guard across daemon restarts (shutdown keeps it too):
   // with startDaemon's beforeProcesses it went in before any process was adopted; without (tests), now.
   if (!preGuard && snapshot && snapshot.state !== 'cleaned') await guardBeforeProcesses(guard, config, logger);
-  return { service: new ClusterService(node, orchestrator, operations, store, restarts, clientTls), close: () => guard.close() };
+  // A peer left `launching` by a runner that died rolls its own part back (server/cluster/launch-watchdog.ts).
+  const watchdog = new LaunchWatchdog({
+    self: config.id,
+    store,
+    node,
+    runningHere: () => operations.running() !== undefined,
+    staleMs: config.operations.launchStaleSeconds * 1000,
+    log: (message) => logger.warn(message),
+  });
+  watchdog.start(Math.min(10_000, (config.operations.launchStaleSeconds * 1000) / 4));
+  return {
+    // Peers reach this node through the watched one: each of their calls is a sign of a living launch.
+    service: new ClusterService(watchdog.observe(node), orchestrator, operations, store, restarts, clientTls),
+    close: () => {
+      watchdog.stop();
+      guard.close();
+    },
+  };
 }
 
 export type { PlanProcess, Supervisor };

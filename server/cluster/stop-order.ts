@@ -18,6 +18,8 @@ export async function stopInOrder(health: Pick<ClusterHealth, 'agencyLeader'>, o
   for (const group of shutdownGroups(plan)) {
     const procs = group.processes.filter(include);
     if (!procs.length) continue;
+    // The cluster-wide operation lock lives in the agency: free it while the agency still answers.
+    if (group.role === 'agent') await op.unlockCluster();
     op.event({ level: 'info', step, message: `stopping ${procs.length} ${group.role}(s)` });
     const leader = group.role === 'agent' ? await health.agencyLeader?.(plan).catch(() => undefined) : undefined;
     const waves = leader ? [procs.filter((p) => p.id !== leader), procs.filter((p) => p.id === leader)] : [procs];

@@ -75,7 +75,7 @@ export async function waitOperation(c: DispatcherClient, id: string, timeoutMs: 
   }
 }
 
-export async function startPgCluster(opts: { name: string; basePort: number; coordinators?: number; root?: string }): Promise<PgCluster> {
+export async function startPgCluster(opts: { name: string; basePort: number; coordinators?: number; root?: string; config?: Record<string, unknown> }): Promise<PgCluster> {
   writeWrappers();
   const root = opts.root ?? mkdtempSync('/tmp/rr-cluster-');
   chmodSync(root, 0o711);
@@ -105,6 +105,7 @@ export async function startPgCluster(opts: { name: string; basePort: number; coo
         },
         firewall: { backend: 'none', driftIntervalMs: 10_000 },
         runAs: 'cluster-dispatcher',
+        ...(opts.config ?? {}),
       });
       dispatchers.push(await startDispatcherd({ dir }));
     }

@@ -30,7 +30,15 @@ function dispatch(args: string[]): Promise<{ code: number; stdout: string; stder
 }
 
 describe('dispatch exit codes', { concurrency: 4 }, () => {
-  for (const args of [['status'], ['shutdown'], ['logs', 'agent-1'], ['operations'], ['restart'], ['firewall', 'show'], ['firewall', 'apply', '--policy', policy]]) {
+  test('operations resume/abort without an id → 2 naming what is missing', async () => {
+    for (const action of ['resume', 'abort']) {
+      const r = await dispatch([...CLOSED, 'operations', action]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`dispatch operations ${action} ID: name the operation`));
+    }
+  });
+
+  for (const args of [['status'], ['shutdown'], ['logs', 'agent-1'], ['operations'], ['operations', 'resume', 'op-1'], ['operations', 'abort', 'op-1'], ['restart'], ['firewall', 'show'], ['firewall', 'apply', '--policy', policy]]) {
     test(`unreachable dispatcher → 3: ${args.join(' ')}`, async () => {
       const r = await dispatch([...CLOSED, ...args]);
       assert.equal(r.code, 3, r.stderr);

@@ -23,6 +23,9 @@ function fakeOp(): OperationHandle & { events: Omit<OperationEvent, 'seq' | 'at'
     events,
     event: (e) => void events.push(e),
     setProgress: async () => {},
+    lockCluster: async () => {},
+    unlockCluster: async () => {},
+    lockLost: new AbortController().signal,
   };
 }
 

@@ -132,11 +132,11 @@ export const clusterModule: RouteModule = {
       const { token } = validate(FirewallTokenSchema, req.body);
       res.json(await ctx.cluster.orchestrator.settleFirewall('cancel', token));
     });
-    router.get('/v1/operations', (_req, res) => {
-      res.json({ operations: ctx.cluster.operations.list().map(({ events: _e, ...o }) => o) });
+    router.get('/v1/operations', async (_req, res) => {
+      res.json({ operations: (await ctx.cluster.listOperations()).map(({ events: _e, ...o }) => o) });
     });
-    router.get('/v1/operations/:id', (req, res) => {
-      res.json(ctx.cluster.operations.get(String(req.params.id)));
+    router.get('/v1/operations/:id', async (req, res) => {
+      res.json(await ctx.cluster.getOperation(String(req.params.id)));
     });
     router.get('/v1/operations/:id/events', (req, res) => streamEvents(ctx, req, res));
 
@@ -251,7 +251,7 @@ export const clusterModule: RouteModule = {
     '/v1/node/firewall/confirm': { post: { operationId: 'nodeConfirmFirewall', summary: '(peer) keep the pending firewall change', requestBody: body, responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
     '/v1/node/firewall/extend': { post: { operationId: 'nodeExtendFirewall', summary: '(peer) move the pending change\'s deadline', requestBody: body, responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
     '/v1/node/firewall/cancel': { post: { operationId: 'nodeCancelFirewall', summary: '(peer) roll the pending change back now', requestBody: body, responses: { ...json('guard status'), '409': problemResponse('nothing pending') } } },
-    '/v1/operations': { get: { operationId: 'listOperations', summary: 'Operations this dispatcher ran', responses: json('operations') } },
+    '/v1/operations': { get: { operationId: 'listOperations', summary: 'Operations this dispatcher ran and those recorded in the cluster\'s agency (stale: its runner died)', responses: json('operations') } },
     '/v1/operations/{id}': { get: { operationId: 'getOperation', summary: 'An operation with its events', parameters: [idParam], responses: { ...json('operation'), '404': problemResponse('no such operation') } } },
     '/v1/operations/{id}/events': {
       get: {

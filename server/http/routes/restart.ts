@@ -54,13 +54,25 @@ export const restartModule: RouteModule = {
       const crossless = caRotation && !!ctx.cluster.store.get()?.tls?.rotation && !caRotationReloads(ctx.cluster.store);
       if (!orch.reloadsCertificates() || crossless) return svc().start({ readyTimeoutMs });
       const name = ctx.cluster.store.get()!.plan.name;
-      return ctx.cluster.operations.start('rotate-certs', name, (op) => orch.reloadCertificates(op, { caChanged: caRotation }));
+      return ctx.cluster.operations.start('rotate-certs', name, (op) => orch.reloadCertificates(op, { caChanged: caRotation }), { lock: 'required' });
     };
     router.post('/v1/cluster/rotate-certs', async (req, res) => {
       const { ca, readyTimeoutMs } = validate(RotateCertsSchema, req.body ?? {});
       await svc().precheck({});
       if (!ca) {
-        await ctx.cluster.orchestrator.renewCertificates();
+        const orch = ctx.cluster.orchestrator;
+        if (orch.reloadsCertificates()) {
+          // New certificates are issued inside the operation, under the cluster-wide lock: no other operation
+          // (a restart through another dispatcher) runs while the files change.
+          const name = ctx.cluster.store.get()!.plan.name;
+          const work = async (op: Parameters<typeof orch.reloadCertificates>[0]) => {
+            await orch.renewCertificates();
+            return orch.reloadCertificates(op, { caChanged: false });
+          };
+          accepted(res, await ctx.cluster.operations.start('rotate-certs', name, work, { lock: 'required' }));
+          return;
+        }
+        await orch.renewCertificates();
         accepted(res, await pickUp(readyTimeoutMs));
         return;
       }
@@ -82,7 +94,12 @@ export const restartModule: RouteModule = {
       accepted(res, op);
     });
     router.post('/v1/operations/:id/abort', async (req, res) => {
-      const op = await svc().abort(String(req.params.id));
+      const op = await ctx.cluster.abortOperation(String(req.params.id));
+      accepted(res, op);
+    });
+    // An operation whose dispatcher died (its agency lease expired), continued here (docs/DESIGN.md, "Operation lifecycle").
+    router.post('/v1/operations/:id/resume', async (req, res) => {
+      const op = await ctx.cluster.resumeOperation(String(req.params.id));
       accepted(res, op);
     });
   },
@@ -110,7 +127,8 @@ export const restartModule: RouteModule = {
     },
     '/v1/cluster/rotate-certs': { post: { operationId: 'rotateCertificates', summary: 'Renew every process and dispatcher certificate; every process re-reads them in place (no restart; a rolling restart only for an engine that declares no reload); with ca: true, the next phase of a CA rotation (call until more is false)', requestBody: { ...body, required: false }, responses: { ...op202, '409': problemResponse('cluster not healthy, or the CA key is on another dispatcher') } } },
     '/v1/operations/{id}/retry': { post: { operationId: 'retryOperation', summary: 'Continue a failed or aborted restart from its persisted progress', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
-    '/v1/operations/{id}/abort': { post: { operationId: 'abortOperation', summary: 'Abort a restart: stop a running one, start again what a failed one stopped', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
+    '/v1/operations/{id}/abort': { post: { operationId: 'abortOperation', summary: 'Abort a restart: stop a running one, start again what a failed one (or one whose dispatcher died) stopped', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
+    '/v1/operations/{id}/resume': { post: { operationId: 'resumeOperation', summary: 'Continue, here, a restart whose dispatcher died (its agency lease expired) from the step it recorded', parameters: [idParam], responses: { ...op202, '404': problemResponse('no such operation') } } },
     '/v1/node/restart/preflight': { post: { operationId: 'nodeRestartPreflight', summary: '(peer) check an upgraded plan can run here', requestBody: body, responses: { '200': { description: 'problems', content: { 'application/json': { schema: { type: 'object' } } } }, ...commonErrors } } },
     '/v1/node/restart/plan': { post: { operationId: 'nodeRestartPlan', summary: '(peer) store an upgraded plan (binaries only)', requestBody: body, responses: { '204': { description: 'stored' }, ...commonErrors } } },
   },
