@@ -52,18 +52,20 @@ export function isSameProcess(pid: number, startTime: number): boolean {
 /** Pids of the live (non-zombie) members of a process group. */
 export function groupMembers(pgid: number): number[] {
   const out: number[] = [];
-  let names: string[];
-  try {
-    names = readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    if (!/^\d+$/.test(name)) continue;
-    const st = readStat(Number(name));
+  for (const pid of allPids()) {
+    const st = readStat(pid);
     if (st && st.pgrp === pgid && st.state !== 'Z' && st.state !== 'X') out.push(st.pid);
   }
   return out;
+}
+
+/** Every pid in /proc right now (none when /proc cannot be read). */
+function allPids(): number[] {
+  try {
+    return readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number);
+  } catch {
+    return [];
+  }
 }
 
 /** Real uid of a process (from /proc/<pid>/status), or undefined. */
@@ -107,15 +109,8 @@ export function processesUnder(dir: string): { pid: number; uid: number | undefi
   const root = dir.replace(/\/+$/, '') + '/';
   const inside = (p: string) => p === root.slice(0, -1) || p.startsWith(root);
   const out: { pid: number; uid: number | undefined; command: string }[] = [];
-  let names: string[];
-  try {
-    names = readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    const pid = Number(name);
+  for (const pid of allPids()) {
+    if (pid === process.pid) continue;
     const st = readStat(pid);
     if (!st || st.state === 'Z' || st.state === 'X') continue;
     let args: string[] = [];

@@ -114,6 +114,20 @@ export const RollingRestartSchema = z
 export type RollingRestart = z.infer<typeof RollingRestartSchema>;
 
 /**
+ * What a role's main program and a companion both declare: the program (looked up among the binaries this
+ * machine's config allows; becomes argv[0]), its argv, files, env, readiness probe and stop.
+ */
+const programFields = {
+  program: z.string().min(1),
+  argv: z.array(ArgvEntrySchema),
+  files: z.array(EngineFileSchema).default([]),
+  env: z.record(z.string(), z.string()).default({}),
+  readiness: ProbeTemplateSchema,
+  readinessIntervalMs: z.number().int().positive().optional(),
+  stop: z.object({ signal: z.enum(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGHUP']), timeoutMs: z.number().int().positive() }).strict(),
+};
+
+/**
  * A second program that serves the role next to its main one (pg-ha: PgBouncer in front of each
  * coordinator's HAProxy). Same shape as a role's process, minus ports (it uses the role's, by name) and
  * options. It starts after the main program is ready and stops before it; a rolling restart of the role
@@ -123,13 +137,7 @@ export const EngineCompanionSchema = z
   .object({
     /** Suffix of its supervisor id: `<process id>.<name>`. */
     name: z.string().regex(/^[a-z][a-z0-9-]*$/),
-    program: z.string().min(1),
-    argv: z.array(ArgvEntrySchema),
-    files: z.array(EngineFileSchema).default([]),
-    env: z.record(z.string(), z.string()).default({}),
-    readiness: ProbeTemplateSchema,
-    readinessIntervalMs: z.number().int().positive().optional(),
-    stop: z.object({ signal: z.enum(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGHUP']), timeoutMs: z.number().int().positive() }).strict(),
+    ...programFields,
     /** Sent when it is kept across its main program's restart, so it re-reads its rewritten files (new certificates). */
     reloadSignal: z.enum(['SIGHUP', 'SIGUSR1', 'SIGUSR2']).optional(),
   })
@@ -159,17 +167,10 @@ export type CertificateReloadTemplate = z.infer<typeof CertificateReloadSchema>;
 
 export const EngineRoleSchema = z
   .object({
-    /** Program name looked up among the binaries this machine's config allows; becomes argv[0]. */
-    program: z.string().min(1),
+    ...programFields,
     /** Other programs the argv or configs name (e.g. patroni run by python3, postgres for bin_dir). */
     requires: z.array(z.string()).default([]),
     ports: z.array(EnginePortSchema).min(1),
-    argv: z.array(ArgvEntrySchema),
-    files: z.array(EngineFileSchema).default([]),
-    env: z.record(z.string(), z.string()).default({}),
-    readiness: ProbeTemplateSchema,
-    readinessIntervalMs: z.number().int().positive().optional(),
-    stop: z.object({ signal: z.enum(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGHUP']), timeoutMs: z.number().int().positive() }).strict(),
     /** A pid file a child may leave behind (postgres is NOT Patroni's child): check it after stop. */
     leftoverPidFile: z.string().optional(),
     /**

@@ -13,6 +13,12 @@ import type { ClusterHealth } from '../../server/cluster/orchestrator.js';
 import type { RestartActions } from '../../server/core/restart-actions.js';
 import type { Clock } from '../../shared/poll.js';
 import { planFromSpec } from '../../launcher/planner.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OperationStore } from '../../server/cluster/operations.js';
+import { RestartService, type UpgradeNode } from '../../server/cluster/restart.js';
+import { loadEngine } from '../../server/engines/loader.js';
 
 const FP = Array(32).fill('AB').join(':');
 
@@ -174,4 +180,37 @@ export function fakeActions(journal: string[], leaders: { agency?: string; db?: 
     },
     supports: (action) => action === 'switchover',
   };
+}
+
+const noUpgrade: UpgradeNode = { preflightPlan: async () => [], adoptPlan: async () => {} };
+
+/**
+ * A RestartService over fake nodes, health, actions and clock, with its operations in a new temp dir (pushed
+ * on `dirs` for the caller's cleanup): the harness of the rolling-restart unit tests.
+ */
+export async function restartHarness(dirs: string[], opts: { health?: ClusterHealth } = {}) {
+  const plan = threeHostPlan();
+  const { journal, nodes } = fakeNodes(plan);
+  const dir = mkdtempSync(join(tmpdir(), 'cd-restart-'));
+  dirs.push(dir);
+  const clock = fakeClock();
+  const operations = new OperationStore(dir, undefined, clock);
+  await operations.load();
+  const service = new RestartService({
+    self: nodes.get('d1')!,
+    store: { get: () => ({ plan, state: 'running', secrets: {} }) },
+    operations,
+    health: opts.health ?? scriptedHealth(),
+    engine: (name) => loadEngine(name),
+    peer: (d) => nodes.get(d.id)!,
+    localUpgrade: noUpgrade,
+    peerUpgrade: () => noUpgrade,
+    actions: fakeActions(journal, { agency: 'agent-1', db: 'dbserver-1' }),
+    pollMs: 100,
+    clock,
+  });
+  const node = (process: string) => nodes.get(plan.processes.find((p) => p.id === process)!.dispatcher) as FakeNode;
+  /** Process ids in the order they were stopped, and switchovers, from the journal. */
+  const restarted = () => journal.filter((e) => e.includes(':stopProcess:') || e.startsWith('switchover')).map((e) => (e.startsWith('switchover') ? e : e.split(':')[2]));
+  return { plan, journal, nodes, operations, service, clock, node, restarted };
 }

@@ -7,51 +7,24 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { DispatcherError } from '../../api/errors.js';
 import type { OperationView } from '../../api/rest.js';
-import { OperationStore } from '../../server/cluster/operations.js';
-import { RestartService, type RestartProgress, type UpgradeNode } from '../../server/cluster/restart.js';
-import { loadEngine } from '../../server/engines/loader.js';
+import type { RestartProgress } from '../../server/cluster/restart.js';
 import type { ClusterHealth } from '../../server/cluster/orchestrator.js';
-import { fakeActions, fakeClock, fakeNodes, scriptedHealth, threeHostPlan, type FakeNode } from '../helpers/fake-cluster.js';
+import { restartHarness, scriptedHealth } from '../helpers/fake-cluster.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-const noUpgrade: UpgradeNode = { preflightPlan: async () => [], adoptPlan: async () => {} };
 const EVERY = ['agent-1', 'agent-2', 'agent-3', 'dbserver-1', 'dbserver-2', 'dbserver-3', 'coordinator-1'];
 
 async function setup(opts: { health?: ClusterHealth } = {}) {
-  const plan = threeHostPlan();
-  const { journal, nodes } = fakeNodes(plan);
-  const dir = mkdtempSync(join(tmpdir(), 'cd-restart-cases-'));
-  dirs.push(dir);
-  const clock = fakeClock();
-  const operations = new OperationStore(dir, undefined, clock);
-  await operations.load();
-  const service = new RestartService({
-    self: nodes.get('d1')!,
-    store: { get: () => ({ plan, state: 'running', secrets: {} }) },
-    operations,
-    health: opts.health ?? scriptedHealth(),
-    engine: (name) => loadEngine(name),
-    peer: (d) => nodes.get(d.id)!,
-    localUpgrade: noUpgrade,
-    peerUpgrade: () => noUpgrade,
-    actions: fakeActions(journal, { agency: 'agent-1', db: 'dbserver-1' }),
-    pollMs: 100,
-    clock,
-  });
-  const node = (process: string) => nodes.get(plan.processes.find((p) => p.id === process)!.dispatcher) as FakeNode;
-  /** Process ids in the order they were stopped, and switchovers, from the journal. */
-  const restarted = () => journal.filter((e) => e.includes(':stopProcess:') || e.startsWith('switchover')).map((e) => (e.startsWith('switchover') ? e : e.split(':')[2]));
-  const running = () => EVERY.filter((id) => node(id).running.has(id));
+  const h = await restartHarness(dirs, opts);
+  const running = () => EVERY.filter((id) => h.node(id).running.has(id));
   // Every process runs before the restart (the fake nodes start empty).
-  for (const id of EVERY) node(id).running.add(id);
-  return { plan, journal, operations, service, node, restarted, running };
+  for (const id of EVERY) h.node(id).running.add(id);
+  return { ...h, running };
 }
 
 const isCode = (code: string, message?: RegExp) => (e: unknown) => e instanceof DispatcherError && e.code === code && (!message || message.test(e.message));
