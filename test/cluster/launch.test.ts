@@ -170,7 +170,9 @@ test('shutdown from a third dispatcher stops every process; cleanup needs the na
 });
 
 test('a relaunch refused at preflight leaves every dispatcher in its previous state, not launching', async () => {
-  const blocker = createServer();
+  const blocker = createServer((socket) => socket.destroy());
+  // It only holds the port: a dispatcher that reaches for the agency there (operation records) is cut off
+  // at once, and close() does not wait for a connection nobody ends.
   const taken = port(plan, 'agent-1', 'client');
   await new Promise<void>((r) => blocker.listen(taken, '127.0.0.1', r));
   try {

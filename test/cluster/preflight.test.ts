@@ -48,7 +48,9 @@ async function assertNothingStarted(reachable: number[]) {
 test('a port already taken: preflight names the host and the port, nothing starts', async () => {
   const victim = plan.processes.find((p) => p.id === 'agent-2')!;
   const port = victim.ports.find((x) => x.name === 'client')!.port;
-  const blocker: Server = createServer();
+  const blocker: Server = createServer((socket) => socket.destroy());
+  // It only holds the port: a dispatcher that reaches for the agency there (operation records) is cut off
+  // at once, and close() does not wait for a connection nobody ends.
   await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
   try {
     const op = await tc.run(0, '/v1/cluster/launch', { plan });
