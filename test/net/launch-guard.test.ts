@@ -101,11 +101,11 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
   };
 
   /** Every port of the plan on host i, plus the dispatcher's own, with its exposure. */
-  const portsOfHost = (i: number): { port: number; exposure: string; role: string }[] => {
+  const portsOfHost = (i: number): { port: number; exposure: string; role: string; name: string }[] => {
     const id = cluster!.dispatchers[i].id;
     return [
-      ...plan.processes.filter((p) => p.dispatcher === id).flatMap((p) => p.ports.map((x) => ({ port: x.port, exposure: x.exposure, role: p.role }))),
-      { port: NS_DISPATCHER_PORT, exposure: 'operator', role: 'dispatcher' },
+      ...plan.processes.filter((p) => p.dispatcher === id).flatMap((p) => p.ports.map((x) => ({ port: x.port, exposure: x.exposure, role: p.role, name: x.name }))),
+      { port: NS_DISPATCHER_PORT, exposure: 'operator', role: 'dispatcher', name: 'api' },
     ];
   };
 
@@ -247,14 +247,17 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
         }
       }
     }
-    // From a cluster host, host1's agency, Patroni and PostgreSQL ports are reachable.
+    // From a cluster host, host1's agency, Patroni and PostgreSQL ports are reachable. The coordinator's
+    // `router` port (HAProxy behind PgBouncer) binds 127.0.0.1 only: the guard lets a cluster host through,
+    // and nothing listens there on the plan address (docs/FIREWALL.md, "Coordinator: PgBouncer and HAProxy").
     const h1 = cluster!.dispatchers[0].host;
     const internal = portsOfHost(0).filter((p) => p.exposure === 'cluster');
     assert.ok(internal.some((p) => p.role === 'agent') && internal.some((p) => p.role === 'dbserver'));
+    const expected = (p: { role: string; name: string }) => (p.role === 'coordinator' && p.name === 'router' ? 'closed' : 'open');
     const fromHost2 = await nmap(cluster!.dispatchers[1].host.ns, h1.ipv4, internal.map((p) => p.port));
-    for (const p of internal) assert.equal(fromHost2[p.port], 'open', `${p.role} port ${p.port} of host1 from host2`);
+    for (const p of internal) assert.equal(fromHost2[p.port], expected(p), `${p.role} port ${p.port} (${p.name}) of host1 from host2`);
     const fromHost2v6 = await nmap(cluster!.dispatchers[1].host.ns, h1.ipv6, internal.map((p) => p.port));
-    for (const p of internal) assert.equal(fromHost2v6[p.port], 'open', `${p.role} port ${p.port} of host1 from host2 over IPv6`);
+    for (const p of internal) assert.equal(fromHost2v6[p.port], expected(p), `${p.role} port ${p.port} (${p.name}) of host1 from host2 over IPv6`);
   });
 
   test('from a cluster host, Patroni REST answers on both families with the dispatcher\'s client certificate, and refuses without one', { timeout: 60_000 }, async () => {

@@ -64,7 +64,7 @@ const HOSTILE = [
 
 const BASE: Plan = planFromSpecText(readFileSync(join(ROOT, 'examples', 'local.yaml'), 'utf8'));
 const engine = loadEngine('pg-ha');
-const SECRETS = { 'superuser-password': 's1', 'replication-password': 's2', 'rewind-password': 's3', 'rest-password': 's4' };
+const SECRETS = { 'superuser-password': 's1', 'replication-password': 's2', 'rewind-password': 's3', 'rest-password': 's4', 'pooler-admin-password': 's5' };
 // Stand-ins: the configs name the TLS files; their content is never parsed here.
 const TLS = { ca: 'CA-CERTIFICATE-PEM\n', cert: 'PROCESS-CERTIFICATE-PEM\n', key: 'PROCESS-KEY-PEM\n' };
 const work = mkdtempSync(join(tmpdir(), 'cd-config-text-'));
