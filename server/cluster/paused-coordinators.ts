@@ -49,3 +49,14 @@ export async function pausedCoordinators<T>(actions: RestartActions, clock: Cloc
     });
   }
 }
+
+/**
+ * RESUMEs every coordinator's pooler (a RESUME of one that is not paused changes nothing). Every restart
+ * operation starts with it, a resumed or aborted one above all: a pause left by a dispatcher that died
+ * mid-switchover is an outage until someone resumes it.
+ */
+export async function resumeEveryCoordinator(actions: RestartActions, op: OperationHandle, plan: Plan, secrets: Record<string, string>): Promise<void> {
+  const ids = plan.processes.filter((p) => p.role === 'coordinator').map((p) => p.id);
+  if (!ids.length || !actions.resumeCoordinators) return;
+  await actions.resumeCoordinators(plan, secrets, ids).catch((e: Error) => op.event({ level: 'warn', step: 'pooler-resume', message: `could not check that the coordinators are not paused: ${e.message}` }));
+}

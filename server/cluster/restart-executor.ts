@@ -10,7 +10,7 @@ import { ROLE_ORDER, type Plan, type PlanProcess, type Role } from '../../api/pl
 import { allAtOncePlan, describeRestartPlan, rollingRestartPlan, upgradeBinaries, type PlanStep, type RestartEntry } from '../core/restart-plan.js';
 import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 import type { OperationHandle } from './operations.js';
-import { pausedCoordinators } from './paused-coordinators.js';
+import { pausedCoordinators, resumeEveryCoordinator } from './paused-coordinators.js';
 import { enginePrograms } from '../engines/loader.js';
 import {
   GATE_ACTIONS,
@@ -114,12 +114,7 @@ export class RestartExecutor {
       }
       const secrets = snap.secrets;
       const timeout = req.readyTimeoutMs;
-      // A pause left by a dispatcher that died mid-switchover is an outage: every operation (a resumed one
-      // first of all) starts by resuming every coordinator; one that is not paused stays as it is.
-      const coordinators = plan.processes.filter((p) => p.role === 'coordinator').map((p) => p.id);
-      if (coordinators.length && this.deps.actions.resumeCoordinators) {
-        await this.deps.actions.resumeCoordinators(plan, secrets, coordinators).catch((e: Error) => op.event({ level: 'warn', step: 'pooler-resume', message: `could not check that the coordinators are not paused: ${e.message}` }));
-      }
+      await resumeEveryCoordinator(this.deps.actions, op, plan, secrets);
 
       const programOf = (role: Role) => this.deps.engine(plan.engine).manifest.roles[role].program;
       const restartOne = async (p: PlanProcess) => {

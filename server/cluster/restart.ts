@@ -12,6 +12,7 @@ import { selectProcesses } from '../core/restart-plan.js';
 import { pollUntil } from '../../shared/poll.js';
 import { RestartExecutor } from './restart-executor.js';
 import { restartNodes, runningSnapshot, type NormalizedRestartRequest, type RestartDeps, type RestartProgress, type UpgradeNode } from './restart-context.js';
+import { resumeEveryCoordinator } from './paused-coordinators.js';
 
 export type { NormalizedRestartRequest, RestartActions, RestartDeps, RestartProgress, UpgradeNode } from './restart-context.js';
 
@@ -111,6 +112,8 @@ export class RestartService {
     return this.deps.operations.start('restart', plan.name, async (op) => {
       await op.setProgress({ request: p.request, done: [], stopped: [], abortOf: id });
       const snap = runningSnapshot(this.deps);
+      // The aborted restart may have died with the poolers paused (mid-switchover): resume them first.
+      await resumeEveryCoordinator(this.deps.actions, op, snap.plan, snap.secrets);
       const nodes = restartNodes(this.deps, snap.plan);
       try {
         const toStart = [...new Set([...p.stopped, ...(p.current ? [p.current] : [])])];

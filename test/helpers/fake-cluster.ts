@@ -178,6 +178,9 @@ export function fakeActions(journal: string[], leaders: { agency?: string; db?: 
       dbLeader = candidate;
       return candidate;
     },
+    async resumeCoordinators(_plan, _secrets, ids) {
+      journal.push(`resume-poolers:${ids.join(',')}`);
+    },
     supports: (action) => action === 'switchover',
   };
 }

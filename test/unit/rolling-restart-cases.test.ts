@@ -89,6 +89,21 @@ describe('rolling restart: more cases against fake nodes', () => {
     assert.match(restart.events.at(-1)!.message, /not running again: dbserver-2/);
   });
 
+  test('an abort resumes every coordinator\'s pooler before it starts anything again (its restart may have died mid-pause)', async () => {
+    const s = await setup();
+    s.node('dbserver-2').failures.push({ method: 'startProcess', process: 'dbserver-2', times: 1 });
+    const op = await s.service.start({});
+    assert.equal((await s.operations.wait(op.id)).state, 'failed');
+    const before = s.journal.length;
+    const abort = await s.service.abort(op.id);
+    assert.equal((await s.operations.wait(abort.id)).state, 'succeeded');
+    const during = s.journal.slice(before);
+    const resumed = during.indexOf('resume-poolers:coordinator-1');
+    const restarted = during.findIndex((e) => e.includes(':startProcess:'));
+    assert.ok(resumed >= 0, `the abort resumed the poolers:\n${during.join('\n')}`);
+    assert.ok(restarted < 0 || resumed < restarted, `resumed before starting anything:\n${during.join('\n')}`);
+  });
+
   test('abort of a running restart ends it aborted at a step boundary, with every process running', async () => {
     let aborting: Promise<OperationView> | undefined;
     let opId = '';
