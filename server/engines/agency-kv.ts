@@ -24,6 +24,8 @@ export interface AgencyKv {
   get(key: string): Promise<string | undefined>;
   /** Every key under `prefix`, with its value. */
   list(prefix: string): Promise<{ key: string; value: string }[]>;
+  /** Deletes one key; false when it did not exist. */
+  remove(key: string): Promise<boolean>;
 }
 
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
@@ -109,6 +111,10 @@ export function etcdAgency(plan: Plan, tls: () => ClusterClientTls | undefined, 
     async list(prefix) {
       const r = await call<{ kvs?: { key?: string; value?: string }[] }>('/v3/kv/range', { key: b64(prefix), range_end: prefixEnd(prefix) });
       return (r.kvs ?? []).map((kv) => ({ key: unb64(kv.key), value: unb64(kv.value) }));
+    },
+    async remove(key) {
+      const r = await call<{ deleted?: string }>('/v3/kv/deleterange', { key: b64(key) });
+      return Number(r.deleted ?? 0) > 0;
     },
   };
 }

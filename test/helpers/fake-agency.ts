@@ -37,6 +37,7 @@ export function fakeAgency() {
       return true;
     },
     get: async (key) => keys.get(key)?.value,
+    remove: async (key) => keys.delete(key),
     list: async (prefix) => [...keys].filter(([k]) => k.startsWith(prefix)).map(([key, v]) => ({ key, value: v.value })),
   };
   return kv;

@@ -11,6 +11,7 @@
  */
 import { DispatcherError } from '../../../api/errors.js';
 import type { Plan, PlanProcess } from '../../../api/plan.js';
+import { pollUntil } from '../../../shared/poll.js';
 import { clusterHttps, type ClusterClientTls } from '../cluster-https.js';
 import { hostPort } from '../template.js';
 
@@ -114,4 +115,57 @@ export async function removeMember(endpoints: readonly string[], peerUrl: string
   if (!member) return false;
   await call(endpoints, '/v3/cluster/member/remove', { ID: member.id }, opts.tls, opts.timeoutMs ?? 5000, `remove member ${peerUrl}`);
   return true;
+}
+
+/** What one member says of itself and of the leader it follows ("0": none). */
+interface MemberStatus {
+  endpoint: string;
+  memberId: string;
+  leader: string;
+}
+
+async function statusOf(endpoint: string, opts: MembershipOptions): Promise<MemberStatus | undefined> {
+  try {
+    const r = await clusterHttps(`${endpoint}/v3/maintenance/status`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } }, opts.tls, opts.timeoutMs ?? 5000);
+    if (r.status !== 200) return undefined;
+    const j = JSON.parse(r.body) as { header?: { member_id?: string }; leader?: string };
+    return j.header?.member_id ? { endpoint, memberId: j.header.member_id, leader: j.leader ?? '0' } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The leader's member id as a majority of the answering members sees it, with the leader's own endpoint. */
+async function leaderOf(endpoints: readonly string[], opts: MembershipOptions): Promise<{ id: string; endpoint?: string } | undefined> {
+  const all = (await Promise.all(endpoints.map((e) => statusOf(e, opts)))).filter((s): s is MemberStatus => !!s);
+  const votes = new Map<string, number>();
+  for (const s of all) if (s.leader !== '0') votes.set(s.leader, (votes.get(s.leader) ?? 0) + 1);
+  const [id] = [...votes].sort((a, b) => b[1] - a[1])[0] ?? [];
+  return id ? { id, endpoint: all.find((s) => s.memberId === id)?.endpoint } : undefined;
+}
+
+/**
+ * Before a member is removed or its host goes: if it leads the agency, hand leadership to a started member
+ * at one of `toPeerUrls` (members that stay) — etcd's move-leader (POST /v3/maintenance/transfer-leadership,
+ * answered only by the leader itself), then wait until the new leader is seen. Removing a leader works too,
+ * but costs an election (writes stall for an election timeout); a transfer is one round trip. Returns the
+ * new leader's member id, or undefined when nothing had to move (not the leader, or not a member any more).
+ */
+export async function moveLeaderAway(endpoints: readonly string[], fromPeerUrl: string, toPeerUrls: readonly string[], opts: MembershipOptions & { waitMs?: number }): Promise<string | undefined> {
+  const members = await listMembers(endpoints, opts);
+  const from = members.find((m) => m.peerURLs.includes(fromPeerUrl));
+  if (!from) return undefined;
+  const leader = await leaderOf(endpoints, opts);
+  if (!leader) throw new DispatcherError('conflict', 'the agency has no leader now: nothing can be moved or removed until it elects one');
+  if (leader.id !== from.id) return undefined;
+  const target = members.find((m) => m.id !== from.id && m.name !== '' && !m.learner && m.peerURLs.some((u) => toPeerUrls.includes(u)));
+  if (!target) throw new DispatcherError('conflict', `no started agency member that stays can take over the leadership from ${fromPeerUrl}`);
+  if (!leader.endpoint) throw new DispatcherError('peer_unreachable', `the agency leader (${fromPeerUrl}) does not answer its client port: leadership cannot be handed over`);
+  await call([leader.endpoint], '/v3/maintenance/transfer-leadership', { targetID: target.id }, opts.tls, opts.timeoutMs ?? 5000, `move its leadership to ${target.name}`);
+  await pollUntil(() => leaderOf(endpoints, opts), (l) => l?.id === target.id, {
+    timeoutMs: opts.waitMs ?? 10_000,
+    intervalMs: 100,
+    onTimeout: (l) => new DispatcherError('operation_failed', `etcd accepted moving its leadership to ${target.name}, but the leader is still ${l?.id ?? 'none'}`),
+  });
+  return target.id;
 }

@@ -5,12 +5,11 @@
 import { execFile } from 'node:child_process';
 import { DispatcherError } from '../../../api/errors.js';
 import type { PlanProcess } from '../../../api/plan.js';
-import { pollUntil } from '../../../shared/poll.js';
 import { agencyStatus, dbserverState } from '../pg-ha-health.js';
-import { clusterHttps, psqlTlsEnv, type ClusterClientTls } from '../cluster-https.js';
-import { hostPort } from '../template.js';
+import { psqlTlsEnv, type ClusterClientTls } from '../cluster-https.js';
 import type { RestartActions } from '../../core/restart-actions.js';
 import { poolerPause } from './pooler-pause.js';
+import { patroniSwitchover } from './patroni-members.js';
 
 function port(p: PlanProcess, name: string): number {
   const x = p.ports.find((q) => q.name === name);
@@ -56,26 +55,7 @@ export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls 
       const healthy = states.filter((s) => s.id !== leader && s.role === 'replica' && s.running && s.streaming !== false).map((s) => s.id);
       if (!healthy.length) throw new DispatcherError('operation_failed', `no healthy streaming replica to take over from ${leader}; the leader was not restarted`, { details: { process: leader } });
       const candidate = healthy.find((id) => prefer.includes(id)) ?? healthy[0];
-      const lp = dbs.find((p) => p.id === leader)!;
-      const material = tls();
-      if (!material) throw new DispatcherError('conflict', 'this dispatcher has no cluster certificate: Patroni accepts a switchover only from certificate holders', { details: { process: leader } });
-      // Patroni wants a client certificate of the cluster CA and, for unsafe methods, the REST password.
-      const auth = `Basic ${Buffer.from(`patroni:${secrets['rest-password'] ?? ''}`).toString('base64')}`;
-      const res = await clusterHttps(
-        `https://${hostPort(lp.address, port(lp, 'rest'))}/switchover`,
-        { method: 'POST', headers: { 'content-type': 'application/json', authorization: auth }, body: JSON.stringify({ leader, candidate }) },
-        material,
-        timeoutMs,
-      ).catch((e) => {
-        throw new DispatcherError('operation_failed', `switchover ${leader} → ${candidate}: ${(e as Error).message}`, { details: { process: leader } });
-      });
-      const text = res.body;
-      if (res.status !== 200) throw new DispatcherError('operation_failed', `switchover ${leader} → ${candidate} refused by Patroni (${res.status}): ${text.trim()}`, { details: { process: leader } });
-      await pollUntil(() => dbserverState(plan, candidate, { tls: tls() }), (st) => st.role === 'leader' && st.running, {
-        timeoutMs,
-        intervalMs: 100,
-        onTimeout: () => new DispatcherError('operation_failed', `switchover: ${candidate} did not become leader within ${Math.round(timeoutMs / 1000)} s`, { details: { process: leader } }),
-      });
+      await patroniSwitchover(plan, secrets, leader, candidate, tls(), timeoutMs);
       return candidate;
     },
     ...poolerPause({ psql: opts.psql, tls }),
