@@ -276,6 +276,9 @@ export const NodeStatusViewSchema = z.object({
 export const PreflightProblemSchema = z.object({ host: z.string(), check: z.string(), message: z.string() });
 export const PreflightAnswerSchema = z.object({ problems: z.array(PreflightProblemSchema) });
 export const LogLinesAnswerSchema = z.object({ lines: z.array(z.string()) });
+/** POST /v1/node/release: what the released dispatcher kept on disk (only an explicit removal deletes data). */
+export const NodeReleaseAnswerSchema = z.object({ keptDataDirs: z.array(z.string()) });
+export type NodeReleaseAnswer = z.infer<typeof NodeReleaseAnswerSchema>;
 /** A 204 answer: no body at all. */
 export const NoContentSchema = z.undefined();
 

@@ -4,7 +4,7 @@
  * is given: the firewall guard and the process renderer.
  */
 import type { FirewallPolicy, Plan } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeReleaseAnswer, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus } from '../supervisor/types.js';
 import type { ProcessTls } from './node-certificates.js';
 import type { CertificateReload } from '../engines/render.js';
@@ -40,6 +40,13 @@ export interface NodeApi {
   cleanup(confirmName: string): Promise<void>;
   /** Forgets a plan that never started anything (a launch refused at preflight). */
   discardPlan(name: string): Promise<void>;
+  /**
+   * Leaves the cluster `name` (scale in): stops this dispatcher's processes (coordinators first, the agent
+   * last), removes its firewall guard and forgets the plan — and with it every peer pin and the cluster
+   * secrets — but KEEPS the data dirs (named in the answer; only an explicit removal deletes data).
+   * Nothing to do when no plan is stored; 409 for another cluster's plan.
+   */
+  releasePlan(name: string): Promise<NodeReleaseAnswer>;
   /** Last lines of a process's log. */
   logTail(processId: string, lines: number): Promise<string[]>;
   /** Applies a new firewall policy with a deadline; the plan keeps the old one until confirmed. */

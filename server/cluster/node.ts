@@ -7,7 +7,7 @@
  */
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeReleaseAnswer, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { assertValidPlan } from '../core/validate-plan.js';
@@ -135,6 +135,27 @@ export class LocalNode implements NodeApi {
   async discardPlan(name: string): Promise<void> {
     const snap = this.deps.store.get();
     if (snap && snap.plan.name === name && snap.state === 'launching') await this.deps.store.forget();
+  }
+
+  async releasePlan(name: string): Promise<NodeReleaseAnswer> {
+    const snap = this.deps.store.get();
+    // Already released (a retried step): the plan and its pins are gone, nothing runs of it.
+    if (!snap || snap.state === 'cleaned') return { keptDataDirs: [] };
+    if (snap.plan.name !== name) throw new DispatcherError('conflict', `dispatcher ${this.id} has cluster ${snap.plan.name}, not ${name}: nothing released`, { details: { host: this.id, activePlan: snap.plan.name } });
+    const mine = this.myProcesses(snap.plan);
+    // Shutdown order (coordinators first, the agent last); each also leaves the supervisor, so nothing
+    // restarts it and a daemon restart does not adopt it again.
+    for (const p of [...mine].reverse()) {
+      const companions = this.companionsOf(p.id);
+      await this.stopProcess(p.id);
+      for (const c of companions) await this.deps.supervisor.remove(c);
+      if (this.deps.supervisor.get(p.id)) await this.deps.supervisor.remove(p.id);
+    }
+    await this.deps.guard.remove();
+    // Forgetting the plan ends this dispatcher's trust in the cluster's peers (their pins came from it) and
+    // drops the cluster secrets; the data dirs stay (docs/DESIGN.md, "Scaling").
+    await this.deps.store.forget();
+    return { keptDataDirs: mine.map((p) => this.processDir(p)) };
   }
 
   async preflight(callerTime: number): Promise<PreflightProblem[]> {

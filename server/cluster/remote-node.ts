@@ -11,6 +11,7 @@ import {
   NoContentSchema,
   NodeCertificateReloadSchema,
   NodeCertificateRequestsSchema,
+  NodeReleaseAnswerSchema,
   NodeStatusViewSchema,
   PreflightAnswerSchema,
   ProcessStatusSchema,
@@ -99,6 +100,9 @@ export class RemoteNode implements NodeApi {
   }
   async discardPlan(name: string) {
     await this.client.call('POST', '/v1/node/discard', NoContentSchema, { body: { name } });
+  }
+  releasePlan(name: string) {
+    return this.client.call('POST', '/v1/node/release', NodeReleaseAnswerSchema, { body: { name }, timeoutMs: 300_000 });
   }
 }
 

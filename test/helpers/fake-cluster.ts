@@ -111,6 +111,10 @@ export class FakeNode implements NodeApi {
   async cleanup(_confirmName: string) {
     this.record('cleanup');
   }
+  async releasePlan(_name: string) {
+    this.record('releasePlan');
+    return { keptDataDirs: [] };
+  }
   async discardPlan(_name: string) {
     this.record('discardPlan');
   }

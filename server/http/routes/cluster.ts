@@ -218,6 +218,9 @@ export const clusterModule: RouteModule = {
       await node().discardPlan(validate(DiscardSchema, req.body).name);
       res.status(204).end();
     });
+    router.post('/release', async (req, res) => {
+      res.json(await node().releasePlan(validate(DiscardSchema, req.body).name));
+    });
   },
   openapi: {
     '/v1/cluster/launch': { post: { operationId: 'launchCluster', summary: 'Validate, propagate, preflight, guard and start a plan on every dispatcher', requestBody: body, responses: { ...op202, '400': problemResponse('invalid plan') } } },
@@ -276,5 +279,6 @@ export const clusterModule: RouteModule = {
     '/v1/node/status': { get: { operationId: 'nodeStatus', summary: '(peer) processes and guard of this dispatcher', responses: json('node status') } },
     '/v1/node/cleanup': { post: { operationId: 'nodeCleanup', summary: '(peer) delete this machine\'s data dirs of the cluster', requestBody: body, responses: { '204': { description: 'removed' }, ...commonErrors } } },
     '/v1/node/discard': { post: { operationId: 'nodeDiscard', summary: '(peer) forget a plan that never started', requestBody: body, responses: { '204': { description: 'forgotten' }, ...commonErrors } } },
+    '/v1/node/release': { post: { operationId: 'nodeRelease', summary: '(peer) leave the cluster (scale in): stop this machine\'s processes, remove its guard, forget the plan and its pins; data dirs are kept', requestBody: body, responses: { ...json('the data dirs kept'), '409': problemResponse('another cluster\'s plan') } } },
   },
 };
