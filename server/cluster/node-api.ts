@@ -4,7 +4,7 @@
  * is given: the firewall guard and the process renderer.
  */
 import type { FirewallPolicy, Plan } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeUpdatePlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus } from '../supervisor/types.js';
 import type { ProcessTls } from './node-certificates.js';
 import type { CertificateReload } from '../engines/render.js';
@@ -13,6 +13,12 @@ export interface NodeApi {
   readonly id: string;
   /** Stores the plan and the cluster secrets (never an account). Refuses (409) while another plan is active. */
   adoptPlan(payload: NodeAdoptPlan): Promise<void>;
+  /**
+   * Takes the next plan version of a running cluster (a scale step, docs/DESIGN.md "Scaling"): refused
+   * (409) unless the stored version is `base`; only dispatchers and processes may differ. The guard
+   * re-renders from the new plan in one transaction before it is stored.
+   */
+  updatePlan(payload: NodeUpdatePlan): Promise<void>;
   /** Makes keys for this dispatcher's processes and itself; returns only the certificate requests. */
   certificateRequests(): Promise<NodeCertificateRequests>;
   /** Installs the cluster CA and the certificates signed for the pending keys. */

@@ -7,10 +7,11 @@
  */
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeUpdatePlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { assertValidPlan } from '../core/validate-plan.js';
+import { updateNodePlan } from './node-plan-update.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
 import { reloadCertificates } from '../engines/certificate-reload.js';
 import { TLS_FILES } from '../engines/render.js';
@@ -130,6 +131,11 @@ export class LocalNode implements NodeApi {
     // The plan's pins are now who may call this dispatcher's node routes (server/http/auth.ts): adopting a
     // plan changes which certificates are trusted, never an account.
     await this.deps.store.save({ plan, state: 'launching', secrets: payload.secrets });
+  }
+
+  /** A scale step's next plan version (node-plan-update.ts). */
+  updatePlan(payload: NodeUpdatePlan): Promise<void> {
+    return updateNodePlan({ id: this.id, store: this.deps.store, guard: this.deps.guard }, payload);
   }
 
   async discardPlan(name: string): Promise<void> {

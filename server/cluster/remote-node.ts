@@ -18,6 +18,7 @@ import {
   type Credential,
   type NodeAdoptPlan,
   type NodeInstallCertificates,
+  type NodeUpdatePlan,
 } from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
 import { PeerClient, type PeerIdentity } from './peer-client.js';
@@ -45,6 +46,9 @@ export class RemoteNode implements NodeApi {
   async adoptPlan(payload: NodeAdoptPlan) {
     if (!this.firstContact) throw new DispatcherError('bad_request', `no operator credential for first contact with dispatcher ${this.id}`, { details: { host: this.id } });
     await this.client.call('POST', '/v1/node/plan', NoContentSchema, { body: payload, operator: this.firstContact });
+  }
+  async updatePlan(payload: NodeUpdatePlan) {
+    await this.client.call('POST', '/v1/node/plan/update', NoContentSchema, { body: payload, timeoutMs: 60_000 });
   }
   certificateRequests() {
     return this.client.call('POST', '/v1/node/tls/requests', NodeCertificateRequestsSchema);

@@ -6,7 +6,7 @@
  */
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess, Role } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeUpdatePlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessStatus } from '../../api/process-status.js';
 import type { NodeApi } from '../../server/cluster/node-api.js';
 import type { ClusterHealth } from '../../server/cluster/orchestrator.js';
@@ -110,6 +110,9 @@ export class FakeNode implements NodeApi {
   }
   async cleanup(_confirmName: string) {
     this.record('cleanup');
+  }
+  async updatePlan(_payload: NodeUpdatePlan) {
+    this.record('updatePlan');
   }
   async discardPlan(_name: string) {
     this.record('discardPlan');

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, NodeReloadCertificatesSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeUpdatePlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, NodeReloadCertificatesSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
 import { validate, type AppContext, type RouteModule } from '../app.js';
 import type { PeerPin } from '../auth.js';
@@ -166,6 +166,10 @@ export const clusterModule: RouteModule = {
     router.post('/firewall/cancel', async (req, res) => {
       res.json(await node().cancelFirewall(validate(FirewallTokenSchema, req.body).token));
     });
+    router.post('/plan/update', async (req, res) => {
+      await node().updatePlan(validate(NodeUpdatePlanSchema, req.body));
+      res.status(204).end();
+    });
     router.post('/tls/requests', async (_req, res) => {
       res.json(await node().certificateRequests());
     });
@@ -275,6 +279,7 @@ export const clusterModule: RouteModule = {
     '/v1/node/processes/{id}/log': { get: { operationId: 'nodeProcessLog', summary: '(peer) last lines of a process log', parameters: [idParam], responses: json('log lines') } },
     '/v1/node/status': { get: { operationId: 'nodeStatus', summary: '(peer) processes and guard of this dispatcher', responses: json('node status') } },
     '/v1/node/cleanup': { post: { operationId: 'nodeCleanup', summary: '(peer) delete this machine\'s data dirs of the cluster', requestBody: body, responses: { '204': { description: 'removed' }, ...commonErrors } } },
+    '/v1/node/plan/update': { post: { operationId: 'nodeUpdatePlan', summary: '(peer) store the next plan version of a scale operation (dispatchers and processes only) and re-render the guard from it', requestBody: body, responses: { '204': { description: 'stored' }, '409': problemResponse('the stored version is not the base'), ...commonErrors } } },
     '/v1/node/discard': { post: { operationId: 'nodeDiscard', summary: '(peer) forget a plan that never started', requestBody: body, responses: { '204': { description: 'forgotten' }, ...commonErrors } } },
   },
 };
