@@ -46,6 +46,12 @@ export interface ScaleContext {
   /** The plan version each dispatcher stores now, by id (a new dispatcher has one once adopted). */
   versions: Map<string, PlanVersion>;
   /**
+   * A new dispatcher that adopted a plan of its own (the proposed one: its preflight and certificates
+   * cover all its future processes) stores the current version next, with the cluster's number; set
+   * `versions` for it first.
+   */
+  catchUp(host: string): Promise<void>;
+  /**
    * Records something this operation started, so a failure half-way undoes it in reverse order (e.g. stop
    * a process, remove an etcd member). Undo actions never delete a data dir.
    */

@@ -111,6 +111,9 @@ export class FakeNode implements NodeApi {
   async cleanup(_confirmName: string) {
     this.record('cleanup');
   }
+  async refreshConfig(processId: string) {
+    this.record('refreshConfig', processId);
+  }
   async updatePlan(_payload: NodeUpdatePlan) {
     this.record('updatePlan');
   }
