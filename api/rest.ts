@@ -32,6 +32,35 @@ export const LaunchRequestSchema = z
   .strict();
 export type LaunchRequest = z.input<typeof LaunchRequestSchema>;
 
+/**
+ * POST /v1/cluster/scale: the plan the running cluster should become — dispatchers and processes added
+ * (or removed); everything that stays must stay the same (docs/DESIGN.md, "Scaling").
+ */
+export const ScaleRequestSchema = z
+  .object({
+    plan: PlanSchema,
+    baseVersion: BaseVersionField,
+    /** Operator credentials for first contact with each NEW dispatcher (as a launch; default: the caller's). */
+    peerCredentials: z.record(z.string(), CredentialSchema).default({}),
+    readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+  })
+  .strict();
+export type ScaleRequest = z.input<typeof ScaleRequestSchema>;
+
+/**
+ * A running dispatcher takes the next plan version of a scale operation (POST /v1/node/plan/update):
+ * refused (409) unless it stores `base` now; only dispatchers and processes may change.
+ */
+export const NodeUpdatePlanSchema = z
+  .object({
+    plan: PlanSchema,
+    base: PlanVersionSchema,
+    /** The number the cluster gives this version (the same on every dispatcher); greater than base's. */
+    number: z.number().int().min(2),
+  })
+  .strict();
+export type NodeUpdatePlan = z.infer<typeof NodeUpdatePlanSchema>;
+
 export const CleanupRequestSchema = z
   .object({ confirmName: z.string().min(1).describe('must repeat the cluster name: cleanup deletes data dirs') })
   .strict();
@@ -76,7 +105,7 @@ export const FirewallExtendSchema = z
   .object({ token: FirewallTokenSchema.shape.token, confirmWithinSeconds: z.number().int().min(5).max(3600) })
   .strict();
 
-export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart' | 'rotate-certs';
+export type OperationKind = 'launch' | 'shutdown' | 'relaunch' | 'cleanup' | 'restart' | 'rotate-certs' | 'scale';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'aborted';
 
 export interface OperationEvent {

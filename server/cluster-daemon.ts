@@ -11,6 +11,7 @@ import { clusterModule } from './http/routes/cluster.js';
 import { plansModule } from './http/routes/plans.js';
 import { planVersionsModule } from './http/routes/plan-versions.js';
 import { restartModule } from './http/routes/restart.js';
+import { scaleModule } from './http/routes/scale.js';
 import type { NodeGuard } from './cluster/node-api.js';
 import { createClusterRuntime, guardBeforeProcesses, nodeGuard, type ClusterRuntime } from './cluster/setup.js';
 
@@ -24,7 +25,7 @@ export function clusterDaemonOptions(): {
   let runtime: ClusterRuntime | undefined;
   let guard: (NodeGuard & { close(): void }) | undefined;
   return {
-    modules: [plansModule, planVersionsModule, clusterModule, restartModule],
+    modules: [plansModule, planVersionsModule, clusterModule, restartModule, scaleModule],
     beforeProcesses: async (config, logger) => {
       guard = nodeGuard(config.id, config, logger);
       return { restartGone: await guardBeforeProcesses(guard, config, logger) };

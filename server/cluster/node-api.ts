@@ -4,15 +4,31 @@
  * is given: the firewall guard and the process renderer.
  */
 import type { FirewallPolicy, Plan } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeReleaseAnswer, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeReleaseAnswer, NodeUpdatePlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus } from '../supervisor/types.js';
 import type { ProcessTls } from './node-certificates.js';
 import type { CertificateReload } from '../engines/render.js';
+
+/** How a process starts: `agencyState: 'existing'` for an agent that joins a running agency (a scale step). */
+export interface StartOptions {
+  agencyState?: 'new' | 'existing';
+}
 
 export interface NodeApi {
   readonly id: string;
   /** Stores the plan and the cluster secrets (never an account). Refuses (409) while another plan is active. */
   adoptPlan(payload: NodeAdoptPlan): Promise<void>;
+  /**
+   * Takes the next plan version of a running cluster (a scale step, docs/DESIGN.md "Scaling"): refused
+   * (409) unless the stored version is `base`; only dispatchers and processes may differ. The guard
+   * re-renders from the new plan in one transaction before it is stored.
+   */
+  updatePlan(payload: NodeUpdatePlan): Promise<void>;
+  /**
+   * Re-renders a running process's configuration from the stored plan and makes it re-read it (its
+   * engine's `configReload` signal): a scale step added hosts it must know (pg_hba). Restarts nothing.
+   */
+  refreshConfig(processId: string): Promise<void>;
   /** Makes keys for this dispatcher's processes and itself; returns only the certificate requests. */
   certificateRequests(): Promise<NodeCertificateRequests>;
   /** Installs the cluster CA and the certificates signed for the pending keys. */
@@ -31,7 +47,7 @@ export interface NodeApi {
   /** Reads the guard back and compares it with the plan. */
   verifyGuard(): Promise<GuardStatusView>;
   /** Renders, starts and waits until the process is ready (its own probe). */
-  startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus>;
+  startProcess(processId: string, readyTimeoutMs: number, opts?: StartOptions): Promise<ProcessStatus>;
   /** Stops the process and its companion (keepCompanion: the main program only, for a rolling restart). */
   stopProcess(processId: string, opts?: { keepCompanion?: boolean }): Promise<void>;
   setClusterState(state: ClusterState): Promise<void>;
@@ -79,8 +95,8 @@ export interface ProcessRenderer {
   render(
     plan: Plan,
     processId: string,
-    ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; tls?: ProcessTls },
-  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; companion?: { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; reloadSignal?: NodeJS.Signals }; certificateReload?: CertificateReload };
+    ctx: { dispatcherDataDir: string; secrets: Record<string, string>; runAs?: { uid: number; gid: number; user?: string }; tls?: ProcessTls; agencyState?: 'new' | 'existing' },
+  ): { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; companion?: { spec: ProcessSpec; files: { path: string; content: string; mode: number }[]; reloadSignal?: NodeJS.Signals }; certificateReload?: CertificateReload; configReloadSignal?: NodeJS.Signals };
   /** Absolute binary paths the process of this role needs on this machine. */
   binariesFor(plan: Plan, role: string): string[];
   generateSecrets(engine: string): Record<string, string>;

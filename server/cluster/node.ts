@@ -7,16 +7,17 @@
  */
 import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeReleaseAnswer, NodeAdoptPlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeReleaseAnswer, NodeUpdatePlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
 import { assertValidPlan } from '../core/validate-plan.js';
+import { updateNodePlan } from './node-plan-update.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
 import { reloadCertificates } from '../engines/certificate-reload.js';
 import { TLS_FILES } from '../engines/render.js';
 import type { ClusterStore } from './store.js';
 import { NodeCertificates } from './node-certificates.js';
-import type { NodeApi, NodeGuard, ProcessRenderer } from './node-api.js';
+import type { NodeApi, NodeGuard, ProcessRenderer, StartOptions } from './node-api.js';
 import { preflightProblems } from './preflight.js';
 import { basename } from 'node:path';
 import { processDirOf, removeProcessDir, writeProcessFiles } from './process-dir.js';
@@ -132,6 +133,24 @@ export class LocalNode implements NodeApi {
     await this.deps.store.save({ plan, state: 'launching', secrets: payload.secrets });
   }
 
+  async refreshConfig(processId: string): Promise<void> {
+    const { plan, secrets } = this.requirePlan();
+    const p = this.myProcesses(plan).find((x) => x.id === processId);
+    if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
+    const tls = this.certificates.material(processId);
+    const rendered = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, ...(tls ? { tls } : {}) });
+    if (!rendered.configReloadSignal) throw new DispatcherError('conflict', `engine ${plan.engine} declares no configuration reload for ${p.role} ${processId}`, { details: { host: this.id, process: processId } });
+    // Each file created new and renamed over the old one (server/safe-files.ts): never half-written.
+    await writeProcessFiles(this.deps.dataDir, this.processDir(p), rendered.files, this.deps.runAs);
+    const st = this.deps.supervisor.get(processId);
+    if (st?.pid && (st.state === 'ready' || st.state === 'running')) process.kill(st.pid, rendered.configReloadSignal);
+  }
+
+  /** A scale step's next plan version (node-plan-update.ts). */
+  updatePlan(payload: NodeUpdatePlan): Promise<void> {
+    return updateNodePlan({ id: this.id, store: this.deps.store, guard: this.deps.guard }, payload);
+  }
+
   async discardPlan(name: string): Promise<void> {
     const snap = this.deps.store.get();
     if (snap && snap.plan.name === name && snap.state === 'launching') await this.deps.store.forget();
@@ -172,7 +191,7 @@ export class LocalNode implements NodeApi {
     return this.deps.guard.verify(this.requirePlan().plan);
   }
 
-  async startProcess(processId: string, readyTimeoutMs: number): Promise<ProcessStatus> {
+  async startProcess(processId: string, readyTimeoutMs: number, opts: StartOptions = {}): Promise<ProcessStatus> {
     const { plan: stored, secrets } = this.requirePlan();
     // A plan stored by an older version passes today's rules before anything of it runs again.
     const plan = assertValidPlan(stored, defaultEngineCatalog());
@@ -180,7 +199,7 @@ export class LocalNode implements NodeApi {
     if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
     const dir = this.processDir(p);
     const tls = this.certificates.material(processId);
-    const { spec, files, companion } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, ...(tls ? { tls } : {}) });
+    const { spec, files, companion } = this.deps.renderer.render(plan, processId, { dispatcherDataDir: this.deps.dataDir, secrets, runAs: this.deps.runAs, ...(tls ? { tls } : {}), ...(opts.agencyState ? { agencyState: opts.agencyState } : {}) });
     await writeProcessFiles(this.deps.dataDir, dir, [...files, ...(companion?.files ?? [])], this.deps.runAs);
     let current = processId;
     try {

@@ -19,10 +19,11 @@ import {
   type Credential,
   type NodeAdoptPlan,
   type NodeInstallCertificates,
+  type NodeUpdatePlan,
 } from '../../api/rest.js';
 import type { ProcessStatus } from '../supervisor/types.js';
 import { PeerClient, type PeerIdentity } from './peer-client.js';
-import type { NodeApi } from './node-api.js';
+import type { NodeApi, StartOptions } from './node-api.js';
 
 export class RemoteNode implements NodeApi {
   readonly id: string;
@@ -47,6 +48,12 @@ export class RemoteNode implements NodeApi {
     if (!this.firstContact) throw new DispatcherError('bad_request', `no operator credential for first contact with dispatcher ${this.id}`, { details: { host: this.id } });
     await this.client.call('POST', '/v1/node/plan', NoContentSchema, { body: payload, operator: this.firstContact });
   }
+  async refreshConfig(processId: string) {
+    await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/refresh-config`, NoContentSchema, { timeoutMs: 30_000 });
+  }
+  async updatePlan(payload: NodeUpdatePlan) {
+    await this.client.call('POST', '/v1/node/plan/update', NoContentSchema, { body: payload, timeoutMs: 60_000 });
+  }
   certificateRequests() {
     return this.client.call('POST', '/v1/node/tls/requests', NodeCertificateRequestsSchema);
   }
@@ -68,8 +75,8 @@ export class RemoteNode implements NodeApi {
   verifyGuard() {
     return this.client.call('POST', '/v1/node/guard/verify', GuardStatusViewSchema);
   }
-  async startProcess(processId: string, readyTimeoutMs: number) {
-    return (await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/start`, ProcessStatusSchema, { body: { readyTimeoutMs }, timeoutMs: readyTimeoutMs + 15_000 })) as ProcessStatus;
+  async startProcess(processId: string, readyTimeoutMs: number, opts: StartOptions = {}) {
+    return (await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/start`, ProcessStatusSchema, { body: { readyTimeoutMs, ...opts }, timeoutMs: readyTimeoutMs + 15_000 })) as ProcessStatus;
   }
   async stopProcess(processId: string, opts: { keepCompanion?: boolean } = {}) {
     await this.client.call('POST', `/v1/node/processes/${encodeURIComponent(processId)}/stop`, NoContentSchema, { ...(opts.keepCompanion ? { body: { keepCompanion: true } } : {}), timeoutMs: 120_000 });

@@ -10,6 +10,7 @@ import type { Orchestrator, LaunchInput } from './orchestrator.js';
 import type { FoundOperation, OperationStore } from './operations.js';
 import type { ClusterStore } from './store.js';
 import type { RestartService } from './restart.js';
+import type { ScaleService } from './scale.js';
 import type { ClusterClientTls } from '../engines/cluster-https.js';
 
 export class ClusterService {
@@ -24,6 +25,8 @@ export class ClusterService {
      * in server/cluster/setup.ts; undefined before the cluster PKI is issued (docs/SECURITY.md, "Cluster-internal TLS").
      */
     readonly clientTls: () => ClusterClientTls | undefined,
+    /** Scale changes of the running cluster (server/cluster/scale.ts). */
+    readonly scales: ScaleService,
   ) {}
 
   async launch(input: LaunchInput) {

@@ -32,6 +32,9 @@ import type { PeerIdentity } from './peer-client.js';
 import { Orchestrator, type ClusterHealth } from './orchestrator.js';
 import { ClusterService } from './service.js';
 import { RestartService } from './restart.js';
+import { ScaleService } from './scale.js';
+import { scaleOutRunners } from './scale-out-steps.js';
+import { scaleInRunners } from './scale-in-steps.js';
 import { localUpgradeNode, remoteUpgradeNode } from './restart-upgrade.js';
 import { pgHaActions } from '../engines/pg-ha/restart-actions.js';
 import { stopWithGrace } from '../../shared/stop-with-grace.js';
@@ -289,6 +292,17 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
     peerUpgrade: (d) => remoteUpgradeNode(d, identity),
     actions: pgHaActions({ psql: defaultPath(config, 'pg-ha', 'psql'), tls: clientTls }),
   });
+  // Scale changes (server/cluster/scale.ts): new dispatchers are adopted by first contact, like a launch.
+  const scales = new ScaleService({
+    self: node,
+    store,
+    operations,
+    health: engineHealth(config, clientTls),
+    peer: (d, firstContact) => new RemoteNode(d, identity, firstContact),
+    view: () => orchestrator.status(),
+    clusterTls: clientTls,
+    runners: { ...scaleOutRunners, ...scaleInRunners },
+  });
   for (const op of interrupted) {
     // A rolling restart resumes from its persisted progress (server/cluster/restart.ts); others are reported.
     // In the background: taking the lock back may wait for this dispatcher's old lease to run out.
@@ -310,7 +324,7 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
   watchdog.start(Math.min(10_000, (config.operations.launchStaleSeconds * 1000) / 4));
   return {
     // Peers reach this node through the watched one: each of their calls is a sign of a living launch.
-    service: new ClusterService(watchdog.observe(node), orchestrator, operations, store, restarts, clientTls),
+    service: new ClusterService(watchdog.observe(node), orchestrator, operations, store, restarts, clientTls, scales),
     close: () => {
       watchdog.stop();
       guard.close();

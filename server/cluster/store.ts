@@ -121,10 +121,14 @@ export class ClusterStore {
     return this.current ? [...this.versions] : [];
   }
 
-  async save(snapshot: ClusterSnapshot): Promise<void> {
+  /** `opts.versionNumber`: the number a changed plan gets (a scale step's; server/core/plan-version.ts nextHistory). */
+  async save(snapshot: ClusterSnapshot, opts: { versionNumber?: number } = {}): Promise<void> {
     // Only a valid plan is ever persisted, whichever way it came (launch, peer adoption, upgrade, firewall
     // change): the one validation (server/core/validate-plan.ts), docs/SECURITY.md "Peer dispatcher".
     assertValidPlan(snapshot.plan, defaultEngineCatalog());
+    const updatedAt = new Date(this.clock.now()).toISOString();
+    // Every change of the plan is a new version; a state change or a TLS change keeps the version.
+    const versions = nextHistory(this.current && { plan: this.current.plan, history: this.versions, cleaned: this.current.state === 'cleaned' }, snapshot.plan, updatedAt, opts.versionNumber);
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     // Secrets first: a crash in between leaves secrets without a record, which load() ignores.
     await writeFileAtomic(this.secretsFile, JSON.stringify({ secrets: snapshot.secrets }), 0o600);
@@ -134,9 +138,6 @@ export class ClusterStore {
     } else {
       await rm(this.tlsFile, { force: true });
     }
-    const updatedAt = new Date(this.clock.now()).toISOString();
-    // Every change of the plan is a new version; a state change or a TLS change keeps the version.
-    const versions = nextHistory(this.current && { plan: this.current.plan, history: this.versions, cleaned: this.current.state === 'cleaned' }, snapshot.plan, updatedAt);
     const record: ClusterRecord = { plan: snapshot.plan, state: snapshot.state, updatedAt, versions };
     await writeFileAtomic(this.recordFile, JSON.stringify(record, null, 2), 0o600);
     this.current = snapshot;

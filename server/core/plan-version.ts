@@ -45,12 +45,18 @@ export function nextHistory(
   current: { plan: Plan; history: readonly PlanVersionEntry[]; cleaned: boolean } | undefined,
   next: Plan,
   at: string,
+  /**
+   * The number the cluster gives this version (a scale operation numbers its steps' versions the same on
+   * every dispatcher, including one that joined with a version of its own); at least the next number.
+   */
+  number?: number,
 ): PlanVersionEntry[] {
   const hash = planHash(next);
   if (!current || current.cleaned || current.plan.name !== next.name || current.history.length === 0) return [{ number: 1, hash, at }];
   const last = current.history[current.history.length - 1];
   if (last.hash === hash) return [...current.history];
-  return [...current.history, { number: last.number + 1, hash, at }].slice(-PLAN_HISTORY_LIMIT);
+  if (number !== undefined && number <= last.number) throw new DispatcherError('conflict', `plan version ${number} is not after the stored version ${last.number}`);
+  return [...current.history, { number: number ?? last.number + 1, hash, at }].slice(-PLAN_HISTORY_LIMIT);
 }
 
 export function currentVersion(history: readonly PlanVersionEntry[]): PlanVersion {

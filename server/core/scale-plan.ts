@@ -23,7 +23,8 @@ export function quorum(n: number): number {
   return Math.floor(n / 2) + 1;
 }
 
-function unchangedProblems(running: Plan, proposed: Plan): Problem[] {
+/** Why `proposed` is not a scale change of `running` (it changes something that stays); empty when it is one. */
+export function scaleChangeProblems(running: Plan, proposed: Plan): Problem[] {
   const problems: Problem[] = [];
   for (const key of ['name', 'engine', 'dataRoot', 'binaries', 'firewall'] as const) {
     if (!same(running[key], proposed[key])) {
@@ -108,7 +109,7 @@ export interface ScaleHealth {
 export function planScale(running: Plan, proposed: Plan, health: ScaleHealth = {}): ScalePlan {
   const downHosts = health.downHosts ?? new Set<string>();
   const down = new Set([...(health.downProcesses ?? []), ...running.processes.filter((p) => downHosts.has(p.dispatcher)).map((p) => p.id)]);
-  const problems = unchangedProblems(running, proposed);
+  const problems = scaleChangeProblems(running, proposed);
   const keptIds = new Set(proposed.processes.map((p) => p.id));
   const runningIds = new Set(running.processes.map((p) => p.id));
   const added = proposed.processes.filter((p) => !runningIds.has(p.id));

@@ -30,6 +30,12 @@ export interface RenderContext {
    * {{tls.keyFile}} and {{tls.pemFile}} (certificate + key in one file, for HAProxy).
    */
   tls?: { ca: string; cert: string; key: string };
+  /**
+   * The agency this process starts with: `new` for a launch (the plan's agents bootstrap together),
+   * `existing` for an agent a scale operation added as a member first (docs/DESIGN.md, "Scaling"); the
+   * templates name it {{agencyState}}. Only a process's first start reads it (etcd ignores it afterwards).
+   */
+  agencyState?: 'new' | 'existing';
 }
 
 /** Where a process's TLS files live, relative to its dir. */
@@ -53,6 +59,8 @@ export interface RenderedProcess {
   companion?: { spec: ProcessSpec; files: RenderedFile[]; reloadSignal?: NodeJS.Signals };
   /** How the running program re-reads its TLS files (templates/<engine>/engine.yaml `certificateReload`). */
   certificateReload?: CertificateReload;
+  /** The signal that makes the running program re-read its configuration (engine.yaml `configReload`). */
+  configReloadSignal?: NodeJS.Signals;
 }
 
 /** The supervisor id of a process's companion. */
@@ -133,6 +141,7 @@ export function templateData(engine: Engine, plan: Plan, proc: PlanProcess, dir:
     dbservers: all.filter((m) => m.role === 'dbserver'),
     coordinators: all.filter((m) => m.role === 'coordinator'),
     agencySize: agents.length,
+    agencyState: ctx.agencyState ?? 'new',
     clusterAddresses: addresses,
     hostAddresses: hostAddresses(plan, proc),
     singleSocketAddress: singleSocketAddress(hostAddresses(plan, proc)),
@@ -299,6 +308,7 @@ export function renderProcess(engine: Engine, plan: Plan, processId: string, ctx
     if (!socket.startsWith(dir + sep)) throw new DispatcherError('config_invalid', `engine ${engine.name}: certificateReload socket of ${what} escapes the process dir`);
     out.certificateReload = { ...cr, socket };
   } else if (cr) out.certificateReload = cr;
+  if (role.configReload) out.configReloadSignal = role.configReload.signal;
   if (role.leftoverPidFile) out.leftoverPidFile = resolve(dir, renderTemplate(role.leftoverPidFile, data, `leftoverPidFile of ${what}`));
   return out;
 }

@@ -184,6 +184,11 @@ export const EngineRoleSchema = z
     companion: EngineCompanionSchema.optional(),
     /** Absent: certificate renewal falls back to a rolling restart for the whole cluster. */
     certificateReload: CertificateReloadSchema.optional(),
+    /**
+     * How the running program re-reads its rendered configuration (a scale step changed the plan's hosts:
+     * pg_hba, etcd hosts): the signal its main program takes. Absent: the role cannot take a new plan in place.
+     */
+    configReload: z.object({ signal: z.enum(['SIGHUP', 'SIGUSR1', 'SIGUSR2']), description: z.string() }).strict().optional(),
   })
   .strict();
 export type EngineRole = z.infer<typeof EngineRoleSchema>;

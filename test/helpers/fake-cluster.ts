@@ -6,7 +6,7 @@
  */
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan, PlanProcess, Role } from '../../api/plan.js';
-import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
+import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeUpdatePlan, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessStatus } from '../../api/process-status.js';
 import type { NodeApi } from '../../server/cluster/node-api.js';
 import type { ClusterHealth } from '../../server/cluster/orchestrator.js';
@@ -114,6 +114,12 @@ export class FakeNode implements NodeApi {
   async releasePlan(_name: string) {
     this.record('releasePlan');
     return { keptDataDirs: [] };
+  }
+  async refreshConfig(processId: string) {
+    this.record('refreshConfig', processId);
+  }
+  async updatePlan(_payload: NodeUpdatePlan) {
+    this.record('updatePlan');
   }
   async discardPlan(_name: string) {
     this.record('discardPlan');

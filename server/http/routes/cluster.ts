@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { Request, Response } from 'express';
-import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, NodeReloadCertificatesSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
+import { LaunchRequestSchema, CleanupRequestSchema, NodeAdoptPlanSchema, NodeUpdatePlanSchema, NodeInstallCertificatesSchema, NodeTrustCaSchema, NodeReloadCertificatesSchema, FirewallChangeSchema, FirewallTokenSchema, FirewallExtendSchema } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
 import { validate, type AppContext, type RouteModule } from '../app.js';
 import type { PeerPin } from '../auth.js';
@@ -18,7 +18,8 @@ import { assertBaseVersion } from '../../core/plan-version.js';
 
 const RelaunchSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000) }).strict();
 const PreflightSchema = z.object({ callerTime: z.number() }).strict();
-const StartSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000) }).strict();
+/** agencyState: `existing` for an agent a scale operation added to the running agency first (docs/DESIGN.md, "Scaling"). */
+const StartSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000), agencyState: z.enum(['new', 'existing']).optional() }).strict();
 /** keepCompanion: a rolling restart restarts the main program only (server/cluster/node.ts). */
 const StopSchema = z.object({ keepCompanion: z.boolean().optional() }).strict();
 const StateSchema = z.object({ state: z.enum(['launching', 'running', 'failed', 'shutdown']) }).strict();
@@ -166,6 +167,10 @@ export const clusterModule: RouteModule = {
     router.post('/firewall/cancel', async (req, res) => {
       res.json(await node().cancelFirewall(validate(FirewallTokenSchema, req.body).token));
     });
+    router.post('/plan/update', async (req, res) => {
+      await node().updatePlan(validate(NodeUpdatePlanSchema, req.body));
+      res.status(204).end();
+    });
     router.post('/tls/requests', async (_req, res) => {
       res.json(await node().certificateRequests());
     });
@@ -191,8 +196,12 @@ export const clusterModule: RouteModule = {
       res.json(await node().verifyGuard());
     });
     router.post('/processes/:id/start', async (req, res) => {
-      const { readyTimeoutMs } = validate(StartSchema, req.body);
-      res.json(await node().startProcess(String(req.params.id), readyTimeoutMs));
+      const { readyTimeoutMs, agencyState } = validate(StartSchema, req.body);
+      res.json(await node().startProcess(String(req.params.id), readyTimeoutMs, agencyState ? { agencyState } : {}));
+    });
+    router.post('/processes/:id/refresh-config', async (req, res) => {
+      await node().refreshConfig(String(req.params.id));
+      res.status(204).end();
     });
     router.post('/processes/:id/stop', async (req, res) => {
       const { keepCompanion } = validate(StopSchema, req.body ?? {});
@@ -278,6 +287,8 @@ export const clusterModule: RouteModule = {
     '/v1/node/processes/{id}/log': { get: { operationId: 'nodeProcessLog', summary: '(peer) last lines of a process log', parameters: [idParam], responses: json('log lines') } },
     '/v1/node/status': { get: { operationId: 'nodeStatus', summary: '(peer) processes and guard of this dispatcher', responses: json('node status') } },
     '/v1/node/cleanup': { post: { operationId: 'nodeCleanup', summary: '(peer) delete this machine\'s data dirs of the cluster', requestBody: body, responses: { '204': { description: 'removed' }, ...commonErrors } } },
+    '/v1/node/processes/{id}/refresh-config': { post: { operationId: 'nodeRefreshConfig', summary: '(peer) re-render a running process\'s configuration from the stored plan and signal it to re-read it', parameters: [idParam], responses: { '204': { description: 're-read' }, ...commonErrors } } },
+    '/v1/node/plan/update': { post: { operationId: 'nodeUpdatePlan', summary: '(peer) store the next plan version of a scale operation (dispatchers and processes only) and re-render the guard from it', requestBody: body, responses: { '204': { description: 'stored' }, '409': problemResponse('the stored version is not the base'), ...commonErrors } } },
     '/v1/node/discard': { post: { operationId: 'nodeDiscard', summary: '(peer) forget a plan that never started', requestBody: body, responses: { '204': { description: 'forgotten' }, ...commonErrors } } },
     '/v1/node/release': { post: { operationId: 'nodeRelease', summary: '(peer) leave the cluster (scale in): stop this machine\'s processes, remove its guard, forget the plan and its pins; data dirs are kept', requestBody: body, responses: { ...json('the data dirs kept'), '409': problemResponse('another cluster\'s plan') } } },
   },

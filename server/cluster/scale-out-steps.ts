@@ -1,0 +1,141 @@
+/**
+ * The scale-out steps (docs/DESIGN.md, "Scaling"), each run by the executor (scale.ts) after the plan
+ * version it needs is stored (server/core/scale-progress.ts): a new dispatcher adopts the cluster like a
+ * launch's first contact (preflight, certificates signed by the cluster CA here); every host's guard and
+ * every DB server's pg_hba let the new hosts in before any of their processes starts; an agent joins by
+ * `etcd member add` first, then starts with --initial-cluster-state=existing, healthy before the next; a
+ * DB server starts as a Patroni replica (ready once streaming); a coordinator starts last.
+ */
+import { DispatcherError, type Problem } from '../../api/errors.js';
+import type { PlanProcess, Role } from '../../api/plan.js';
+import { planHash } from '../core/plan-version.js';
+import { agencyEndpoints, agentPeerUrl, addMember, listMembers, removeMember } from '../engines/pg-ha/etcd-members.js';
+import { certificateInfo, splitPemBundle } from '../pki/certificates.js';
+import { pollUntil, settledCheck } from '../../shared/poll.js';
+import { combined, describeGuard, settleAll, subset } from './fan-out.js';
+import { HEALTH_GATE_POLL_MS } from './orchestrator.js';
+import { clusterCa, issueCertificates } from './issue-certificates.js';
+import type { ScaleContext, StepRunners } from './scale-steps.js';
+
+type ScaleOutKind = 'adopt-dispatcher' | 'widen-firewall' | 'add-agent' | 'add-dbserver' | 'add-coordinator' | 'reconfigure-coordinators';
+
+function processOf(ctx: ScaleContext, id: string): PlanProcess {
+  const p = ctx.current().processes.find((x) => x.id === id);
+  if (!p) throw new DispatcherError('internal', `process ${id} is not in the current plan version`);
+  return p;
+}
+
+/** The role's cluster-level health with the new process (the launch's gate). */
+async function waitHealthy(ctx: ScaleContext, role: Role, what: string) {
+  const plan = ctx.current();
+  const processes = plan.processes.filter((p) => p.role === role);
+  const t0 = ctx.clock.now();
+  const res = await pollUntil(() => settledCheck(() => ctx.health.check(plan, role, processes, ctx.secrets)), (r) => r.ok, {
+    timeoutMs: ctx.readyTimeoutMs,
+    intervalMs: HEALTH_GATE_POLL_MS,
+    clock: ctx.clock,
+    onTimeout: (r) => new DispatcherError('operation_failed', `${role}s not healthy within ${Math.round(ctx.readyTimeoutMs / 1000)} s after ${what}: ${r.detail}`),
+  });
+  ctx.op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}`, durationMs: Math.round(ctx.clock.now() - t0) });
+}
+
+async function startNew(ctx: ScaleContext, p: PlanProcess, opts: { agencyState?: 'existing' } = {}) {
+  const node = ctx.nodes.get(p.dispatcher)!;
+  // Undo stops it (its data dir stays: docs/DESIGN.md, "Scaling").
+  ctx.onRollback(`start of ${p.id} on ${p.dispatcher}`, () => node.stopProcess(p.id));
+  const t0 = ctx.clock.now();
+  const st = await node.startProcess(p.id, ctx.readyTimeoutMs, opts);
+  ctx.op.event({ level: 'info', step: 'ready', host: p.dispatcher, process: p.id, message: `${p.id} ready (pid ${st.pid})`, durationMs: Math.round(ctx.clock.now() - t0) });
+}
+
+export const scaleOutRunners: Pick<StepRunners, ScaleOutKind> = {
+  /**
+   * First contact, as a launch (docs/SECURITY.md, "first contact"): the new dispatcher adopts the PROPOSED
+   * plan with the operator credential (so its preflight and certificates cover every process it will
+   * run), is preflighted, gets its certificates from the cluster CA on this dispatcher, then stores the
+   * current version like everyone else (its guard goes up from it: no process of it runs yet).
+   */
+  async 'adopt-dispatcher'(ctx, step) {
+    const node = ctx.nodes.get(step.host)!;
+    await node.adoptPlan({ plan: ctx.proposed, secrets: ctx.secrets });
+    ctx.onRollback(`adoption of the plan by ${step.host}`, () => node.discardPlan(ctx.proposed.name));
+    const problems = await node.preflight(ctx.clock.now());
+    if (problems.length) {
+      const list: Problem[] = problems.map((p) => ({ path: step.host, message: `${p.check}: ${p.message}` }));
+      throw new DispatcherError('preflight_failed', `preflight failed on ${step.host}:\n${list.map((p) => `  ${p.message}`).join('\n')}`, { problems: list, details: { host: step.host } });
+    }
+    ctx.op.event({ level: 'info', step: 'preflight', host: step.host, message: 'ok' });
+    const ca = await clusterCa(ctx.store, { create: false });
+    // The cross certificate of a CA rotation stays in the chain while valid (as renewCertificates does).
+    const chain = ctx.store.get()?.tls?.chain;
+    const live = chain && splitPemBundle(chain).every((c) => new Date(certificateInfo(c).notAfter).getTime() > ctx.clock.now());
+    const issued = await issueCertificates(ctx.proposed, subset(ctx.nodes, [step.host]), ca, ca.certPem, live ? chain : undefined);
+    for (const r of issued) ctx.op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed` });
+    ctx.versions.set(step.host, { number: 1, hash: planHash(ctx.proposed) });
+    await ctx.catchUp(step.host);
+    await node.setClusterState('running');
+  },
+
+  /**
+   * The plan naming the new hosts is stored everywhere already (each guard re-rendered from it in one
+   * transaction); here every guard is read back, and every DB server re-reads its pg_hba, before any
+   * process of a new host starts.
+   */
+  async 'widen-firewall'(ctx, step) {
+    const hosts = subset(ctx.nodes, step.hosts);
+    const verified = await settleAll(hosts, (n) => n.verifyGuard(), () => ctx.clock.now());
+    if (verified.failed.length) throw combined('operation_failed', 'guard verification failed', verified.failed);
+    const bad = [...verified.values].filter(([, g]) => g.inSync === false);
+    if (bad.length) throw new DispatcherError('operation_failed', `firewall guard not in sync on ${bad.map(([id]) => id).join(', ')}`, { details: { host: bad[0][0] } });
+    for (const [id, g] of verified.values) ctx.op.event({ level: 'info', step: 'guard', host: id, message: `lets ${step.addresses.join(', ')} in: ${describeGuard(g)}`, durationMs: verified.ms.get(id) });
+    const dbservers = ctx.current().processes.filter((p) => p.role === 'dbserver');
+    for (const p of dbservers) {
+      await ctx.nodes.get(p.dispatcher)!.refreshConfig(p.id);
+      ctx.op.event({ level: 'info', step: 'pg_hba', host: p.dispatcher, process: p.id, message: `${p.id} re-read its configuration (pg_hba admits ${step.addresses.join(', ')})` });
+    }
+  },
+
+  /** `etcd member add` (the plan's agents are then exactly the members), start with `existing`, healthy before the next. */
+  async 'add-agent'(ctx, step) {
+    const p = processOf(ctx, step.process);
+    const plan = ctx.current();
+    const opts = { tls: ctx.clusterTls };
+    const endpoints = agencyEndpoints(plan, [p.id]);
+    const peerUrl = agentPeerUrl(p);
+    const members = await listMembers(endpoints, opts);
+    const others = plan.processes.filter((x) => x.role === 'agent' && x.id !== p.id);
+    // --initial-cluster is rendered from the plan's agents: it must name exactly the members etcd has.
+    const unknown = members.filter((m) => !m.peerURLs.includes(peerUrl) && !others.some((o) => m.peerURLs.includes(agentPeerUrl(o))));
+    const absent = others.filter((o) => !members.some((m) => m.peerURLs.includes(agentPeerUrl(o))));
+    if (unknown.length || absent.length) {
+      throw new DispatcherError('conflict', `the agency's members do not match the plan (${unknown.length ? `members not in the plan: ${unknown.map((m) => m.name || m.peerURLs.join(' ')).join(', ')}` : ''}${absent.length ? ` agents of the plan that are no members: ${absent.map((o) => o.id).join(', ')}` : ''}); refusing to add ${p.id}`);
+    }
+    const t0 = ctx.clock.now();
+    const added = await addMember(endpoints, peerUrl, opts);
+    ctx.onRollback(`etcd member add of ${p.id}`, async () => void (await removeMember(endpoints, peerUrl, opts)));
+    ctx.op.event({ level: 'info', step: 'member-add', host: p.dispatcher, process: p.id, message: `etcd member ${added.id} added for ${peerUrl}`, durationMs: Math.round(ctx.clock.now() - t0) });
+    await startNew(ctx, p, { agencyState: 'existing' });
+    await waitHealthy(ctx, 'agent', `adding ${p.id}`);
+  },
+
+  /** Patroni finds the initialized cluster in the agency and clones from the leader: ready once streaming. */
+  async 'add-dbserver'(ctx, step) {
+    const p = processOf(ctx, step.process);
+    await startNew(ctx, p);
+    await waitHealthy(ctx, 'dbserver', `adding ${p.id}`);
+  },
+
+  async 'add-coordinator'(ctx, step) {
+    const p = processOf(ctx, step.process);
+    await startNew(ctx, p);
+    await waitHealthy(ctx, 'coordinator', `adding ${p.id}`);
+  },
+
+  /**
+   * Coordinators that stay would need a graceful reload of HAProxy for the new DB server list; HAProxy runs
+   * with -db (no master-worker) today, so this is refused with what to do instead.
+   */
+  async 'reconfigure-coordinators'(_ctx, step) {
+    throw new DispatcherError('bad_request', `not supported yet: reconfiguring the coordinators ${step.processes.join(', ')} for the new DB server list (restart them: dispatch restart --role coordinator)`);
+  },
+};

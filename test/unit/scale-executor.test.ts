@@ -1,0 +1,172 @@
+/**
+ * The scale executor (server/cluster/scale.ts; docs/DESIGN.md, "Scaling") over fakes: the steps run in the
+ * planner's order through the StepRunners table, each adding step stores its plan version everywhere
+ * BEFORE it runs, a change against another base version is a 409 before any operation exists, a change
+ * the planner refuses is refused with every problem, and a failure half-way undoes the failed step only,
+ * leaving the plan at the last true version. Fakes of nodes, health, clock and runners; the real steps are
+ * exercised in test/net/scale-out.test.ts.
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DispatcherError } from '../../api/errors.js';
+import type { Plan } from '../../api/plan.js';
+import type { PlanVersion, ScaleStep } from '../../api/plan-version.js';
+import type { NodeUpdatePlan } from '../../api/rest.js';
+import { planHash } from '../../server/core/plan-version.js';
+import { OperationStore } from '../../server/cluster/operations.js';
+import { ScaleService } from '../../server/cluster/scale.js';
+import type { StepRunners } from '../../server/cluster/scale-steps.js';
+import { scaleInRunners } from '../../server/cluster/scale-in-steps.js';
+import { fakeClock, FakeNode, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
+
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** The running plan grown by d4 with a DB server and a coordinator (copies of d1's, on d4's address; the agency stays odd). */
+function grown(base: Plan): Plan {
+  const p = structuredClone(base);
+  const d1 = p.dispatchers[0];
+  p.dispatchers.push({ ...d1, id: 'd4', endpoint: 'https://10.0.0.4:8528', addresses: ['10.0.0.4'] });
+  for (const role of ['dbserver', 'coordinator'] as const) {
+    const src = p.processes.find((x) => x.role === role)!;
+    p.processes.push({ ...structuredClone(src), id: `${role}-d4`, dispatcher: 'd4', address: '10.0.0.4', dataDir: `${src.dataDir}-d4` });
+  }
+  return p;
+}
+
+/** A node that keeps the plan versions it stores (updatePlan checks the base as the real one does). */
+class VersionedNode extends FakeNode {
+  version: PlanVersion | undefined;
+  plans: Plan[] = [];
+  override async updatePlan(payload: NodeUpdatePlan) {
+    await super.updatePlan(payload);
+    if (!this.version || this.version.number !== payload.base.number || this.version.hash !== payload.base.hash) throw new DispatcherError('conflict', `${this.id} stores another version`);
+    this.version = { number: payload.number, hash: planHash(payload.plan) };
+    this.plans.push(payload.plan);
+  }
+}
+
+function harness(opts: { fail?: string; view?: (plan: Plan) => { dispatchers: any[]; processes: any[] } } = {}) {
+  const running = threeHostPlan();
+  const base: PlanVersion = { number: 3, hash: planHash(running) };
+  const journal: string[] = [];
+  const nodes = new Map(['d1', 'd2', 'd3', 'd4'].map((id) => [id, new VersionedNode(id, journal)]));
+  for (const id of ['d1', 'd2', 'd3']) nodes.get(id)!.version = base;
+  const dir = mkdtempSync(join(tmpdir(), 'cd-scale-'));
+  dirs.push(dir);
+  mkdirSync(join(dir, 'operations'));
+  const clock = fakeClock();
+  const operations = new OperationStore(dir, undefined, clock);
+  let snap = { plan: running, state: 'running' as const, secrets: {} as Record<string, string> };
+  const store = {
+    get: () => snap,
+    save: async (s: typeof snap) => void (snap = s),
+    version: () => base,
+  };
+  const undone: string[] = [];
+  const record = (what: string) => async (ctx: Parameters<StepRunners['add-agent']>[0], step: ScaleStep) => {
+    const where = 'process' in step ? step.process : 'host' in step ? step.host : step.kind;
+    journal.push(`run:${step.kind}:${where}`);
+    // What the step sees stored: the process it adds is in the current plan already.
+    if ('process' in step) assert.ok(ctx.current().processes.some((p) => p.id === step.process), `${step.process} is in the plan before ${step.kind} runs`);
+    ctx.onRollback(`${what} ${where}`, async () => void undone.push(`${what} ${where}`));
+    if (step.kind === 'adopt-dispatcher') {
+      nodes.get(step.host)!.version = { number: 1, hash: planHash(ctx.proposed) };
+      ctx.versions.set(step.host, nodes.get(step.host)!.version!);
+      await ctx.catchUp(step.host);
+    }
+    if (opts.fail === where) throw new DispatcherError('operation_failed', `${where} did not become ready (fake)`);
+  };
+  const runners = {
+    ...scaleInRunners,
+    'adopt-dispatcher': record('adopt'),
+    'widen-firewall': record('widen'),
+    'add-agent': record('start'),
+    'add-dbserver': record('start'),
+    'add-coordinator': record('start'),
+    'reconfigure-coordinators': record('reconfigure'),
+  } as StepRunners;
+  const view = opts.view ?? ((plan: Plan) => ({
+    dispatchers: plan.dispatchers.map((d) => ({ id: d.id, reachable: true, planVersion: base })),
+    processes: plan.processes.map((p) => ({ id: p.id, state: 'ready' })),
+  }));
+  const service = new ScaleService({
+    self: nodes.get('d1')!,
+    store,
+    operations,
+    health: scriptedHealth(),
+    peer: (d) => nodes.get(d.id)!,
+    view: async () => view(running) as any,
+    clusterTls: () => ({ ca: 'ca', cert: 'cert', key: 'key' }),
+    runners,
+    clock,
+  });
+  return { running, base, journal, nodes, operations, service, undone };
+}
+
+const runs = (journal: string[]) => journal.filter((j) => j.startsWith('run:') || j.includes(':updatePlan'));
+
+describe('scale executor', () => {
+  test('scale out: steps in the planner order; each adding step stores its plan version everywhere before it runs; the last version is the proposed plan', async () => {
+    const h = harness();
+    const proposed = grown(h.running);
+    const op = await h.service.start({ plan: proposed, baseVersion: h.base, operatorCredential: { user: 'op', password: 'pw' } });
+    const done = await h.operations.wait(op.id);
+    assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+    const j = runs(h.journal);
+    // adopt: d1..d3 store the plan naming d4 first (their guards let it in), then d4 adopts and catches up.
+    assert.deepEqual(j.slice(0, 5), ['d1:updatePlan', 'd2:updatePlan', 'd3:updatePlan', 'run:adopt-dispatcher:d4', 'd4:updatePlan']);
+    assert.deepEqual(j.filter((x) => x.startsWith('run:')), ['run:adopt-dispatcher:d4', 'run:widen-firewall:widen-firewall', 'run:add-dbserver:dbserver-d4', 'run:add-coordinator:coordinator-d4', 'run:reconfigure-coordinators:reconfigure-coordinators']);
+    const dbAt = j.indexOf('run:add-dbserver:dbserver-d4');
+    assert.deepEqual(j.slice(dbAt - 4, dbAt).sort(), ['d1:updatePlan', 'd2:updatePlan', 'd3:updatePlan', 'd4:updatePlan'], 'the DB server is in every stored plan before it starts');
+    for (const n of h.nodes.values()) assert.deepEqual(n.version, { number: 6, hash: planHash(proposed) }, `${n.id} ends at the proposed plan as version 6`);
+    assert.deepEqual(done.result, { cluster: proposed.name, version: { number: 6, hash: planHash(proposed) }, steps: 5 });
+    const stepEvents = done.events.filter((e) => /^step \d\/5 done$/.test(e.message));
+    assert.equal(stepEvents.length, 5);
+    assert.ok(stepEvents.every((e) => typeof e.durationMs === 'number'));
+    assert.deepEqual((done.progress as any).done, 5);
+  });
+
+  test('a change computed against another version is a 409 before any operation exists', async () => {
+    const h = harness();
+    await assert.rejects(
+      h.service.start({ plan: grown(h.running), baseVersion: { number: 2, hash: h.base.hash }, operatorCredential: { user: 'op', password: 'pw' } }),
+      (e: DispatcherError) => e.status === 409 && /version 2/.test(e.message) && /version 3/.test(e.message),
+    );
+    assert.equal(h.operations.list().length, 0);
+    assert.deepEqual(runs(h.journal), []);
+  });
+
+  test('refusals name every problem: a changed port (400), an agency without quorum (409), no credential for the new host (400)', async () => {
+    const h = harness();
+    const changed = grown(h.running);
+    changed.processes[0].ports[0].port += 100;
+    changed.processes[1].ports[0].port += 100;
+    await assert.rejects(h.service.start({ plan: changed, operatorCredential: { user: 'op', password: 'pw' } }), (e: DispatcherError) => e.status === 400 && e.problems.length === 2);
+    const agents = h.running.processes.filter((p) => p.role === 'agent').map((p) => p.id);
+    const down = harness({ view: (plan) => ({ dispatchers: plan.dispatchers.map((d) => ({ id: d.id, reachable: true, planVersion: h.base })), processes: plan.processes.map((p) => ({ id: p.id, state: agents.slice(0, 2).includes(p.id) ? 'stopped' : 'ready' })) }) });
+    await assert.rejects(down.service.start({ plan: grown(down.running), operatorCredential: { user: 'op', password: 'pw' } }), (e: DispatcherError) => e.status === 409 && /lost quorum/.test(e.message));
+    await assert.rejects(h.service.start({ plan: grown(h.running) }), (e: DispatcherError) => e.status === 400 && /credentials for the new dispatchers d4/.test(e.message));
+    assert.equal(h.operations.list().length + down.operations.list().length, 0);
+  });
+
+  test('failure half-way: the failed step is undone and its plan version replaced; completed steps stay; the error says what is left', async () => {
+    const h = harness({ fail: 'coordinator-d4' });
+    const proposed = grown(h.running);
+    const op = await h.service.start({ plan: proposed, operatorCredential: { user: 'op', password: 'pw' } });
+    const done = await h.operations.wait(op.id);
+    assert.equal(done.state, 'failed');
+    assert.deepEqual(h.undone, ['start coordinator-d4'], 'only the failed step is undone');
+    assert.match(done.error!.message, /step 4\/5 \(add-coordinator coordinator-d4 on d4\) failed/);
+    assert.match(done.error!.message, /not done: add-coordinator coordinator-d4 on d4; reconfigure-coordinators/);
+    // The plan with the DB server (step 3) is true: stored again as the next version, without the coordinator.
+    const last = h.nodes.get('d2')!.plans.at(-1)!;
+    assert.ok(last.processes.some((p) => p.id === 'dbserver-d4'));
+    assert.ok(!last.processes.some((p) => p.id === 'coordinator-d4'));
+    for (const n of h.nodes.values()) assert.deepEqual(n.version, { number: 7, hash: planHash(last) });
+    assert.deepEqual((done.progress as any).done, 3);
+  });
+});
