@@ -84,7 +84,7 @@ export class ScaleService {
    * Every refusal before anything changes: 400 for a plan that is not valid or not a scale change of the
    * running one, 409 for another base version, a dispatcher behind, or a change the planner refuses now.
    */
-  async precheck(input: ScaleInput): Promise<{ running: Plan; proposed: Plan; steps: ScaleStep[]; request: ReturnType<typeof ScaleRequestSchema.parse> }> {
+  async precheck(input: ScaleInput): Promise<{ running: Plan; proposed: Plan; steps: ScaleStep[]; request: ReturnType<typeof ScaleRequestSchema.parse>; downHosts: ReadonlySet<string> }> {
     const { operatorCredential, ...body } = input;
     const request = ScaleRequestSchema.parse(body);
     const snap = this.deps.store.get();
@@ -114,10 +114,11 @@ export class ScaleService {
         details: { behind: behind.map((d) => d.id) },
       });
     }
-    const scale = planScale(running, proposed, scaleHealthOf(view));
+    const health = scaleHealthOf(view);
+    const scale = planScale(running, proposed, health);
     if (scale.problems.length) throw new DispatcherError('conflict', `scale change refused:\n${formatProblems(scale.problems)}`, { problems: scale.problems });
     if (!scale.steps.length) throw new DispatcherError('bad_request', `the plan is the running plan (version ${version.number}): nothing to change`);
-    return { running, proposed, steps: scale.steps, request };
+    return { running, proposed, steps: scale.steps, request, downHosts: health.downHosts ?? new Set() };
   }
 
   /** POST /v1/cluster/scale: 202 with the operation, after the precheck. */
@@ -128,7 +129,7 @@ export class ScaleService {
 
   /** The operation's work: under the cluster-wide lock, check again with the health seen now, then every step. */
   async run(op: OperationHandle, input: ScaleInput): Promise<Record<string, unknown>> {
-    const { running, proposed, steps, request } = await this.precheck(input);
+    const { running, proposed, steps, request, downHosts } = await this.precheck(input);
     const firstContact = (id: string) => request.peerCredentials[id] ?? input.operatorCredential;
     const known = new Set(running.dispatchers.map((d) => d.id));
     const nodes: Nodes = new Map();
@@ -136,7 +137,8 @@ export class ScaleService {
       nodes.set(d.id, d.id === this.deps.self.id ? this.deps.self : this.deps.peer(d, known.has(d.id) ? undefined : firstContact(d.id)));
     }
     const base = this.deps.store.version();
-    const versions = new Map<string, PlanVersion>(running.dispatchers.map((d) => [d.id, base]));
+    // A dead host (replace) is asked nothing, not even to store a plan version: it is dropped from the plan.
+    const versions = new Map<string, PlanVersion>(running.dispatchers.filter((d) => !downHosts.has(d.id)).map((d) => [d.id, base]));
     let current = running;
     let number = base.number;
     const commit = async (plan: Plan) => {
@@ -203,6 +205,9 @@ export class ScaleService {
         await op.setProgress(progress);
         op.event({ level: 'info', step: step.kind, ...stepWhere(step), message: `step ${i + 1}/${steps.length} done`, durationMs: Math.round(this.clock.now() - t0) });
       }
+      // A dead host leaves the plan without a step of its own (it is asked nothing; with no address of its
+      // own there is no shrink-firewall either): the last version is the proposed plan all the same.
+      if (planHash(current) !== planHash(proposed)) await commit(proposed);
       return { cluster: proposed.name, version: { number, hash: planHash(current) }, steps: steps.length };
     } finally {
       for (const [id, n] of nodes) if (id !== this.deps.self.id) n.close?.();
