@@ -3,7 +3,7 @@
  * zod schemas (validated at the edge); responses are plain TypeScript types.
  */
 import { z } from 'zod';
-import { FirewallPolicySchema, PlanSchema, RoleSchema, type FirewallPolicy, type Plan } from './plan.js';
+import { FirewallPolicySchema, NameSchema, PlanSchema, RoleSchema, SpecDispatcherSchema, type FirewallPolicy, type Plan } from './plan.js';
 import type { ProcessStatus } from './process-status.js';
 import { PlanVersionSchema, type PlanVersion } from './plan-version.js';
 
@@ -46,6 +46,22 @@ export const ScaleRequestSchema = z
   })
   .strict();
 export type ScaleRequest = z.input<typeof ScaleRequestSchema>;
+
+/**
+ * POST /v1/cluster/replace: a dispatcher that is gone for good (`dead`) is replaced by a new one (`with`,
+ * as a spec names a dispatcher); its processes are re-created there under new ids (docs/DESIGN.md, "Scaling").
+ */
+export const ReplaceRequestSchema = z
+  .object({
+    dead: NameSchema.describe('id of the dispatcher that is gone'),
+    with: SpecDispatcherSchema.describe('the new dispatcher: id, endpoint, fingerprint, addresses'),
+    baseVersion: BaseVersionField,
+    /** Operator credential for first contact with the new dispatcher (default: the caller's). */
+    peerCredentials: z.record(z.string(), CredentialSchema).default({}),
+    readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000),
+  })
+  .strict();
+export type ReplaceRequest = z.input<typeof ReplaceRequestSchema>;
 
 /**
  * A running dispatcher takes the next plan version of a scale operation (POST /v1/node/plan/update):

@@ -6,7 +6,7 @@
  */
 import { DispatcherError } from '../api/errors.js';
 import type { Plan } from '../api/plan.js';
-import type { ClusterView, Credential, OperationEvent, OperationView, RestartRequest } from '../api/rest.js';
+import type { ClusterView, Credential, OperationEvent, OperationView, ReplaceRequest, RestartRequest } from '../api/rest.js';
 import type { DispatcherClient } from '../client/dispatcher-client.js';
 
 export interface KickstarterOptions {
@@ -82,6 +82,11 @@ export class Kickstarter {
 
   rollingRestart(req: RestartRequest = {}): Promise<OperationView> {
     return this.run('/v1/cluster/restart', req);
+  }
+
+  /** Replaces a dead dispatcher with a new one (POST /v1/cluster/replace): a scale operation. */
+  replace(req: ReplaceRequest): Promise<OperationView> {
+    return this.run('/v1/cluster/replace', req);
   }
 
   /** New certificates for every process and dispatcher, then a rolling restart (POST /v1/cluster/rotate-certs). */

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
 import { DispatcherError } from '../api/errors.js';
-import { PlanSchema, zodProblems, type Plan } from '../api/plan.js';
+import { PlanSchema, SpecDispatcherSchema, zodProblems, type Plan, type SpecDispatcher } from '../api/plan.js';
 import type { Credential } from '../api/rest.js';
 import { readPasswordFile } from './connect.js';
 import { planFromSpecText } from './planner.js';
@@ -45,4 +45,11 @@ export async function loadPeerCredentials(file?: string): Promise<Record<string,
     out[id] = { user: v.user, password: await readPasswordFile(v.passwordFile) };
   }
   return out;
+}
+
+/** One dispatcher as a spec names it (id, endpoint, fingerprint, addresses), from a YAML or JSON file. */
+export async function loadDispatcherEntry(file: string): Promise<SpecDispatcher> {
+  const r = SpecDispatcherSchema.safeParse(parseYamlOrJson(await readInput(file, 'dispatcher'), file));
+  if (!r.success) throw new DispatcherError('validation_failed', `${file} is not a dispatcher entry (id, endpoint, fingerprint, addresses)`, { problems: zodProblems(r.error) });
+  return r.data;
 }

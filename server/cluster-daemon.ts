@@ -12,6 +12,7 @@ import { plansModule } from './http/routes/plans.js';
 import { planVersionsModule } from './http/routes/plan-versions.js';
 import { restartModule } from './http/routes/restart.js';
 import { scaleModule } from './http/routes/scale.js';
+import { replaceModule } from './http/routes/replace.js';
 import type { NodeGuard } from './cluster/node-api.js';
 import { createClusterRuntime, guardBeforeProcesses, nodeGuard, type ClusterRuntime } from './cluster/setup.js';
 
@@ -25,7 +26,7 @@ export function clusterDaemonOptions(): {
   let runtime: ClusterRuntime | undefined;
   let guard: (NodeGuard & { close(): void }) | undefined;
   return {
-    modules: [plansModule, planVersionsModule, clusterModule, restartModule, scaleModule],
+    modules: [plansModule, planVersionsModule, clusterModule, restartModule, scaleModule, replaceModule],
     beforeProcesses: async (config, logger) => {
       guard = nodeGuard(config.id, config, logger);
       return { restartGone: await guardBeforeProcesses(guard, config, logger) };
