@@ -17,7 +17,7 @@ import { loadEngine, renderProcess, type Engine } from '../server/engines/index.
 import { runProbe } from '../server/supervisor/probes.js';
 import { spawnProcess, type Spawned } from '../server/supervisor/spawner.js';
 import { engineHealth } from '../server/cluster/setup.js';
-import { HEALTH_GATE_POLL_MS } from '../server/cluster/orchestrator.js';
+import { HEALTH_GATE_POLL_MS } from '../server/cluster/launch-steps.js';
 import type { Plan } from '../api/plan.js';
 import type { DispatcherConfig } from '../server/config.js';
 import type { PlanPki } from '../server/pki/issue-plan.js';

@@ -17,6 +17,7 @@ import { registerLogsCommand } from './commands/logs.js';
 import { registerOperationsCommand } from './commands/operations.js';
 import { registerContextCommands } from './commands/context.js';
 import { registerRestartCommand } from './commands/restart.js';
+import { registerScaleCommand } from './commands/scale.js';
 import { registerReplaceCommand } from './commands/replace.js';
 import { registerShellCommand } from './shell.js';
 import { registerLocalCommand } from './commands/local.js';
@@ -58,6 +59,7 @@ Start here:  dispatch local            a pg-ha cluster on this machine (three di
   registerOperationsCommand(program);
   registerContextCommands(program);
   registerRestartCommand(program);
+  registerScaleCommand(program);
   registerReplaceCommand(program);
   registerShellCommand(program);
   registerLocalCommand(program);

@@ -6,7 +6,7 @@
  */
 import { DispatcherError } from '../api/errors.js';
 import type { Plan } from '../api/plan.js';
-import type { ClusterView, Credential, OperationEvent, OperationView, ReplaceRequest, RestartRequest } from '../api/rest.js';
+import type { ClusterView, Credential, OperationEvent, OperationView, ReplaceRequest, RestartRequest, ScaleRequest } from '../api/rest.js';
 import type { DispatcherClient } from '../client/dispatcher-client.js';
 
 export interface KickstarterOptions {
@@ -65,6 +65,11 @@ export class Kickstarter {
     const name = confirmName ?? this.plan?.name ?? (await this.status()).name;
     if (!name) throw new DispatcherError('bad_request', 'no cluster to clean up');
     return this.run('/v1/cluster/cleanup', { confirmName: name });
+  }
+
+  /** Moves the running cluster to `req.plan` by adding dispatchers and processes (POST /v1/cluster/scale). */
+  scale(req: ScaleRequest): Promise<OperationView> {
+    return this.run('/v1/cluster/scale', req);
   }
 
   /** Continues, through this dispatcher, an operation whose dispatcher died (POST /v1/operations/ID/resume). */

@@ -40,7 +40,7 @@ export const defaultPlanIO: PlanCommandIO = {
 };
 
 /** A plan file (it has `apiVersion`) or a spec file to plan first, YAML or JSON. */
-function proposedPlan(text: string, file: string): Plan {
+export function proposedPlan(text: string, file: string): Plan {
   const raw: unknown = parseSpecText(text, file);
   if (raw !== null && typeof raw === 'object' && 'apiVersion' in raw) {
     const r = PlanSchema.safeParse(raw);

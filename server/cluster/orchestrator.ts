@@ -6,12 +6,13 @@
  *
  * Longer than our usual ~300 lines on purpose: every operation here runs through the same private fan-out
  * state (the plan's nodes, their closing, the rollback of a launch); the parts that need none of it
- * already live in their own files (fan-out.ts, issue-certificates.ts, ca-rotation.ts, cluster-view.ts,
+ * already live in their own files (fan-out.ts, launch-steps.ts — preflight, certificates and health gates,
+ * shared with the scale-out steps —, issue-certificates.ts, ca-rotation.ts, cluster-view.ts,
  * stop-order.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { DispatcherError, formatProblems, isDispatcherError, type Problem } from '../../api/errors.js';
-import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess, Role } from '../../api/plan.js';
+import { DispatcherError, formatProblems, type Problem } from '../../api/errors.js';
+import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess } from '../../api/plan.js';
 import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
 import { launchGroups } from '../core/order.js';
 import { stopInOrder } from './stop-order.js';
@@ -25,7 +26,8 @@ import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
 import { clusterViewOf } from './cluster-view.js';
 import { engineReloadsCertificates, reloadCertificatesEverywhere } from './certificate-renewal.js';
 import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
-import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
+import { certificatesAll, preflightAll, waitRoleHealthy } from './launch-steps.js';
+import { systemClock, type Clock } from '../../shared/poll.js';
 
 export type { ClusterHealth } from './cluster-health.js';
 
@@ -56,12 +58,6 @@ export interface LaunchInput {
   operatorCredential?: Credential;
 }
 
-/**
- * How often a role's cluster-level health gate is checked during a launch (ms). A check is a few local
- * HTTPS/SQL calls; at 500 ms a launch waited ~250 ms per role on average for nothing but the poll
- * (docs/BENCHMARKS.md, "Launch overhead"). Rolling restarts poll their gates at 100 ms too.
- */
-export const HEALTH_GATE_POLL_MS = 100;
 
 export class Orchestrator {
   private readonly clock: Clock;
@@ -134,10 +130,11 @@ export class Orchestrator {
       for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted', durationMs: adopted.ms.get(id) });
 
       // 2. Preflight everywhere; any problem and nothing starts.
-      await this.preflightAll(op, plan, nodes);
+      await preflightAll(op, nodes, this.clock);
 
       // 3. The cluster CA signs every dispatcher's process certificates (keys stay where they were made).
-      await this.certificatesAll(op, plan, nodes);
+      // A failure here is rolled back by the catch below (abandon): nothing has started yet.
+      await certificatesAll(op, this.deps.store, this.deps.self.id, plan, nodes, this.clock, { create: true });
 
       // 4-6. Guard, ordered start with health gates, verify (bringUp rolls back by itself).
       bringingUp = true;
@@ -158,30 +155,6 @@ export class Orchestrator {
     for (const f of res.failed) op.event({ level: 'warn', step: 'rollback', host: f.host, message: `could not discard the plan: ${f.error.message}` });
     const snap = this.deps.store.get();
     if (snap && snap.plan.name === plan.name && snap.state === 'launching') await this.deps.self.discardPlan(plan.name);
-  }
-
-  /** A failure here is rolled back by the launch's catch (abandon): nothing has started yet. */
-  private async certificatesAll(op: OperationHandle, plan: Plan, nodes: Nodes) {
-    op.event({ level: 'info', step: 'certificates', message: `cluster CA on ${this.deps.self.id} signs the process certificates of every dispatcher` });
-    const t0 = this.clock.now();
-    const ca = await clusterCa(this.deps.store, { create: true });
-    const issued = await issueCertificates(plan, nodes, ca);
-    // All dispatchers at once (their requests signed here): each event shows the step up to its line.
-    for (const r of issued) op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed`, durationMs: this.since(t0) });
-  }
-
-  private async preflightAll(op: OperationHandle, plan: Plan, nodes: Nodes) {
-    op.event({ level: 'info', step: 'preflight', message: 'checking binaries, ports, data dirs, clocks and firewall on every dispatcher' });
-    const now = this.clock.now();
-    const res = await settleAll(nodes, (n) => n.preflight(now), this.now);
-    const problems: Problem[] = [];
-    for (const [id, list] of res.values) for (const p of list) problems.push({ path: id, message: `${p.check}: ${p.message}` });
-    for (const f of res.failed) problems.push({ path: f.host, message: f.error.message });
-    for (const p of problems) op.event({ level: 'error', step: 'preflight', host: p.path, message: p.message });
-    if (problems.length) {
-      throw new DispatcherError('preflight_failed', `preflight failed on ${new Set(problems.map((p) => p.path)).size} dispatcher(s); nothing was started:\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`, { problems });
-    }
-    for (const id of nodes.keys()) op.event({ level: 'info', step: 'preflight', host: id, message: 'ok', durationMs: res.ms.get(id) });
   }
 
   /** Guard → agency → DB servers → coordinators (each gated on cluster health) → verify. Rolls back on failure. */
@@ -216,7 +189,7 @@ export class Orchestrator {
         );
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed) throw failed.reason;
-        await this.waitHealthy(op, plan, group.role, group.processes, secrets, readyTimeoutMs, groupAt);
+        await waitRoleHealthy(op, { health: this.deps.health, clock: this.clock, pollMs: this.deps.pollMs }, plan, group.role, group.processes, secrets, readyTimeoutMs, groupAt);
         // From here the launch is an operation like the others: locked and recorded in the agency.
         if (group.role === 'agent') await op.lockCluster();
       }
@@ -239,24 +212,6 @@ export class Orchestrator {
       await this.rollback(op, plan, nodes, started);
       throw e;
     }
-  }
-
-  private async waitHealthy(op: OperationHandle, plan: Plan, role: Role, processes: PlanProcess[], secrets: Record<string, string>, timeoutMs: number, startedAt = this.clock.now()) {
-    let last = '';
-    const res = await pollUntil(() => settledCheck(() => this.deps.health.check(plan, role, processes, secrets)), (r) => r.ok, {
-      timeoutMs,
-      intervalMs: this.deps.pollMs ?? HEALTH_GATE_POLL_MS,
-      clock: this.clock,
-      onPending: (r) => {
-        if (r.detail !== last) op.event({ level: 'info', step: 'waiting', message: `waiting for ${role}s: ${r.detail}` });
-        last = r.detail;
-      },
-      onTimeout: (r) =>
-        new DispatcherError('operation_failed', `${role}s not healthy within ${Math.round(timeoutMs / 1000)} s: ${r.detail}`, {
-          details: { process: processes.map((p) => p.id).join(','), host: [...new Set(processes.map((p) => p.dispatcher))].join(',') },
-        }),
-    });
-    op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}`, durationMs: this.since(startedAt) });
   }
 
   private async rollback(op: OperationHandle, plan: Plan, nodes: Nodes, started: PlanProcess[]) {
@@ -295,7 +250,7 @@ export class Orchestrator {
       const running = new Set([...statuses.values.values()].flatMap((s) => s.processes.filter((p) => p.state === 'ready' || p.state === 'running').map((p) => p.id)));
       await settleAll(nodes, (n) => n.setClusterState('launching'));
       try {
-        await this.preflightAll(op, plan, nodes);
+        await preflightAll(op, nodes, this.clock);
       } catch (e) {
         // Nothing was started: every dispatcher goes back to the state it had, none stays `launching`.
         const previous = snap.state;

@@ -6,16 +6,14 @@
  * `etcd member add` first, then starts with --initial-cluster-state=existing, healthy before the next; a
  * DB server starts as a Patroni replica (ready once streaming); a coordinator starts last.
  */
-import { DispatcherError, type Problem } from '../../api/errors.js';
+import { DispatcherError } from '../../api/errors.js';
 import type { PlanProcess, Role } from '../../api/plan.js';
 import { planHash } from '../core/plan-version.js';
 import { agencyEndpoints, agentPeerUrl, addMember, listMembers, removeMember } from '../engines/pg-ha/etcd-members.js';
-import { certificateInfo, splitPemBundle } from '../pki/certificates.js';
-import { pollUntil, settledCheck } from '../../shared/poll.js';
 import { combined, describeGuard, settleAll, subset } from './fan-out.js';
-import { HEALTH_GATE_POLL_MS } from './orchestrator.js';
-import { clusterCa, issueCertificates } from './issue-certificates.js';
+import { certificatesAll, preflightAll, waitRoleHealthy } from './launch-steps.js';
 import type { ScaleContext, StepRunners } from './scale-steps.js';
+import { pausedCoordinators } from './paused-coordinators.js';
 
 type ScaleOutKind = 'adopt-dispatcher' | 'widen-firewall' | 'add-agent' | 'add-dbserver' | 'add-coordinator' | 'reconfigure-coordinators';
 
@@ -25,18 +23,10 @@ function processOf(ctx: ScaleContext, id: string): PlanProcess {
   return p;
 }
 
-/** The role's cluster-level health with the new process (the launch's gate). */
-async function waitHealthy(ctx: ScaleContext, role: Role, what: string) {
+/** The role's cluster-level health with the new process in the current plan (the launch's gate). */
+async function waitHealthy(ctx: ScaleContext, role: Role) {
   const plan = ctx.current();
-  const processes = plan.processes.filter((p) => p.role === role);
-  const t0 = ctx.clock.now();
-  const res = await pollUntil(() => settledCheck(() => ctx.health.check(plan, role, processes, ctx.secrets)), (r) => r.ok, {
-    timeoutMs: ctx.readyTimeoutMs,
-    intervalMs: HEALTH_GATE_POLL_MS,
-    clock: ctx.clock,
-    onTimeout: (r) => new DispatcherError('operation_failed', `${role}s not healthy within ${Math.round(ctx.readyTimeoutMs / 1000)} s after ${what}: ${r.detail}`),
-  });
-  ctx.op.event({ level: 'info', step: 'healthy', message: `${role}s healthy: ${res.detail}`, durationMs: Math.round(ctx.clock.now() - t0) });
+  await waitRoleHealthy(ctx.op, ctx, plan, role, plan.processes.filter((p) => p.role === role), ctx.secrets, ctx.readyTimeoutMs);
 }
 
 async function startNew(ctx: ScaleContext, p: PlanProcess, opts: { agencyState?: 'existing' } = {}) {
@@ -59,18 +49,8 @@ export const scaleOutRunners: Pick<StepRunners, ScaleOutKind> = {
     const node = ctx.nodes.get(step.host)!;
     await node.adoptPlan({ plan: ctx.proposed, secrets: ctx.secrets });
     ctx.onRollback(`adoption of the plan by ${step.host}`, () => node.discardPlan(ctx.proposed.name));
-    const problems = await node.preflight(ctx.clock.now());
-    if (problems.length) {
-      const list: Problem[] = problems.map((p) => ({ path: step.host, message: `${p.check}: ${p.message}` }));
-      throw new DispatcherError('preflight_failed', `preflight failed on ${step.host}:\n${list.map((p) => `  ${p.message}`).join('\n')}`, { problems: list, details: { host: step.host } });
-    }
-    ctx.op.event({ level: 'info', step: 'preflight', host: step.host, message: 'ok' });
-    const ca = await clusterCa(ctx.store, { create: false });
-    // The cross certificate of a CA rotation stays in the chain while valid (as renewCertificates does).
-    const chain = ctx.store.get()?.tls?.chain;
-    const live = chain && splitPemBundle(chain).every((c) => new Date(certificateInfo(c).notAfter).getTime() > ctx.clock.now());
-    const issued = await issueCertificates(ctx.proposed, subset(ctx.nodes, [step.host]), ca, ca.certPem, live ? chain : undefined);
-    for (const r of issued) ctx.op.event({ level: 'info', step: 'certificates', host: r.host, message: `${r.names.length} certificate(s) installed` });
+    await preflightAll(ctx.op, subset(ctx.nodes, [step.host]), ctx.clock);
+    await certificatesAll(ctx.op, ctx.store, ctx.self, ctx.proposed, subset(ctx.nodes, [step.host]), ctx.clock, { create: false });
     ctx.versions.set(step.host, { number: 1, hash: planHash(ctx.proposed) });
     await ctx.catchUp(step.host);
     await node.setClusterState('running');
@@ -115,27 +95,45 @@ export const scaleOutRunners: Pick<StepRunners, ScaleOutKind> = {
     ctx.onRollback(`etcd member add of ${p.id}`, async () => void (await removeMember(endpoints, peerUrl, opts)));
     ctx.op.event({ level: 'info', step: 'member-add', host: p.dispatcher, process: p.id, message: `etcd member ${added.id} added for ${peerUrl}`, durationMs: Math.round(ctx.clock.now() - t0) });
     await startNew(ctx, p, { agencyState: 'existing' });
-    await waitHealthy(ctx, 'agent', `adding ${p.id}`);
+    await waitHealthy(ctx, 'agent');
   },
 
   /** Patroni finds the initialized cluster in the agency and clones from the leader: ready once streaming. */
   async 'add-dbserver'(ctx, step) {
     const p = processOf(ctx, step.process);
     await startNew(ctx, p);
-    await waitHealthy(ctx, 'dbserver', `adding ${p.id}`);
+    await waitHealthy(ctx, 'dbserver');
   },
 
   async 'add-coordinator'(ctx, step) {
     const p = processOf(ctx, step.process);
     await startNew(ctx, p);
-    await waitHealthy(ctx, 'coordinator', `adding ${p.id}`);
+    await waitHealthy(ctx, 'coordinator');
   },
 
   /**
-   * Coordinators that stay would need a graceful reload of HAProxy for the new DB server list; HAProxy runs
-   * with -db (no master-worker) today, so this is refused with what to do instead.
+   * Coordinators that stay learn the new DB server list one at a time, the way a rolling restart restarts
+   * a coordinator (docs/DESIGN.md, "Rolling restart without failed statements"): its pooler holds new
+   * transactions, HAProxy restarts from the config rendered from the stored plan (PgBouncer and its client
+   * sessions stay), routing is checked, the pooler resumes. HAProxy runs in the foreground under the
+   * supervisor (-db), so this restart under the pause is its graceful reload.
    */
-  async 'reconfigure-coordinators'(_ctx, step) {
-    throw new DispatcherError('bad_request', `not supported yet: reconfiguring the coordinators ${step.processes.join(', ')} for the new DB server list (restart them: dispatch restart --role coordinator)`);
+  async 'reconfigure-coordinators'(ctx, step) {
+    const plan = ctx.current();
+    for (const id of step.processes) {
+      const p = processOf(ctx, id);
+      const node = ctx.nodes.get(p.dispatcher)!;
+      const maxMs = ctx.engine.manifest.roles[p.role].rollingRestart.pause?.maxMs ?? 10_000;
+      const t0 = ctx.clock.now();
+      await pausedCoordinators(ctx.actions, ctx.clock, ctx.op, plan, ctx.secrets, [id], maxMs, `reload of ${id}`, async () => {
+        await node.stopProcess(id, { keepCompanion: true });
+        // A failure from here leaves it stopped: undo starts it again (from the stored plan).
+        ctx.onRollback(`reload of ${id} on ${p.dispatcher}`, async () => void (await node.startProcess(id, ctx.readyTimeoutMs)));
+        await node.startProcess(id, ctx.readyTimeoutMs);
+        await ctx.actions.waitCoordinatorsRouting?.(plan, [id], undefined, maxMs).catch((e: Error) => ctx.op.event({ level: 'warn', step: 'ready', process: id, message: e.message }));
+      });
+      ctx.op.event({ level: 'info', step: 'reload', host: p.dispatcher, process: id, message: `${id} routes over ${plan.processes.filter((x) => x.role === 'dbserver').length} DB servers`, durationMs: Math.round(ctx.clock.now() - t0) });
+    }
+    await waitHealthy(ctx, 'coordinator');
   },
 };

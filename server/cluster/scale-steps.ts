@@ -8,6 +8,8 @@ import type { Plan } from '../../api/plan.js';
 import type { PlanVersion, ScaleStep } from '../../api/plan-version.js';
 import type { Credential } from '../../api/rest.js';
 import type { Clock } from '../../shared/poll.js';
+import type { RestartActions } from '../core/restart-actions.js';
+import type { Engine } from '../engines/types.js';
 import type { ClusterClientTls } from '../engines/cluster-https.js';
 import type { ClusterHealth } from './cluster-health.js';
 import type { Nodes } from './fan-out.js';
@@ -27,6 +29,10 @@ export interface ScaleContext {
   readyTimeoutMs: number;
   /** mTLS material for calls to the agency/Patroni/HAProxy admin from this dispatcher (clientTls). */
   clusterTls: ClusterClientTls;
+  /** The engine's actions a rolling restart uses too: the pooler pause around a coordinator's restart, routing waits. */
+  actions: RestartActions;
+  /** The cluster's engine (its manifest: e.g. a coordinator's pause bound). */
+  engine: Engine;
   /** This dispatcher's id (the one running the operation; it holds the cluster CA key). */
   self: string;
   /** This dispatcher's store: the cluster CA that signs a new dispatcher's certificates. */

@@ -24,6 +24,8 @@ import { combined, settleAll, type Nodes } from './fan-out.js';
 import type { NodeApi } from './node-api.js';
 import type { OperationHandle, OperationStore } from './operations.js';
 import type { ScaleContext, StepRunners } from './scale-steps.js';
+import type { RestartActions } from '../core/restart-actions.js';
+import type { Engine } from '../engines/types.js';
 import type { ClusterStore } from './store.js';
 
 export interface ScaleDeps {
@@ -38,6 +40,8 @@ export interface ScaleDeps {
   view(): Promise<Pick<ClusterView, 'dispatchers' | 'processes'>>;
   clusterTls(): ClusterClientTls | undefined;
   runners: StepRunners;
+  actions: RestartActions;
+  engine(name: string): Engine;
   clock?: Clock;
 }
 
@@ -170,6 +174,8 @@ export class ScaleService {
           clock: this.clock,
           readyTimeoutMs: request.readyTimeoutMs,
           clusterTls: tls,
+          actions: this.deps.actions,
+          engine: this.deps.engine(proposed.engine),
           self: this.deps.self.id,
           store: this.deps.store,
           firstContact,

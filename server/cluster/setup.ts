@@ -302,6 +302,8 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
     view: () => orchestrator.status(),
     clusterTls: clientTls,
     runners: { ...scaleOutRunners, ...scaleInRunners },
+    actions: pgHaActions({ psql: defaultPath(config, 'pg-ha', 'psql'), tls: clientTls }),
+    engine: engines,
   });
   for (const op of interrupted) {
     // A rolling restart resumes from its persisted progress (server/cluster/restart.ts); others are reported.

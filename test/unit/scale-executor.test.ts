@@ -20,7 +20,8 @@ import { OperationStore } from '../../server/cluster/operations.js';
 import { ScaleService } from '../../server/cluster/scale.js';
 import type { StepRunners } from '../../server/cluster/scale-steps.js';
 import { scaleInRunners } from '../../server/cluster/scale-in-steps.js';
-import { fakeClock, FakeNode, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
+import { fakeActions, fakeClock, FakeNode, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
+import { loadEngine } from '../../server/engines/loader.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -102,6 +103,8 @@ function harness(opts: { fail?: string; view?: (plan: Plan) => { dispatchers: an
     view: async () => view(running) as any,
     clusterTls: () => ({ ca: 'ca', cert: 'cert', key: 'key' }),
     runners,
+    actions: fakeActions(journal, {}),
+    engine: () => loadEngine('pg-ha'),
     clock,
   });
   return { running, base, journal, nodes, operations, service, undone };
