@@ -25,7 +25,7 @@ import { etcdAgency } from '../engines/agency-kv.js';
 import { agencyEndpoints, agentPeerUrl, moveLeaderAway, removeMember } from '../engines/pg-ha/etcd-members.js';
 import { removePatroniMember, switchoverAway } from '../engines/pg-ha/patroni-members.js';
 import { combined, describeGuard, settleAll, subset } from './fan-out.js';
-import { HEALTH_GATE_POLL_MS } from './orchestrator.js';
+import { HEALTH_GATE_POLL_MS } from './launch-steps.js';
 import type { ScaleContext, StepRunners } from './scale-steps.js';
 
 type ScaleInKind = 'remove-dead-agent' | 'switchover-away' | 'remove-coordinator' | 'remove-dbserver' | 'remove-agent' | 'shrink-firewall' | 'release-dispatcher';

@@ -22,7 +22,8 @@ import { OperationStore } from '../../server/cluster/operations.js';
 import { ScaleService } from '../../server/cluster/scale.js';
 import type { ScaleContext, StepRunners } from '../../server/cluster/scale-steps.js';
 import { scaleInRunners } from '../../server/cluster/scale-in-steps.js';
-import { fakeClock, FakeNode, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
+import { fakeActions, fakeClock, FakeNode, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
+import { loadEngine } from '../../server/engines/loader.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -106,6 +107,8 @@ function harness(running: Plan, down: string[] = []) {
       }) as any,
     clusterTls: () => ({ ca: 'ca', cert: 'cert', key: 'key' }),
     runners,
+    actions: fakeActions(journal, {}),
+    engine: () => loadEngine('pg-ha'),
     clock,
   });
   return { base, journal, nodes, operations, service, seen };
