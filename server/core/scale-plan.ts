@@ -133,24 +133,30 @@ export function planScale(running: Plan, proposed: Plan, health: ScaleHealth = {
   if (!added.length && !removed.length && !newHosts.length && !goneHosts.length) return { steps: [], problems: [] };
 
   const steps: ScaleStep[] = [];
+  const keptCoordinators = proposed.processes.filter((p) => p.role === 'coordinator' && runningIds.has(p.id)).map((p) => p.id);
+  const dbGoing = byRole(removed, 'dbserver');
+  const deadDbGoing = dbGoing.filter((p) => down.has(p.id));
+  const liveDbGoing = dbGoing.filter((p) => !down.has(p.id));
+  // What is down and goes leaves the plan first (a dead machine's processes): nothing that follows waits
+  // for it to become healthy, and no step calls a host that cannot answer.
+  steps.push(...agency.filter((s) => s.kind === 'remove-dead-agent'));
+  for (const p of deadDbGoing) steps.push({ kind: 'remove-dbserver', process: p.id, host: p.dispatcher });
+  for (const p of byRole(removed, 'coordinator').filter((x) => down.has(x.id))) steps.push({ kind: 'remove-coordinator', process: p.id, host: p.dispatcher });
   for (const host of newHosts) steps.push({ kind: 'adopt-dispatcher', host });
   const stay = proposed.dispatchers.map((d) => d.id);
   const widen = ownAddresses(proposed, newHosts);
   if (widen.length) steps.push({ kind: 'widen-firewall', hosts: stay, addresses: widen });
-  steps.push(...agency.filter((s) => s.kind === 'remove-dead-agent' || s.kind === 'add-agent'));
+  steps.push(...agency.filter((s) => s.kind === 'add-agent'));
   for (const p of byRole(added, 'dbserver')) steps.push({ kind: 'add-dbserver', process: p.id, host: p.dispatcher });
-  const keptCoordinators = proposed.processes.filter((p) => p.role === 'coordinator' && runningIds.has(p.id)).map((p) => p.id);
-  const dbChanged = byRole(added, 'dbserver').length + byRole(removed, 'dbserver').length > 0;
   for (const p of byRole(added, 'coordinator')) steps.push({ kind: 'add-coordinator', process: p.id, host: p.dispatcher });
-  // New coordinators render the new DB server list at start; the ones that stay learn it by a reload.
-  if (byRole(added, 'dbserver').length && keptCoordinators.length) steps.push({ kind: 'reconfigure-coordinators', processes: keptCoordinators });
-  for (const p of byRole(removed, 'coordinator')) steps.push({ kind: 'remove-coordinator', process: p.id, host: p.dispatcher });
-  const dbGoing = byRole(removed, 'dbserver');
-  const liveDbGoing = dbGoing.filter((p) => !down.has(p.id));
+  // New coordinators render the new DB server list at start; the ones that stay learn it by a reload —
+  // once for the DB servers added and the dead ones removed.
+  if ((byRole(added, 'dbserver').length || deadDbGoing.length) && keptCoordinators.length) steps.push({ kind: 'reconfigure-coordinators', processes: keptCoordinators });
+  for (const p of byRole(removed, 'coordinator').filter((x) => !down.has(x.id))) steps.push({ kind: 'remove-coordinator', process: p.id, host: p.dispatcher });
   if (liveDbGoing.length) steps.push({ kind: 'switchover-away', from: liveDbGoing.map((p) => p.id) });
-  for (const p of dbGoing) steps.push({ kind: 'remove-dbserver', process: p.id, host: p.dispatcher });
+  for (const p of liveDbGoing) steps.push({ kind: 'remove-dbserver', process: p.id, host: p.dispatcher });
   // Coordinators stop routing to removed DB servers once those are gone (Patroni no longer lists them).
-  if (byRole(removed, 'dbserver').length && keptCoordinators.length && dbChanged) steps.push({ kind: 'reconfigure-coordinators', processes: keptCoordinators });
+  if (liveDbGoing.length && keptCoordinators.length) steps.push({ kind: 'reconfigure-coordinators', processes: keptCoordinators });
   steps.push(...agency.filter((s) => s.kind === 'remove-agent'));
   const shrink = ownAddresses(running, goneHosts);
   if (shrink.length) steps.push({ kind: 'shrink-firewall', hosts: stay, addresses: shrink });

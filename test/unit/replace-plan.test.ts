@@ -37,22 +37,22 @@ describe('replacePlan', () => {
     assert.deepEqual(validatePlan(next, defaultEngineCatalog()), validatePlan(guardPlan, defaultEngineCatalog()));
   });
 
-  test('a replaced dead host becomes: remove the dead agent first, add the new one, the new DB server as a replica, coordinators and firewall everywhere', () => {
+  test('a replaced dead host becomes: its dead processes leave first, then the new host, its agent and DB server (a replica), the coordinators once, the firewall everywhere', () => {
     const next = replacePlan(guardPlan, 'd3', d4);
     const r = planScale(guardPlan, next, { downHosts: new Set(['d3']) });
     assert.deepEqual(r.problems, []);
+    // What is dead leaves the plan first (no step waits for it or calls its host), then the new host comes in.
     assert.deepEqual(kinds(r.steps), [
+      'remove-dead-agent agent-3',
+      'remove-dbserver db-3',
       'adopt-dispatcher d4',
       'widen-firewall',
-      'remove-dead-agent agent-3',
       'add-agent agent-4',
       'add-dbserver db-4',
       'reconfigure-coordinators',
-      'remove-dbserver db-3',
-      'reconfigure-coordinators',
       'shrink-firewall',
     ]);
-    assert.deepEqual(r.steps[1], { kind: 'widen-firewall', hosts: ['d1', 'd2', 'd4'], addresses: ['10.0.0.4', 'fd00:10::4'] });
+    assert.deepEqual(r.steps[3], { kind: 'widen-firewall', hosts: ['d1', 'd2', 'd4'], addresses: ['10.0.0.4', 'fd00:10::4'] });
     assert.deepEqual(r.steps.at(-1), { kind: 'shrink-firewall', hosts: ['d1', 'd2', 'd4'], addresses: ['10.0.0.3', 'fd00:10::3'] });
     assert.ok(!r.steps.some((s) => s.kind === 'release-dispatcher' || s.kind === 'switchover-away'), 'a dead host is asked nothing; its DB server cannot lead');
   });

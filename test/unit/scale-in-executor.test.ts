@@ -151,7 +151,7 @@ describe('scale in and replace through the executor', () => {
     for (const id of ['d1', 'd2', 'd3']) assert.equal(h.nodes.get(id)!.version!.hash, planHash(proposed), `${id} ends at the proposed plan`);
   });
 
-  test('replace a dead host: it is never called; dead agent out before the new one; the last version is the proposed plan', async () => {
+  test('replace a dead host: it is never called; its dead processes leave the plan first; the last version is the proposed plan', async () => {
     const running = threeHostPlan();
     const d4 = { ...running.dispatchers[2], id: 'd4', endpoint: 'https://10.0.0.4:8528', addresses: ['10.0.0.4'] };
     const proposed = replacePlan(running, 'd3', d4);
@@ -162,16 +162,17 @@ describe('scale in and replace through the executor', () => {
     assert.deepEqual(h.journal.filter((j) => j.startsWith('d3:')), [], 'the dead host is asked nothing');
     const runs = h.journal.filter((j) => j.startsWith('run:')).map((j) => j.split(':').slice(1).join(' '));
     assert.deepEqual(runs, [
+      'remove-dead-agent agent-3',
+      'remove-dbserver dbserver-3',
       'adopt-dispatcher d4',
       'widen-firewall widen-firewall',
-      'remove-dead-agent agent-3',
       'add-agent agent-4',
       'add-dbserver dbserver-4',
       'reconfigure-coordinators reconfigure-coordinators',
-      'remove-dbserver dbserver-3',
-      'reconfigure-coordinators reconfigure-coordinators',
       'shrink-firewall shrink-firewall',
     ]);
+    // The dead DB server is out of every stored plan before anything of the new host starts.
+    assert.ok(!h.seen['add-dbserver:dbserver-4'].processes.some((p) => p.id === 'dbserver-3'));
     for (const id of ['d1', 'd2', 'd4']) assert.equal(h.nodes.get(id)!.version!.hash, planHash(proposed), `${id} ends at the proposed plan`);
     assert.ok(!h.nodes.get('d1')!.plans.at(-1)!.dispatchers.some((d) => d.id === 'd3'));
   });

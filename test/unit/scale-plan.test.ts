@@ -111,7 +111,7 @@ describe('scale planner', () => {
     assert.match(r.problems[0]?.message ?? '', /adding agent agent-4 needs every agency member up \(2 live of 3\).*remove the dead member in the same change/);
   });
 
-  test('replace a dead host: its agent leaves first, the new one joins, no switchover from the dead DB server, no release of the dead host', () => {
+  test('replace a dead host: its processes leave first, the new agent joins, no switchover from the dead DB server, no release of the dead host', () => {
     const next = grown((p) => {
       p.dispatchers = p.dispatchers.filter((d) => d.id !== 'd3');
       p.processes = p.processes.filter((x) => x.dispatcher !== 'd3');
@@ -120,14 +120,14 @@ describe('scale planner', () => {
     });
     const r = planScale(guardPlan, next, { downHosts: new Set(['d3']) });
     assert.deepEqual(r.problems, []);
+    // The dead host's processes leave the plan first: nothing after waits for them or calls their host.
     assert.deepEqual(kinds(r.steps), [
+      'remove-dead-agent agent-3',
+      'remove-dbserver db-3',
       'adopt-dispatcher d4',
       'widen-firewall',
-      'remove-dead-agent agent-3',
       'add-agent agent-4',
       'add-dbserver db-4',
-      'reconfigure-coordinators',
-      'remove-dbserver db-3',
       'reconfigure-coordinators',
       'shrink-firewall',
     ]);
