@@ -6,14 +6,15 @@ import { DispatcherError } from '../../api/errors.js';
 import type { NodeUpdatePlan } from '../../api/rest.js';
 import { assertBaseVersion, planHash } from '../core/plan-version.js';
 import { scaleChangeProblems } from '../core/scale-plan.js';
-import { assertValidPlan } from '../core/validate-plan.js';
+import { assertValidPlan, STORED_PLAN } from '../core/validate-plan.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
 import type { NodeGuard } from './node-api.js';
 import type { ClusterStore } from './store.js';
 
 export async function updateNodePlan(deps: { id: string; store: Pick<ClusterStore, 'get' | 'save' | 'version'>; guard: Pick<NodeGuard, 'apply'> }, payload: NodeUpdatePlan): Promise<void> {
   const { id, store, guard } = deps;
-  const plan = assertValidPlan(payload.plan, defaultEngineCatalog());
+  // An intermediate version may have an even agency (one agent added at a time): STORED_PLAN.
+  const plan = assertValidPlan(payload.plan, defaultEngineCatalog(), STORED_PLAN);
   const snap = store.get();
   if (!snap) throw new DispatcherError('not_found', `dispatcher ${id} has no cluster plan`, { details: { host: id } });
   if (snap.state === 'cleaned') throw new DispatcherError('conflict', `cluster ${snap.plan.name} was cleaned up on ${id}`, { details: { host: id } });

@@ -10,7 +10,7 @@ import type { FirewallPolicy, Plan, PlanProcess } from '../../api/plan.js';
 import type { ClusterState, GuardStatusView, NodeAdoptPlan, NodeReleaseAnswer, NodeUpdatePlan, NodeCertificateReload, NodeCertificateRequests, NodeInstallCertificates, NodeStatusView, PreflightProblem } from '../../api/rest.js';
 import type { ProcessSpec, ProcessStatus, Supervisor } from '../supervisor/types.js';
 import { processesOn } from '../core/order.js';
-import { assertValidPlan } from '../core/validate-plan.js';
+import { assertValidPlan, STORED_PLAN } from '../core/validate-plan.js';
 import { updateNodePlan } from './node-plan-update.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
 import { reloadCertificates } from '../engines/certificate-reload.js';
@@ -60,7 +60,7 @@ export class LocalNode implements NodeApi {
 
   async reloadCertificates(opts: { caChanged: boolean }): Promise<NodeCertificateReload> {
     const { plan: stored, secrets } = this.requirePlan();
-    const plan = assertValidPlan(stored, defaultEngineCatalog());
+    const plan = assertValidPlan(stored, defaultEngineCatalog(), STORED_PLAN);
     const tlsNames = new Set<string>(Object.values(TLS_FILES));
     const out: NodeCertificateReload['processes'] = [];
     for (const p of this.myProcesses(plan)) {
@@ -194,7 +194,7 @@ export class LocalNode implements NodeApi {
   async startProcess(processId: string, readyTimeoutMs: number, opts: StartOptions = {}): Promise<ProcessStatus> {
     const { plan: stored, secrets } = this.requirePlan();
     // A plan stored by an older version passes today's rules before anything of it runs again.
-    const plan = assertValidPlan(stored, defaultEngineCatalog());
+    const plan = assertValidPlan(stored, defaultEngineCatalog(), STORED_PLAN);
     const p = this.myProcesses(plan).find((x) => x.id === processId);
     if (!p) throw new DispatcherError('not_found', `process ${processId} is not planned on dispatcher ${this.id}`, { details: { host: this.id, process: processId } });
     const dir = this.processDir(p);
@@ -260,7 +260,7 @@ export class LocalNode implements NodeApi {
 
   async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number, token: string): Promise<GuardStatusView> {
     const { plan } = this.requirePlan();
-    const changed = assertValidPlan({ ...plan, firewall }, defaultEngineCatalog());
+    const changed = assertValidPlan({ ...plan, firewall }, defaultEngineCatalog(), STORED_PLAN);
     return this.deps.guard.applyWithDeadline(changed, confirmWithinSeconds, token);
   }
 

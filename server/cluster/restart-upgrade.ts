@@ -9,7 +9,7 @@ import type { PlanDispatcher } from '../../api/plan.js';
 import { NoContentSchema, PreflightAnswerSchema, type PreflightProblem } from '../../api/rest.js';
 import { PeerClient, type PeerIdentity } from './peer-client.js';
 import { sameExceptBinaries } from '../core/restart-plan.js';
-import { assertValidPlan, validatePlan } from '../core/validate-plan.js';
+import { assertValidPlan, STORED_PLAN, validatePlan } from '../core/validate-plan.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
 import type { ClusterStore } from './store.js';
 import type { ProcessRenderer } from './node-api.js';
@@ -52,7 +52,7 @@ export function localUpgradeNode(deps: {
     async adoptPlan(plan) {
       const snap = deps.store.get();
       if (!snap) throw new DispatcherError('not_found', `dispatcher ${deps.id} has no cluster plan`);
-      assertValidPlan(plan, defaultEngineCatalog());
+      assertValidPlan(plan, defaultEngineCatalog(), STORED_PLAN);
       if (snap.plan.name !== plan.name || !sameExceptBinaries(snap.plan, plan)) {
         throw new DispatcherError('conflict', `dispatcher ${deps.id}: an upgrade may change only the binaries of cluster ${snap.plan.name}`);
       }

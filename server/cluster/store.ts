@@ -8,7 +8,7 @@ import { readFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { PlanSchema, type Plan } from '../../api/plan.js';
-import { assertValidPlan } from '../core/validate-plan.js';
+import { assertValidPlan, STORED_PLAN } from '../core/validate-plan.js';
 import { currentVersion, historyOf, nextHistory } from '../core/plan-version.js';
 import { PlanHashSchema, type PlanVersion, type PlanVersionEntry } from '../../api/plan-version.js';
 import { defaultEngineCatalog } from '../engines/loader.js';
@@ -125,7 +125,7 @@ export class ClusterStore {
   async save(snapshot: ClusterSnapshot, opts: { versionNumber?: number } = {}): Promise<void> {
     // Only a valid plan is ever persisted, whichever way it came (launch, peer adoption, upgrade, firewall
     // change): the one validation (server/core/validate-plan.ts), docs/SECURITY.md "Peer dispatcher".
-    assertValidPlan(snapshot.plan, defaultEngineCatalog());
+    assertValidPlan(snapshot.plan, defaultEngineCatalog(), STORED_PLAN);
     const updatedAt = new Date(this.clock.now()).toISOString();
     // Every change of the plan is a new version; a state change or a TLS change keeps the version.
     const versions = nextHistory(this.current && { plan: this.current.plan, history: this.versions, cleaned: this.current.state === 'cleaned' }, snapshot.plan, updatedAt, opts.versionNumber);

@@ -56,8 +56,20 @@ function endpointHostPort(endpoint: string): { host: string; port: number } | un
   }
 }
 
+/**
+ * How strict: `agencyParity` (default) refuses an even agency, a rule for the plans an operator asks for
+ * (launch, the target of a scale change). A plan a dispatcher stores or runs may be an intermediate
+ * version of a scale change, which adds agents one at a time (docs/DESIGN.md, "Scaling"): 3 → 4 → 5.
+ */
+export interface ValidateOptions {
+  agencyParity?: boolean;
+}
+
+/** For plans a dispatcher stores or runs (server/cluster/store.ts, node.ts): every rule but the agency's parity. */
+export const STORED_PLAN: ValidateOptions = { agencyParity: false };
+
 /** Every problem of a plan, each with its path; [] when the plan is valid. */
-export function validatePlan(input: unknown, engines: EngineCatalog): Problem[] {
+export function validatePlan(input: unknown, engines: EngineCatalog, opts: ValidateOptions = {}): Problem[] {
   const protoKeys = prototypeKeyProblems(input);
   const parsed = PlanSchema.safeParse(input);
   if (!parsed.success) return [...protoKeys, ...zodProblems(parsed.error)];
@@ -150,14 +162,15 @@ export function validatePlan(input: unknown, engines: EngineCatalog): Problem[] 
     }
   });
 
-  const agency = agencySizeProblem(plan.processes.filter((p) => p.role === 'agent').length, 'processes');
+  const agents = plan.processes.filter((p) => p.role === 'agent').length;
+  const agency = opts.agencyParity === false && agents > 0 ? undefined : agencySizeProblem(agents, 'processes');
   if (agency) problems.push(agency);
   return problems;
 }
 
 /** Throws DispatcherError('validation_failed') listing every problem; returns the parsed plan otherwise. */
-export function assertValidPlan(input: unknown, engines: EngineCatalog): Plan {
-  const problems = validatePlan(input, engines);
+export function assertValidPlan(input: unknown, engines: EngineCatalog, opts: ValidateOptions = {}): Plan {
+  const problems = validatePlan(input, engines, opts);
   if (problems.length > 0) {
     throw new DispatcherError('validation_failed', `the plan has ${problems.length} problem(s):\n${formatProblems(problems)}`, { problems });
   }
