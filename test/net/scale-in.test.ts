@@ -276,7 +276,7 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
       assert.deepEqual(m2.etcd.map((m) => m.name).sort(), ['agent-1', 'agent-2', 'agent-4']);
       assert.ok(m2.etcd.every((m) => !m.learner));
       assert.deepEqual(m2.patroni, ['dbserver-1', 'dbserver-2', 'dbserver-4']);
-      const repl = await psqlOut(c1, "SELECT client_addr || ' ' || state FROM pg_stat_replication");
+      const repl = await psqlOut(c1, "SELECT host(client_addr) || ' ' || state FROM pg_stat_replication");
       assert.ok(repl.split('\n').some((l) => l.startsWith(`${d5.addresses[0]} streaming`)), `dbserver-4 on d5 streams: ${repl}`);
       assert.deepEqual(await scan(scanTargets(replaced, { gone: [shrunk] }).filter((t) => !t.label.includes(net!.hosts[2].ipv4) && !t.label.includes(net!.hosts[2].ipv6)), 1500), [], 'after the replace the outside sees the new plan');
       process.stderr.write(`# scale in: ${scaleInMs} ms; replace: ${replaceMs} ms\n`);
