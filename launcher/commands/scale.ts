@@ -16,8 +16,8 @@ import { proposedPlan } from './plan.js';
 export function registerScaleCommand(program: Command): void {
   program
     .command('scale')
-    .argument('<file>', 'the plan (or spec) the running cluster should become: the running plan plus new dispatchers and processes')
-    .description('scale out the running cluster: adopt new dispatchers, widen every firewall, then add agents, DB servers and coordinators one at a time, each healthy before the next')
+    .argument('<file>', 'the plan (or spec) the running cluster should become: the running plan plus new, or minus removed, dispatchers and processes')
+    .description('scale the running cluster out or in: adopt new dispatchers, widen every firewall, then add agents, DB servers and coordinators one at a time, each healthy before the next; or move leaders away, remove processes keeping quorum, shrink the firewalls and release dispatchers that leave (their data dirs are KEPT)')
     .addOption(new Option('--base-version <version:hash>', 'refuse unless the running plan is still this version (as `dispatch plan --diff` prints it)').argParser(planVersionArg))
     .option('--dry-run', 'show what would change and the steps it would take (the `dispatch plan --diff` view); change nothing')
     .option('--peer-credentials <file>', 'YAML {dispatcherId: {user, passwordFile}} for NEW dispatchers whose password differs from yours (first contact, as a launch)')
@@ -32,6 +32,15 @@ What happens, in order (each step is an event; a step that adds something stores
   3. new agents join the agency one at a time (etcd member add, then start), each healthy before the next;
   4. new DB servers start as Patroni replicas (healthy once streaming); new coordinators start;
   5. coordinators that stay learn new DB servers: HAProxy restarts while its pooler holds new transactions.
+Scale in (processes or dispatchers left out of FILE), after the steps above:
+  6. coordinators that go stop; if the Patroni leader is on a DB server that goes, it moves to one that stays;
+     DB servers that go stop and leave Patroni; coordinators that stay learn the smaller list;
+  7. agents that go hand the etcd leadership to one that stays and leave the agency one at a time (quorum kept);
+  8. only then every firewall stops letting the gone hosts in (and they are no longer trusted);
+  9. each dispatcher that leaves stops what is left there, removes its firewall guard and forgets the cluster.
+     Its data dirs are KEPT: nothing here deletes data; delete them by hand once you are sure.
+Processes or hosts that are down when it starts (a dead machine) leave first and are asked nothing
+(to put a new machine in a dead one's place in one step: dispatch replace DEAD --with NEW).
 A failure stops at the failed step, undoes that step only and names what is left; completed steps stay.
 Refused before anything changes: a plan that changes anything that stays (ports, binaries, firewall policy),
 an agency that would lose quorum, another base version (--base-version), another operation running.
