@@ -6,7 +6,7 @@
  * `etcd member add` first, then starts with --initial-cluster-state=existing, healthy before the next; a
  * DB server starts as a Patroni replica (ready once streaming); a coordinator starts last.
  */
-import { DispatcherError } from '../../api/errors.js';
+import { DispatcherError, isDispatcherError } from '../../api/errors.js';
 import type { PlanProcess, Role } from '../../api/plan.js';
 import { planHash } from '../core/plan-version.js';
 import { agencyEndpoints, agentPeerUrl, addMember, listMembers, removeMember } from '../engines/pg-ha/etcd-members.js';
@@ -27,6 +27,24 @@ function processOf(ctx: ScaleContext, id: string): PlanProcess {
 async function waitHealthy(ctx: ScaleContext, role: Role) {
   const plan = ctx.current();
   await waitRoleHealthy(ctx.op, ctx, plan, role, plan.processes.filter((p) => p.role === role), ctx.secrets, ctx.readyTimeoutMs);
+}
+
+/**
+ * etcd adds a member only when the leader has been connected to every member for its health interval
+ * (5 s in etcd 3.4, --strict-reconfig-check): right after the previous member joined it answers
+ * "unhealthy cluster" although every member is up (measured: test/net/scale-out.test.ts). That refusal is
+ * retried for up to 30 s; any other refusal, or a member really down, fails the step.
+ */
+async function addWhenConnected<T>(ctx: ScaleContext, add: () => Promise<T>): Promise<T> {
+  const deadline = ctx.clock.now() + 30_000;
+  for (;;) {
+    try {
+      return await add();
+    } catch (e) {
+      if (!isDispatcherError(e) || e.code !== 'conflict' || !/unhealthy cluster/.test(e.message) || ctx.clock.now() > deadline) throw e;
+      await ctx.clock.sleep(1000);
+    }
+  }
 }
 
 async function startNew(ctx: ScaleContext, p: PlanProcess, opts: { agencyState?: 'existing' } = {}) {
@@ -91,7 +109,7 @@ export const scaleOutRunners: Pick<StepRunners, ScaleOutKind> = {
       throw new DispatcherError('conflict', `the agency's members do not match the plan (${unknown.length ? `members not in the plan: ${unknown.map((m) => m.name || m.peerURLs.join(' ')).join(', ')}` : ''}${absent.length ? ` agents of the plan that are no members: ${absent.map((o) => o.id).join(', ')}` : ''}); refusing to add ${p.id}`);
     }
     const t0 = ctx.clock.now();
-    const added = await addMember(endpoints, peerUrl, opts);
+    const added = await addWhenConnected(ctx, () => addMember(endpoints, peerUrl, opts));
     ctx.onRollback(`etcd member add of ${p.id}`, async () => void (await removeMember(endpoints, peerUrl, opts)));
     ctx.op.event({ level: 'info', step: 'member-add', host: p.dispatcher, process: p.id, message: `etcd member ${added.id} added for ${peerUrl}`, durationMs: Math.round(ctx.clock.now() - t0) });
     await startNew(ctx, p, { agencyState: 'existing' });
