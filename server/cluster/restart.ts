@@ -9,6 +9,7 @@ import { DispatcherError } from '../../api/errors.js';
 import { ROLE_ORDER } from '../../api/plan.js';
 import { RestartRequestSchema, type OperationView, type RestartRequest } from '../../api/rest.js';
 import { selectProcesses } from '../core/restart-plan.js';
+import { assertBaseVersion } from '../core/plan-version.js';
 import { pollUntil } from '../../shared/poll.js';
 import { RestartExecutor } from './restart-executor.js';
 import { restartNodes, runningSnapshot, type NormalizedRestartRequest, type RestartDeps, type RestartProgress, type UpgradeNode } from './restart-context.js';
@@ -51,7 +52,11 @@ export class RestartService {
   async start(input: RestartRequest): Promise<OperationView> {
     const req = await this.precheck(input);
     const { plan } = runningSnapshot(this.deps);
-    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: req, done: [], stopped: [] }), { lock: 'required' });
+    // An upgrade computed against a plan version: compared under the cluster-wide lock, once no other
+    // operation can change the plan any more (docs/DESIGN.md, "Plan versions").
+    const base = req.baseVersion;
+    const precondition = base ? () => assertBaseVersion(this.deps.store.version(), base) : undefined;
+    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: req, done: [], stopped: [] }), { lock: 'required', ...(precondition ? { precondition } : {}) });
   }
 
   /** A new operation continuing a failed or aborted restart from its persisted progress. */
