@@ -14,6 +14,7 @@ import { pollUntil } from '../../shared/poll.js';
 import { RestartExecutor } from './restart-executor.js';
 import { restartNodes, runningSnapshot, type NormalizedRestartRequest, type RestartDeps, type RestartProgress, type UpgradeNode } from './restart-context.js';
 import { resumeEveryCoordinator } from './paused-coordinators.js';
+import { releaseLeftoverHold } from './held-failover.js';
 
 export type { NormalizedRestartRequest, RestartActions, RestartDeps, RestartProgress, UpgradeNode } from './restart-context.js';
 
@@ -137,6 +138,8 @@ export class RestartService {
             op.event({ level: 'error', step: 'abort', host: proc.dispatcher, process: pid, message: `could not start ${pid} again: ${(e as Error).message}` });
           }
         }
+        // It may have died holding the DB servers' failover (mid-agency restart): released once its agents run again.
+        await releaseLeftoverHold(this.deps.actions, op, snap.plan, snap.secrets);
         await this.markAborted(prev, reported.length ? `aborted; not running again: ${reported.join('; ')}` : 'aborted; every process it stopped runs again');
         if (reported.length) throw new DispatcherError('operation_failed', `abort of ${id} left processes not running:\n  ${reported.join('\n  ')}`);
         return { abortOf: id, started: toStart };

@@ -184,6 +184,12 @@ export function fakeActions(journal: string[], leaders: { agency?: string; db?: 
     async resumeCoordinators(_plan, _secrets, ids) {
       journal.push(`resume-poolers:${ids.join(',')}`);
     },
+    async holdFailover() {
+      journal.push('hold-failover');
+    },
+    async releaseFailover() {
+      journal.push('release-failover');
+    },
     supports: (action) => action === 'switchover',
   };
 }
