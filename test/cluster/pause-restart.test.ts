@@ -15,6 +15,9 @@ import type { ClusterView, OperationView } from '../../api/rest.js';
 import { PSQL } from '../helpers/cluster.js';
 import { dispatcherClientTls, sql, startPgCluster, waitOperation, type PgCluster } from '../helpers/pg-cluster.js';
 import { pgbenchInit, pgbenchRun, type PgbenchTarget } from '../helpers/pgbench.js';
+import { failoverHold } from '../../server/engines/pg-ha/failover-hold.js';
+import { dbserverState } from '../../server/engines/pg-ha-health.js';
+import { pollUntil } from '../../shared/poll.js';
 
 let cl: PgCluster;
 let target: PgbenchTarget;
@@ -114,5 +117,47 @@ describe('rolling restart behind PgBouncer: pgbench sees no failure', { timeout:
     // Not left paused: a new statement through the coordinator answers at once.
     assert.equal(await sql(cl.pgpass, target.port, 'SELECT 7', 5000), '7');
     await holder;
+  });
+  test("the failover hold keeps the DB leader through an agency without quorum; without it Patroni demotes (runs last)", async () => {
+    // Two of three etcd members frozen (SIGSTOP, by pid: this test's own cluster) for longer than Patroni's
+    // retry_timeout: its lock update fails. Held (the pg-ha action a rolling restart takes around the
+    // agents, server/engines/pg-ha/failover-hold.ts), the leader stays; not held, it is demoted.
+    const tls = dispatcherClientTls(cl.dispatchers[0].dataDir);
+    const secrets = JSON.parse(readFileSync(join(cl.dispatchers[0].dataDir, 'cluster', 'secrets.json'), 'utf8')).secrets as Record<string, string>;
+    const hold = failoverHold({ tls: () => tls });
+    const view = await cl.client(0).get<ClusterView>('/v1/cluster');
+    const agentPids = view.processes.filter((p) => p.role === 'agent').map((p) => p.pid!).slice(0, 2);
+    assert.equal(agentPids.length, 2);
+    const leaderState = async () => {
+      const states = await Promise.all(cl.plan.processes.filter((p) => p.role === 'dbserver').map((p) => dbserverState(cl.plan, p.id, { tls })));
+      return states.find((s) => s.role === 'leader' && s.running);
+    };
+    const frozen = async (ms: number) => {
+      for (const pid of agentPids) process.kill(pid, 'SIGSTOP');
+      try {
+        await new Promise((r) => setTimeout(r, ms));
+        return await leaderState();
+      } finally {
+        for (const pid of agentPids) process.kill(pid, 'SIGCONT');
+      }
+    };
+    const before = (await leaderState())!;
+    assert.ok(before, 'a running leader');
+
+    await hold.holdFailover(cl.plan, secrets, 15_000);
+    let during: Awaited<ReturnType<typeof leaderState>>;
+    try {
+      during = await frozen(10_000);
+    } finally {
+      // Released once the agency answers again (the release is written there).
+      await pollUntil(() => hold.releaseFailover(cl.plan, secrets, 5000).then(() => true, () => false), (ok) => ok, { timeoutMs: 30_000, intervalMs: 500, onTimeout: () => new Error('the failover hold could not be released within 30 s') });
+    }
+    assert.equal(during?.id, before.id, 'held: the same leader, still running, through 10 s without agency quorum');
+    assert.equal(during?.timeline, before.timeline, 'held: no promotion anywhere');
+    assert.equal(await sql(cl.pgpass, target.port, 'SELECT 5', 10_000), '5');
+
+    // The control: the same freeze without the hold demotes the leader (what a rolling restart risked).
+    const unheld = await frozen(10_000);
+    assert.notEqual(unheld?.id, before.id, `not held: Patroni demoted ${before.id} (leader seen: ${unheld?.id ?? 'none'})`);
   });
 });
