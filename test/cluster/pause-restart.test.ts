@@ -147,17 +147,17 @@ describe('rolling restart behind PgBouncer: pgbench sees no failure', { timeout:
     await hold.holdFailover(cl.plan, secrets, 15_000);
     let during: Awaited<ReturnType<typeof leaderState>>;
     try {
-      during = await frozen(10_000);
+      during = await frozen(14_000);
     } finally {
       // Released once the agency answers again (the release is written there).
       await pollUntil(() => hold.releaseFailover(cl.plan, secrets, 5000).then(() => true, () => false), (ok) => ok, { timeoutMs: 30_000, intervalMs: 500, onTimeout: () => new Error('the failover hold could not be released within 30 s') });
     }
-    assert.equal(during?.id, before.id, 'held: the same leader, still running, through 10 s without agency quorum');
+    assert.equal(during?.id, before.id, 'held: the same leader, still running, through 14 s without agency quorum');
     assert.equal(during?.timeline, before.timeline, 'held: no promotion anywhere');
     assert.equal(await sql(cl.pgpass, target.port, 'SELECT 5', 10_000), '5');
 
     // The control: the same freeze without the hold demotes the leader (what a rolling restart risked).
-    const unheld = await frozen(10_000);
+    const unheld = await frozen(14_000);
     assert.notEqual(unheld?.id, before.id, `not held: Patroni demoted ${before.id} (leader seen: ${unheld?.id ?? 'none'})`);
   });
 });
