@@ -242,7 +242,7 @@ export const clusterModule: RouteModule = {
         operationId: 'changeFirewall',
         summary: 'Apply a new firewall policy on every dispatcher; it rolls back unless confirmed within confirmWithinSeconds',
         requestBody: body,
-        responses: { ...json('pending change with its confirm deadline'), '400': problemResponse('invalid policy') },
+        responses: { ...json('pending change with its confirm deadline'), '400': problemResponse('invalid policy'), '409': problemResponse('computed against another plan version (baseVersion), or another cluster operation runs') },
       },
     },
     '/v1/cluster/firewall/confirm': {
