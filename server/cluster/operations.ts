@@ -270,7 +270,7 @@ export class OperationStore {
   async exclusive<T>(kind: string, cluster: string, fn: () => Promise<T>): Promise<T> {
     this.refuseIfRunningHere();
     this.exclusiveRunning = kind;
-    const held = await this.clusterLock?.acquire({ id: `${kind}-${randomUUID()}`, kind, cluster }, { required: false }).catch((e) => {
+    const held = await this.clusterLock?.acquire({ id: `${kind.replace(/\W+/g, '-')}-${randomUUID()}`, kind, cluster }, { required: false }).catch((e) => {
       this.exclusiveRunning = undefined;
       throw e;
     });
