@@ -187,6 +187,8 @@ export interface NodeStatusView {
   cluster?: string;
   clusterState?: ClusterState;
   processes: ProcessStatus[];
+  /** The plan processes' companion programs on this dispatcher (pg-ha: each coordinator's PgBouncer, "<id>.pooler"). */
+  companions?: ProcessStatus[];
   guard?: GuardStatusView;
   certificates?: CertificateView[];
   /** The plan version this dispatcher stores (docs/DESIGN.md, "Plan versions"): a peer that missed a change shows another one. */
@@ -201,6 +203,19 @@ export interface ClusterProcessView {
   host: string;
   address: string;
   ports: { name: string; port: number; exposure: string }[];
+  state: string;
+  pid?: number;
+  readySince?: string;
+  restarts: number;
+  /** Programs supervised alongside this one (pg-ha: a coordinator's PgBouncer), with their own state. */
+  companions?: CompanionView[];
+}
+
+/** A companion program of a plan process (templates/<engine>/engine.yaml `companion`), as status shows it. */
+export interface CompanionView {
+  /** Supervisor id: "<process id>.<companion name>", e.g. "coordinator-1.pooler". */
+  id: string;
+  name: string;
   state: string;
   pid?: number;
   readySince?: string;
@@ -313,6 +328,7 @@ export const NodeStatusViewSchema = z.object({
   cluster: z.string().optional(),
   clusterState: ClusterStateSchema.optional(),
   processes: z.array(ProcessStatusSchema),
+  companions: z.array(ProcessStatusSchema).optional(),
   guard: GuardStatusViewSchema.optional(),
   certificates: z.array(CertificateViewSchema).optional(),
   planVersion: PlanVersionSchema.optional(),

@@ -43,8 +43,14 @@ export function renderCluster(view, health) {
     procs.map((p) => {
       const m = lag.get(p.id);
       const leaderLag = p.id === agencyLeader ? 'etcd leader' : m ? (m.role === 'leader' ? 'DB leader' : `replica, lag ${m.lagBytes ?? '?'} B`) : '';
-      return el('tr', { 'data-process': p.id, 'data-state': p.state }, el('td', {}, p.host), el('td', {}, p.id), el('td', {}, p.role), el('td', {}, badge(p.state)), el('td', {}, p.pid ?? '—'), el('td', {}, time(p.readySince)), el('td', {}, p.restarts), el('td', {}, leaderLag));
-    }),
+      return [
+        el('tr', { 'data-process': p.id, 'data-state': p.state }, el('td', {}, p.host), el('td', {}, p.id), el('td', {}, p.role), el('td', {}, badge(p.state)), el('td', {}, p.pid ?? '—'), el('td', {}, time(p.readySince)), el('td', {}, p.restarts), el('td', {}, leaderLag)),
+        // Its companions (pg-ha: the coordinator's PgBouncer) right under it, with their own state.
+        ...(p.companions ?? []).map((c) =>
+          el('tr', { 'data-process': c.id, 'data-state': c.state, 'data-companion-of': p.id }, el('td', {}, p.host), el('td', {}, c.id), el('td', {}, `${p.role} ${c.name}`), el('td', {}, badge(c.state)), el('td', {}, c.pid ?? '—'), el('td', {}, time(c.readySince)), el('td', {}, c.restarts), el('td', {}, '')),
+        ),
+      ];
+    }).flat(),
   );
   fillTable(
     'dispatcher-table',

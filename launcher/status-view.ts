@@ -14,7 +14,11 @@ export function statusText(view: ClusterView, now = systemClock.now()): string {
   text +=
     formatTable(
       ['PROCESS', 'ROLE', 'HOST', 'STATE', 'PID', 'PORTS', 'READY SINCE', 'RESTARTS'],
-      view.processes.map((p) => [p.id, p.role, p.host, p.state, p.pid ?? '-', p.ports.map((x) => `${x.name}:${x.port}/${x.exposure}`).join(' '), p.readySince ?? '-', p.restarts]),
+      view.processes.flatMap((p) => [
+        [p.id, p.role, p.host, p.state, p.pid ?? '-', p.ports.map((x) => `${x.name}:${x.port}/${x.exposure}`).join(' '), p.readySince ?? '-', p.restarts],
+        // Its companions (pg-ha: the coordinator's PgBouncer, which serves the client port) right under it.
+        ...(p.companions ?? []).map((c) => [c.id, `${p.role} ${c.name}`, p.host, c.state, c.pid ?? '-', '-', c.readySince ?? '-', c.restarts]),
+      ]),
     ) + '\n';
   if (view.certificates?.length) {
     // Every certificate of the cluster PKI with its expiry (renew with `dispatch rotate-certs`).
@@ -31,7 +35,7 @@ export function statusText(view: ClusterView, now = systemClock.now()): string {
   return text;
 }
 
-/** Healthy: running, every process ready, every dispatcher reachable. */
+/** Healthy: running, every process and companion ready, every dispatcher reachable. */
 export function isHealthy(view: ClusterView): boolean {
-  return view.state === 'running' && view.processes.every((p) => p.state === 'ready') && view.dispatchers.every((d) => d.reachable);
+  return view.state === 'running' && view.processes.every((p) => p.state === 'ready' && (p.companions ?? []).every((c) => c.state === 'ready')) && view.dispatchers.every((d) => d.reachable);
 }

@@ -307,10 +307,14 @@ export class LocalNode implements NodeApi {
   async status(): Promise<NodeStatusView> {
     const snap = this.deps.store.get();
     const ids = new Set(snap ? this.myProcesses(snap.plan).map((p) => p.id) : []);
+    const all = this.deps.supervisor.list();
+    // A companion's supervisor id is "<plan process id>.<name>" (render.ts companionId).
+    const companions = all.filter((s) => { const dot = s.id.lastIndexOf('.'); return dot > 0 && ids.has(s.id.slice(0, dot)); });
     return {
       dispatcher: this.id,
       ...(snap ? { cluster: snap.plan.name, clusterState: snap.state } : {}),
-      processes: this.deps.supervisor.list().filter((s) => ids.has(s.id)),
+      processes: all.filter((s) => ids.has(s.id)),
+      ...(companions.length ? { companions } : {}),
       guard: this.deps.guard.status(),
       ...(snap?.tls ? { certificates: this.certificates.views() } : {}),
       ...(snap ? { planVersion: this.deps.store.version() } : {}),

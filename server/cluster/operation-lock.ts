@@ -39,10 +39,13 @@ export interface ClusterLock {
    * (none yet, or an engine without one) and `required` is false; a 409 naming the running operation and
    * its dispatcher when another holds it.
    */
-  acquire(view: OperationView, opts: AcquireOptions): Promise<HeldLock | undefined>;
+  acquire(view: LockRequest, opts: AcquireOptions): Promise<HeldLock | undefined>;
   /** Every operation record the agency holds, each with whether its runner still holds the lock. */
   published(): Promise<PublishedOperation[]>;
 }
+
+/** What the lock is taken for: an operation, or a short change that is not one (OperationStore.exclusive). */
+export type LockRequest = Pick<OperationView, 'id' | 'cluster'> & { kind: string };
 
 export interface AcquireOptions {
   required: boolean;
@@ -89,7 +92,7 @@ export class AgencyOperationLock implements ClusterLock {
     this.clock = deps.clock ?? systemClock;
   }
 
-  async acquire(view: OperationView, opts: AcquireOptions): Promise<HeldLock | undefined> {
+  async acquire(view: LockRequest, opts: AcquireOptions): Promise<HeldLock | undefined> {
     const agency = this.deps.agency();
     if (!agency) {
       if (opts.required) throw new DispatcherError('conflict', `cluster ${view.cluster} has no agency to lock a ${view.kind} in`);

@@ -50,6 +50,8 @@ export class OperationStore {
   private clusterLock: ClusterLock | undefined;
   /** Operations whose outcome is set but whose last write (and lock release) is still under way. */
   private readonly finishing = new Set<string>();
+  /** The kind of the exclusive() change running now (not an operation: no record). */
+  private exclusiveRunning: string | undefined;
   /** The cluster-wide lock the running operation holds (one at a time per dispatcher). */
   private held: HeldLock | undefined;
 
@@ -166,14 +168,9 @@ export class OperationStore {
     kind: OperationKind,
     cluster: string,
     work: (op: OperationHandle) => Promise<Record<string, unknown> | void>,
-    opts: { resumeOf?: OperationView; lock?: LockMode } = {},
+    opts: { resumeOf?: OperationView; lock?: LockMode; precondition?: () => void | Promise<void> } = {},
   ): Promise<OperationView> {
-    const active = this.running();
-    if (active && active.id !== opts.resumeOf?.id) {
-      throw new DispatcherError('conflict', `operation ${active.id} (${active.kind} of ${active.cluster}) is still running on this dispatcher`, {
-        details: { operation: active.id, kind: active.kind, cluster: active.cluster },
-      });
-    }
+    this.refuseIfRunningHere(opts.resumeOf?.id);
     const view: OperationView = opts.resumeOf ?? { id: randomUUID(), kind, cluster, state: 'running', startedAt: this.isoNow(), events: [] };
     const mode = opts.lock ?? 'if-agency';
     const lockLost = new AbortController();
@@ -186,6 +183,16 @@ export class OperationStore {
     };
     // The cluster-wide lock before anything happens: a second operation gets its 409 here, not half-way.
     if (mode !== 'when-agency-up') await take();
+    // What the request was computed against (a plan version) is checked only now, under the lock: checked
+    // before it, another dispatcher's operation could change the plan in between (docs/DESIGN.md, "Plan versions").
+    if (opts.precondition) {
+      try {
+        await opts.precondition();
+      } catch (e) {
+        await this.releaseIfHeldFor(view.id);
+        throw e;
+      }
+    }
     view.state = 'running';
     if (this.self) view.runner = this.self;
     delete view.stale;
@@ -253,6 +260,43 @@ export class OperationStore {
       }
     })();
     return view;
+  }
+
+  /**
+   * Runs `fn` — a short change that is not an operation, e.g. a firewall change with its base version
+   * check — while this dispatcher holds the cluster-wide lock (if the cluster has an agency) and runs no
+   * operation: a 409 naming the running operation otherwise. No record is kept; the lock is freed when fn ends.
+   */
+  async exclusive<T>(kind: string, cluster: string, fn: () => Promise<T>): Promise<T> {
+    this.refuseIfRunningHere();
+    this.exclusiveRunning = kind;
+    const held = await this.clusterLock?.acquire({ id: `${kind.replace(/\W+/g, '-')}-${randomUUID()}`, kind, cluster }, { required: false }).catch((e) => {
+      this.exclusiveRunning = undefined;
+      throw e;
+    });
+    try {
+      return await fn();
+    } finally {
+      this.exclusiveRunning = undefined;
+      await held?.release();
+    }
+  }
+
+  private refuseIfRunningHere(except?: string): void {
+    const active = this.running();
+    if (active && active.id !== except) {
+      throw new DispatcherError('conflict', `operation ${active.id} (${active.kind} of ${active.cluster}) is still running on this dispatcher`, {
+        details: { operation: active.id, kind: active.kind, cluster: active.cluster },
+      });
+    }
+    if (this.exclusiveRunning) throw new DispatcherError('conflict', `a ${this.exclusiveRunning} is being applied on this dispatcher right now; try again`);
+  }
+
+  private async releaseIfHeldFor(id: string): Promise<void> {
+    const held = this.held;
+    if (held?.holder.operation !== id) return;
+    this.held = undefined;
+    await held.release();
   }
 
   /** Marks an interrupted operation as failed (when it cannot resume). */

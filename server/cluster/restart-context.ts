@@ -47,7 +47,8 @@ export type { RestartActions } from '../core/restart-actions.js';
 export interface RestartDeps {
   /** This dispatcher (LocalNode in production). */
   self: NodeApi;
-  store: Pick<ClusterStore, 'get'>;
+  /** The running plan, and its version (an upgrade's base version is checked against it under the lock). */
+  store: Pick<ClusterStore, 'get' | 'version'>;
   operations: OperationStore;
   health: ClusterHealth;
   engine(name: string): Engine;

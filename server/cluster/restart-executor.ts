@@ -7,10 +7,11 @@
  */
 import { DispatcherError } from '../../api/errors.js';
 import { ROLE_ORDER, type Plan, type PlanProcess, type Role } from '../../api/plan.js';
-import { allAtOncePlan, describeRestartPlan, rollingRestartPlan, upgradeBinaries, type PlanStep, type RestartEntry } from '../core/restart-plan.js';
+import { allAtOncePlan, describeRestartPlan, rollingRestartPlan, upgradeBinaries, type PlanStep, type RestartEntry, type RoleBatch } from '../core/restart-plan.js';
 import { pollUntil, settledCheck, systemClock, type Clock } from '../../shared/poll.js';
 import type { OperationHandle } from './operations.js';
 import { pausedCoordinators, resumeEveryCoordinator } from './paused-coordinators.js';
+import { releaseLeftoverHold, withFailoverHeld } from './held-failover.js';
 import { enginePrograms } from '../engines/loader.js';
 import {
   GATE_ACTIONS,
@@ -115,6 +116,7 @@ export class RestartExecutor {
       const secrets = snap.secrets;
       const timeout = req.readyTimeoutMs;
       await resumeEveryCoordinator(this.deps.actions, op, plan, secrets);
+      await releaseLeftoverHold(this.deps.actions, op, plan, secrets);
 
       const programOf = (role: Role) => this.deps.engine(plan.engine).manifest.roles[role].program;
       const restartOne = async (p: PlanProcess) => {
@@ -174,26 +176,10 @@ export class RestartExecutor {
           throw new DispatcherError('operation_failed', `engine ${plan.engine}: this dispatcher cannot carry out ${unsupported.join(', ')}; nothing was restarted. The plan was:\n${lines.join('\n')}`, { details: { steps: lines } });
         }
         for (const batch of batches) {
-          for (const s of batch.beforeRole) await this.action(op, plan, secrets, s, undefined, progress);
-          for (const entry of batch.processes) {
-            if (ctl.signal.aborted) throw abortedError();
-            const p = plan.processes.find((x) => x.id === entry.process)!;
-            for (const s of entry.before) await this.action(op, plan, secrets, s, entry, progress);
-            const pause = this.deps.engine(plan.engine).manifest.roles[p.role].rollingRestart.pause;
-            if (pause?.scope === 'self') {
-              await pausedCoordinators(this.deps.actions, this.clock, op, plan, secrets, [p.id], pause.maxMs, `restart of ${p.id}`, async () => {
-                await restartOne(p);
-                await this.deps.actions.waitCoordinatorsRouting?.(plan, [p.id], undefined, pause.maxMs).catch((e: Error) => op.event({ level: 'warn', step: 'ready', process: p.id, message: e.message }));
-              });
-            } else await restartOne(p);
-            for (const s of entry.after) if (s.action !== 'wait-ready' && !GATE_ACTIONS.has(s.action)) await this.action(op, plan, secrets, s, entry, progress);
-            const detail = await this.waitClusterHealthy(op, plan, secrets, timeout, p.id, ctl.signal);
-            op.event({ level: 'info', step: 'healthy', process: p.id, message: `cluster healthy after ${p.id}: ${detail}` });
-            progress.done.push(p.id);
-            delete progress.current;
-            await save();
-          }
-          for (const s of batch.afterRole) await this.action(op, plan, secrets, s, undefined, progress);
+          const hold = batch.holdFailover;
+          const runBatch = () => this.runBatch(op, plan, secrets, batch, progress, ctl.signal, restartOne, timeout);
+          if (hold) await withFailoverHeld(this.deps.actions, this.clock, op, plan, secrets, hold.maxMs, `restart of the ${batch.role}s`, runBatch);
+          else await runBatch();
         }
       }
       delete progress.current;
@@ -206,6 +192,31 @@ export class RestartExecutor {
       this.aborts.delete(op.id);
       for (const n of nodes.values()) n.close?.();
     }
+  }
+
+  /** One role's batch of a rolling restart: its steps, and each process with its gates. */
+  private async runBatch(op: OperationHandle, plan: Plan, secrets: Record<string, string>, batch: RoleBatch, progress: RestartProgress, signal: AbortSignal, restartOne: (p: PlanProcess) => Promise<void>, timeout: number) {
+    const save = () => op.setProgress({ ...progress });
+    for (const s of batch.beforeRole) await this.action(op, plan, secrets, s, undefined, progress);
+    for (const entry of batch.processes) {
+      if (signal.aborted) throw abortedError();
+      const p = plan.processes.find((x) => x.id === entry.process)!;
+      for (const s of entry.before) await this.action(op, plan, secrets, s, entry, progress);
+      const pause = this.deps.engine(plan.engine).manifest.roles[p.role].rollingRestart.pause;
+      if (pause?.scope === 'self') {
+        await pausedCoordinators(this.deps.actions, this.clock, op, plan, secrets, [p.id], pause.maxMs, `restart of ${p.id}`, async () => {
+          await restartOne(p);
+          await this.deps.actions.waitCoordinatorsRouting?.(plan, [p.id], undefined, pause.maxMs).catch((e: Error) => op.event({ level: 'warn', step: 'ready', process: p.id, message: e.message }));
+        });
+      } else await restartOne(p);
+      for (const s of entry.after) if (s.action !== 'wait-ready' && !GATE_ACTIONS.has(s.action)) await this.action(op, plan, secrets, s, entry, progress);
+      const detail = await this.waitClusterHealthy(op, plan, secrets, timeout, p.id, signal);
+      op.event({ level: 'info', step: 'healthy', process: p.id, message: `cluster healthy after ${p.id}: ${detail}` });
+      progress.done.push(p.id);
+      delete progress.current;
+      await save();
+    }
+    for (const s of batch.afterRole) await this.action(op, plan, secrets, s, undefined, progress);
   }
 
   private async waitRole(plan: Plan, role: Role, secrets: Record<string, string>, timeoutMs: number): Promise<string> {

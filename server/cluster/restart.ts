@@ -9,10 +9,12 @@ import { DispatcherError } from '../../api/errors.js';
 import { ROLE_ORDER } from '../../api/plan.js';
 import { RestartRequestSchema, type OperationView, type RestartRequest } from '../../api/rest.js';
 import { selectProcesses } from '../core/restart-plan.js';
+import { assertBaseVersion } from '../core/plan-version.js';
 import { pollUntil } from '../../shared/poll.js';
 import { RestartExecutor } from './restart-executor.js';
 import { restartNodes, runningSnapshot, type NormalizedRestartRequest, type RestartDeps, type RestartProgress, type UpgradeNode } from './restart-context.js';
 import { resumeEveryCoordinator } from './paused-coordinators.js';
+import { releaseLeftoverHold } from './held-failover.js';
 
 export type { NormalizedRestartRequest, RestartActions, RestartDeps, RestartProgress, UpgradeNode } from './restart-context.js';
 
@@ -51,7 +53,11 @@ export class RestartService {
   async start(input: RestartRequest): Promise<OperationView> {
     const req = await this.precheck(input);
     const { plan } = runningSnapshot(this.deps);
-    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: req, done: [], stopped: [] }), { lock: 'required' });
+    // An upgrade computed against a plan version: compared under the cluster-wide lock, once no other
+    // operation can change the plan any more (docs/DESIGN.md, "Plan versions").
+    const base = req.baseVersion;
+    const precondition = base ? () => assertBaseVersion(this.deps.store.version(), base) : undefined;
+    return this.deps.operations.start('restart', plan.name, (op) => this.executor.run(op, { request: req, done: [], stopped: [] }), { lock: 'required', ...(precondition ? { precondition } : {}) });
   }
 
   /** A new operation continuing a failed or aborted restart from its persisted progress. */
@@ -132,6 +138,8 @@ export class RestartService {
             op.event({ level: 'error', step: 'abort', host: proc.dispatcher, process: pid, message: `could not start ${pid} again: ${(e as Error).message}` });
           }
         }
+        // It may have died holding the DB servers' failover (mid-agency restart): released once its agents run again.
+        await releaseLeftoverHold(this.deps.actions, op, snap.plan, snap.secrets);
         await this.markAborted(prev, reported.length ? `aborted; not running again: ${reported.join('; ')}` : 'aborted; every process it stopped runs again');
         if (reported.length) throw new DispatcherError('operation_failed', `abort of ${id} left processes not running:\n  ${reported.join('\n  ')}`);
         return { abortOf: id, started: toStart };

@@ -22,6 +22,14 @@ export interface RestartActions {
   pauseCoordinators?(plan: Plan, secrets: Record<string, string>, coordinators: string[], timeoutMs: number): Promise<void>;
   resumeCoordinators?(plan: Plan, secrets: Record<string, string>, coordinators: string[]): Promise<void>;
   waitCoordinatorsRouting?(plan: Plan, coordinators: string[], leader: string | undefined, timeoutMs: number): Promise<void>;
+  /**
+   * Holds the DB servers' automatic failover (pg-ha: Patroni's maintenance mode) and resolves once every
+   * DB server that answers reports it held; releases it again (a release of a failover not held changes
+   * nothing). Around the agency's restart: a DB leader then keeps its role even when an agent's shutdown
+   * makes its lock update fail (docs/DESIGN.md, "Rolling restart without failed statements").
+   */
+  holdFailover?(plan: Plan, secrets: Record<string, string>, timeoutMs: number): Promise<void>;
+  releaseFailover?(plan: Plan, secrets: Record<string, string>, timeoutMs: number): Promise<void>;
   /** Actions this engine implements (others make the operation refuse before anything restarts). */
   supports(action: string): boolean;
 }

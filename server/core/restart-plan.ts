@@ -21,6 +21,8 @@ export interface PlanStep {
 
 export interface RoleSteps {
   order: 'followers-then-leader' | 'one-at-a-time';
+  /** The DB servers' automatic failover is held while this role's processes restart (server/engines/types.ts). */
+  holdFailover?: { description: string; maxMs: number };
   beforeRole: PlanStep[];
   before: PlanStep[];
   after: PlanStep[];
@@ -54,6 +56,7 @@ export interface RestartEntry {
 export interface RoleBatch {
   role: Role;
   order: RoleSteps['order'];
+  holdFailover?: RoleSteps['holdFailover'];
   beforeRole: PlanStep[];
   processes: RestartEntry[];
   afterRole: PlanStep[];
@@ -108,6 +111,7 @@ export function rollingRestartPlan(
     out.push({
       role,
       order: rs.order,
+      ...(rs.holdFailover ? { holdFailover: rs.holdFailover } : {}),
       beforeRole: rs.beforeRole,
       afterRole: rs.afterRole,
       processes: procs.map((p) => {
@@ -140,6 +144,7 @@ export function describeRestartPlan(batches: RoleBatch[]): string[] {
   const lines: string[] = [];
   const step = (s: PlanStep, who?: string) => `${s.action}${who ? ` ${who}` : ''}: ${s.description}`;
   for (const b of batches) {
+    if (b.holdFailover) lines.push(`hold-failover (${b.role}s): ${b.holdFailover.description}`);
     for (const s of b.beforeRole) lines.push(step(s, `(${b.role}s)`));
     for (const e of b.processes) {
       for (const s of e.before) lines.push(step(s, e.process));
@@ -147,6 +152,7 @@ export function describeRestartPlan(batches: RoleBatch[]): string[] {
       for (const s of e.after) lines.push(step(s, e.process));
     }
     for (const s of b.afterRole) lines.push(step(s, `(${b.role}s)`));
+    if (b.holdFailover) lines.push(`release-failover (${b.role}s): automatic failover again`);
   }
   return lines.map((l, i) => `${i + 1}. ${l}`);
 }

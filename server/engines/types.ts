@@ -96,6 +96,18 @@ export const RollingPauseSchema = z
   })
   .strict();
 
+/**
+ * The DB servers' automatic failover held while this role's processes restart (pg-ha: Patroni's
+ * maintenance mode around the agency's restart; docs/DESIGN.md, "Rolling restart without failed
+ * statements"). Released on every path, at the latest `maxMs` after it was taken.
+ */
+export const RollingFailoverHoldSchema = z
+  .object({
+    description: z.string(),
+    maxMs: z.number().int().positive().max(600_000).default(120_000),
+  })
+  .strict();
+
 export const RollingRestartSchema = z
   .object({
     /** followers-then-leader: restart non-leaders first, the leader last. one-at-a-time: plan order. */
@@ -109,6 +121,7 @@ export const RollingRestartSchema = z
     /** Once after the last process of the role. */
     afterRole: z.array(RollingStepSchema).default([]),
     pause: RollingPauseSchema.optional(),
+    holdFailover: RollingFailoverHoldSchema.optional(),
   })
   .strict();
 export type RollingRestart = z.infer<typeof RollingRestartSchema>;

@@ -166,6 +166,20 @@ describe('metrics, audit trail and console files', () => {
     assert.ok(audit.body.entries.every((e: { outcome: string }) => e.outcome === 'denied'));
   });
 
+  test('a read-only user may call the dry run (POST /v1/cluster/plan/diff, on its exact path only) and no other POST', async () => {
+    // Past the read-only check, the route answers for itself: this dispatcher has no cluster (404, not 403).
+    const dry = await agent().post('/v1/cluster/plan/diff').ca(d.cert).auth(SCRAPER, SCRAPER_PASSWORD).send({ plan: {} });
+    assert.equal(dry.status, 404, JSON.stringify(dry.body));
+    assert.equal(dry.body.code, 'not_found');
+    // The allow list is exact: a variant Express would route to the same handler is refused, as is any
+    // other POST under the same prefix.
+    for (const path of ['/v1/cluster/plan/diff/', '/V1/cluster/plan/DIFF', '/v1/cluster/plan', '/v1/cluster/firewall']) {
+      const r = await agent().post(path).ca(d.cert).auth(SCRAPER, SCRAPER_PASSWORD).send({});
+      assert.equal(r.status, 403, path);
+      assert.equal(r.body.code, 'forbidden');
+    }
+  });
+
   test('throttled sources and requests are counted (runs last: it blocks 127.0.0.1)', async () => {
     for (let i = 0; i < 6; i++) await agent().get('/v1/id').ca(d.cert).auth(USER, `wrong-${i}`);
     assert.equal((await agent().get('/v1/id').ca(d.cert).auth(USER, PASSWORD)).status, 429);

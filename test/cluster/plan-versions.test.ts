@@ -19,16 +19,20 @@ import type { OperationView } from '../../api/rest.js';
 import { isDispatcherError, type DispatcherError } from '../../api/errors.js';
 import { DispatcherClient } from '../../client/dispatcher-client.js';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
-import { REPO_ROOT } from '../helpers/daemon.js';
+import { REPO_ROOT, addUser } from '../helpers/daemon.js';
 import { dispatcherClientTls } from '../helpers/pg-cluster.js';
 import { addMember, agencyEndpoints, listMembers, removeMember } from '../../server/engines/pg-ha/etcd-members.js';
 import { agencyStatus } from '../../server/engines/pg-ha-health.js';
 
 let tc: TestCluster;
 let plan: Plan;
+const VIEWER = 'viewer';
+const VIEWER_PASSWORD = `viewer-${Math.random().toString(36).slice(2)}`;
 
 before(async () => {
-  tc = await startTestCluster({ n: 3, label: 'planver' });
+  // A read-only account (docs/SECURITY.md, metrics and console) may run the dry run, nothing that changes.
+  tc = await startTestCluster({ n: 3, label: 'planver', config: { readOnlyUsers: [VIEWER] } });
+  await addUser(tc.dispatchers[1].dataDir, VIEWER, VIEWER_PASSWORD);
   plan = tc.plan({ name: 'planver' });
   const op = await tc.run(0, '/v1/cluster/launch', { plan, readyTimeoutMs: 120_000 });
   assert.equal(op.state, 'succeeded', `launch failed: ${JSON.stringify(op.error)}`);
@@ -114,6 +118,27 @@ test('dry run: the same plan changes nothing; a moved coordinator port changes t
   assert.match(r.stdout, /as a scale operation it would be REFUSED/);
   // A dry run stores nothing.
   assert.deepEqual((await running(0)).version, base);
+});
+
+test('a read-only user runs the dry run (the same answer as an operator) and is refused the change itself', async () => {
+  const d = tc.dispatchers[1];
+  const viewer = new DispatcherClient({ endpoint: d.url, fingerprint: d.fingerprint, credential: { user: VIEWER, password: VIEWER_PASSWORD }, timeoutMs: 30_000 });
+  try {
+    const moved = structuredClone(plan);
+    moved.processes.find((p) => p.role === 'coordinator')!.ports.find((p) => p.name === 'client')!.port = tc.portBase + 29;
+    const asViewer = await viewer.post<PlanDiffView>('/v1/cluster/plan/diff', { plan: moved });
+    const asOperator = await tc.client(1).post<PlanDiffView>('/v1/cluster/plan/diff', { plan: moved });
+    assert.equal(asViewer.diff.changed, true);
+    assert.deepEqual(asViewer.diff, asOperator.diff);
+    assert.deepEqual(asViewer.base, asOperator.base);
+    // Applying a change is not a read: 403, and the running version stays.
+    const refused = await refusal(viewer.post('/v1/cluster/firewall', { firewall: plan.firewall, baseVersion: asViewer.base }));
+    assert.equal(refused.status, 403);
+    assert.equal(refused.code, 'forbidden');
+    assert.deepEqual((await running(1)).version, asViewer.base);
+  } finally {
+    viewer.close();
+  }
 });
 
 test('a bad proposed plan is a 400 naming every problem; the CLI exits 2', async () => {

@@ -17,6 +17,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OperationStore } from '../../server/cluster/operations.js';
+import type { ClusterLock } from '../../server/cluster/operation-lock.js';
+import type { PlanVersion } from '../../api/plan-version.js';
+import { planHash } from '../../server/core/plan-version.js';
 import { RestartService, type UpgradeNode } from '../../server/cluster/restart.js';
 import { loadEngine } from '../../server/engines/loader.js';
 
@@ -191,6 +194,12 @@ export function fakeActions(journal: string[], leaders: { agency?: string; db?: 
     async resumeCoordinators(_plan, _secrets, ids) {
       journal.push(`resume-poolers:${ids.join(',')}`);
     },
+    async holdFailover() {
+      journal.push('hold-failover');
+    },
+    async releaseFailover() {
+      journal.push('release-failover');
+    },
     supports: (action) => action === 'switchover',
   };
 }
@@ -201,7 +210,7 @@ const noUpgrade: UpgradeNode = { preflightPlan: async () => [], adoptPlan: async
  * A RestartService over fake nodes, health, actions and clock, with its operations in a new temp dir (pushed
  * on `dirs` for the caller's cleanup): the harness of the rolling-restart unit tests.
  */
-export async function restartHarness(dirs: string[], opts: { health?: ClusterHealth } = {}) {
+export async function restartHarness(dirs: string[], opts: { health?: ClusterHealth; clusterLock?: ClusterLock } = {}) {
   const plan = threeHostPlan();
   const { journal, nodes } = fakeNodes(plan);
   const dir = mkdtempSync(join(tmpdir(), 'cd-restart-'));
@@ -209,9 +218,12 @@ export async function restartHarness(dirs: string[], opts: { health?: ClusterHea
   const clock = fakeClock();
   const operations = new OperationStore(dir, undefined, clock);
   await operations.load();
+  if (opts.clusterLock) operations.useClusterLock(opts.clusterLock, 'd1');
+  /** The running plan's version as the store answers it; a test moves it (another dispatcher's change). */
+  const version: { current: PlanVersion } = { current: { number: 1, hash: planHash(plan) } };
   const service = new RestartService({
     self: nodes.get('d1')!,
-    store: { get: () => ({ plan, state: 'running', secrets: {} }) },
+    store: { get: () => ({ plan, state: 'running', secrets: {} }), version: () => version.current },
     operations,
     health: opts.health ?? scriptedHealth(),
     engine: (name) => loadEngine(name),
@@ -225,5 +237,5 @@ export async function restartHarness(dirs: string[], opts: { health?: ClusterHea
   const node = (process: string) => nodes.get(plan.processes.find((p) => p.id === process)!.dispatcher) as FakeNode;
   /** Process ids in the order they were stopped, and switchovers, from the journal. */
   const restarted = () => journal.filter((e) => e.includes(':stopProcess:') || e.startsWith('switchover')).map((e) => (e.startsWith('switchover') ? e : e.split(':')[2]));
-  return { plan, journal, nodes, operations, service, clock, node, restarted };
+  return { plan, journal, nodes, operations, service, clock, node, restarted, version };
 }

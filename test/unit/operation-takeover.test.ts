@@ -14,6 +14,7 @@ import { AgencyOperationLock } from '../../server/cluster/operation-lock.js';
 import { OperationStore } from '../../server/cluster/operations.js';
 import { RestartService, type UpgradeNode } from '../../server/cluster/restart.js';
 import { loadEngine } from '../../server/engines/loader.js';
+import { planHash } from '../../server/core/plan-version.js';
 import { fakeActions, fakeClock, fakeNodes, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
 import { fakeAgency } from '../helpers/fake-agency.js';
 
@@ -39,7 +40,7 @@ test('runner cut off mid-restart: another dispatcher resumes from the stored ste
         self === 'd1' ? new Proxy(n, { get: (t, k) => (k === 'startProcess' ? async (id: string, ms: number) => (id === 'agent-3' ? hung.then(() => t.startProcess(id, ms)) : t.startProcess(id, ms)) : Reflect.get(t, k)) }) : n;
       const service = new RestartService({
         self: view(nodes.get(self)!),
-        store: { get: () => ({ plan, state: 'running', secrets: {} }) },
+        store: { get: () => ({ plan, state: 'running', secrets: {} }), version: () => ({ number: 1, hash: planHash(plan) }) },
         operations,
         health: scriptedHealth(),
         engine: (name) => loadEngine(name),

@@ -10,6 +10,7 @@ import { psqlTlsEnv, type ClusterClientTls } from '../cluster-https.js';
 import type { RestartActions } from '../../core/restart-actions.js';
 import { poolerPause } from './pooler-pause.js';
 import { patroniSwitchover } from './patroni-members.js';
+import { failoverHold } from './failover-hold.js';
 
 function port(p: PlanProcess, name: string): number {
   const x = p.ports.find((q) => q.name === name);
@@ -29,7 +30,8 @@ function psqlRun(psql: string, p: PlanProcess, password: string, sql: string, ti
 /**
  * pg-ha: the agency leader from etcd, the DB leader from Patroni, and Patroni 3.0.2's switchover
  * (POST /switchover {"leader", "candidate"}), preceded (prepareSwitchover, outside the pause) by a CHECKPOINT
- * on the leader so its shutdown checkpoint — part of the pause — is short; and PgBouncer's PAUSE/RESUME (pooler-pause.ts).
+ * on the leader so its shutdown checkpoint — part of the pause — is short; PgBouncer's PAUSE/RESUME
+ * (pooler-pause.ts); and Patroni's maintenance mode around the agency's restart (failover-hold.ts).
  */
 export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls | undefined }): RestartActions {
   const tls = () => opts.tls?.();
@@ -59,6 +61,7 @@ export function pgHaActions(opts: { psql?: string; tls?: () => ClusterClientTls 
       return candidate;
     },
     ...poolerPause({ psql: opts.psql, tls }),
+    ...failoverHold({ tls }),
     supports: (action) => action === 'switchover',
   };
 }

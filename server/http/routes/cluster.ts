@@ -14,7 +14,7 @@ import { commonErrors, problemResponse } from '../openapi.js';
 import { LogQuerySchema } from './processes.js';
 import type { ClusterService } from '../../cluster/service.js';
 import { parseBasicCredential } from '../auth/basic-credential.js';
-import { assertBaseVersion } from '../../core/plan-version.js';
+import { changeFirewallLocked } from '../../cluster/firewall-change.js';
 
 const RelaunchSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000) }).strict();
 const PreflightSchema = z.object({ callerTime: z.number() }).strict();
@@ -115,8 +115,11 @@ export const clusterModule: RouteModule = {
     });
     router.post('/v1/cluster/firewall', async (req, res) => {
       const { firewall, confirmWithinSeconds, baseVersion } = validate(FirewallChangeSchema, req.body);
-      assertBaseVersion(ctx.cluster.store.version(), baseVersion);
-      const result = await ctx.cluster.orchestrator.changeFirewall(firewall, confirmWithinSeconds);
+      // The base version is checked under the cluster-wide lock (server/cluster/firewall-change.ts).
+      const result = await changeFirewallLocked(
+        { operations: ctx.cluster.operations, store: ctx.cluster.store, apply: (f, s) => ctx.cluster.orchestrator.changeFirewall(f, s) },
+        { firewall, confirmWithinSeconds, ...(baseVersion ? { baseVersion } : {}) },
+      );
       changeConnections.set(req.socket, String(result.token));
       res.json(result);
     });
@@ -251,7 +254,7 @@ export const clusterModule: RouteModule = {
         operationId: 'changeFirewall',
         summary: 'Apply a new firewall policy on every dispatcher; it rolls back unless confirmed within confirmWithinSeconds',
         requestBody: body,
-        responses: { ...json('pending change with its confirm deadline'), '400': problemResponse('invalid policy') },
+        responses: { ...json('pending change with its confirm deadline'), '400': problemResponse('invalid policy'), '409': problemResponse('computed against another plan version (baseVersion), or another cluster operation runs') },
       },
     },
     '/v1/cluster/firewall/confirm': {

@@ -8,7 +8,6 @@ import { z } from 'zod';
 import type { Response } from 'express';
 import { PlanSchema } from '../../../api/plan.js';
 import { RestartRequestSchema } from '../../../api/rest.js';
-import { assertBaseVersion } from '../../core/plan-version.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
 import { caRotationReloads, recordCaRotationOperation } from '../../cluster/ca-rotation.js';
@@ -39,9 +38,9 @@ export const restartModule: RouteModule = {
   register(router, ctx) {
     const svc = () => ctx.cluster.restarts;
     router.post('/v1/cluster/restart', async (req, res) => {
-      // An upgrade changes the plan: refused when computed against another version (docs/DESIGN.md, "Plan versions").
-      const { baseVersion } = validate(RestartRequestSchema, req.body ?? {});
-      if (baseVersion) assertBaseVersion(ctx.cluster.store.version(), baseVersion);
+      // An upgrade changes the plan: refused when computed against another version (docs/DESIGN.md, "Plan
+      // versions"), checked by the service under the cluster-wide lock.
+      validate(RestartRequestSchema, req.body ?? {});
       const op = await svc().start(req.body ?? {});
       accepted(res, op);
     });
