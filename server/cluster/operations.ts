@@ -168,6 +168,10 @@ export class OperationStore {
     work: (op: OperationHandle) => Promise<Record<string, unknown> | void>,
     opts: { resumeOf?: OperationView; lock?: LockMode } = {},
   ): Promise<OperationView> {
+    // An operation whose outcome is already visible may still be writing its record and releasing the
+    // cluster-wide lock (milliseconds): a client that saw it end and asks for the next one at once waits
+    // for that here, instead of a 409 naming the operation that has just ended.
+    for (const id of [...this.finishing]) await this.wait(id);
     const active = this.running();
     if (active && active.id !== opts.resumeOf?.id) {
       throw new DispatcherError('conflict', `operation ${active.id} (${active.kind} of ${active.cluster}) is still running on this dispatcher`, {
