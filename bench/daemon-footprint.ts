@@ -46,8 +46,18 @@ function rssMiB(pid: number): number {
 
 const agents = new Map<string, Agent>();
 
+/** The daemon's CPU time so far (user + system, µs; clock ticks of 10 ms), from /proc/<pid>/stat. */
+function cpuMicros(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
 /** Requests per second over `forS` seconds; one kept-alive agent per daemon and CA, reused across slices. */
 async function load(url: string, ca: string, auth: string | undefined, forS = 1): Promise<number> {
+  return (await loadCounted(url, ca, auth, forS)).rps;
+}
+
+async function loadCounted(url: string, ca: string, auth: string | undefined, forS: number): Promise<{ rps: number; ok: number }> {
   const key = `${url} ${auth ?? ''}`;
   let agent = agents.get(key);
   if (!agent) agents.set(key, (agent = new Agent({ keepAlive: true, maxSockets: clients, ca })));
@@ -69,13 +79,17 @@ async function load(url: string, ca: string, auth: string | undefined, forS = 1)
   await Promise.all(Array.from({ length: clients }, async () => {
     while (Date.now() < end) await one();
   }));
-  return ok / ((Date.now() - t0) / 1000);
+  return { rps: ok / ((Date.now() - t0) / 1000), ok };
 }
 
 interface Sample {
   idleMiB: number;
   healthRps: number;
   authRps: number;
+  /** Median over the slice pairs of auth ÷ health (a burst of foreign load spoils one slice, not the round). */
+  slicePairMedian: number;
+  /** The daemon's CPU per request: health ÷ authenticated (the relative cost, whoever else uses the CPUs). */
+  cpuRatio: number;
 }
 
 async function measure(v: Variant, round: number): Promise<Sample> {
@@ -105,15 +119,30 @@ async function measure(v: Variant, round: number): Promise<Sample> {
     const sliceS = seconds / slices;
     let health = 0;
     let authed = 0;
+    const pairs: number[] = [];
+    const cpu = { health: 0, auth: 0, healthRequests: 0, authRequests: 0 };
+    const timed = async (path: string, withAuth: boolean) => {
+      const c0 = cpuMicros(child!.pid!);
+      const r = await loadCounted(`${url}${path}`, dir.cert, withAuth ? auth : undefined, sliceS);
+      const used = cpuMicros(child!.pid!) - c0;
+      if (withAuth) (cpu.auth += used), (cpu.authRequests += r.ok);
+      else (cpu.health += used), (cpu.healthRequests += r.ok);
+      return r.rps;
+    };
     for (let i = 0; i < slices; i++) {
       const first = (i + round) % 2 === 0;
-      if (first) health += await load(`${url}/v1/health`, dir.cert, undefined, sliceS);
-      authed += await load(`${url}/v1/processes`, dir.cert, auth, sliceS);
-      if (!first) health += await load(`${url}/v1/health`, dir.cert, undefined, sliceS);
+      let h = 0;
+      if (first) h = await timed('/v1/health', false);
+      const a = await timed('/v1/processes', true);
+      if (!first) h = await timed('/v1/health', false);
+      health += h;
+      authed += a;
+      pairs.push(a / h);
     }
     const healthRps = health / slices;
     const authRps = authed / slices;
-    return { idleMiB, healthRps, authRps };
+    const cpuRatio = cpu.health / cpu.healthRequests / (cpu.auth / cpu.authRequests);
+    return { idleMiB, healthRps, authRps, slicePairMedian: median(pairs), cpuRatio };
   } finally {
     for (const a of agents.values()) a.destroy();
     agents.clear();
@@ -148,6 +177,9 @@ for (const v of variants) {
     authProcessesRps: stat(s.map((x) => x.authRps), 0),
     authOverHealth: stat(s.map((x) => x.authRps / x.healthRps), 3),
     authOverHealthPerRound: s.map((x) => +(x.authRps / x.healthRps).toFixed(3)),
+    slicePairMedian: stat(s.map((x) => x.slicePairMedian), 3),
+    slicePairMedianPerRound: s.map((x) => +x.slicePairMedian.toFixed(3)),
+    cpuPerRequestHealthOverAuth: stat(s.map((x) => x.cpuRatio), 3),
     idlePerRound: s.map((x) => +x.idleMiB.toFixed(1)),
   };
 }

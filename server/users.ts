@@ -153,6 +153,12 @@ export interface UserDirectory {
   isAdmin(user: string): Promise<boolean>;
   /** Re-reads the file if it changed; returns a number that differs after every change. */
   generation(): Promise<number>;
+  /**
+   * The users as last read, without waiting, while that read is recent (within the directory's stat
+   * interval): what generation() and isAdmin() would answer right now without touching the file.
+   * Undefined when the file is due to be looked at again; the caller then uses the methods above.
+   */
+  current?(): { generation: number; isAdmin(user: string): boolean } | undefined;
 }
 
 /**
@@ -189,6 +195,12 @@ export function fileUserDirectory(file: string, opts: { statIntervalMs?: number;
     pending ??= refresh().finally(() => (pending = undefined));
     await pending;
   }
+  const asRead = {
+    get generation() {
+      return gen;
+    },
+    isAdmin: (user: string) => Object.prototype.hasOwnProperty.call(users, user) && users[user].role === 'admin',
+  };
   return {
     async verify(user, password) {
       await ensureFresh();
@@ -209,5 +221,6 @@ export function fileUserDirectory(file: string, opts: { statIntervalMs?: number;
       await ensureFresh();
       return gen;
     },
+    current: () => (clock.now() - checkedAt < interval ? asRead : undefined),
   };
 }

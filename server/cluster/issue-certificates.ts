@@ -30,7 +30,9 @@ export async function clusterCa(store: Pick<ClusterStore, 'get' | 'save'>, opts:
  * rotation the new and the old CA).
  */
 export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>, ca: PemPair, trust = ca.certPem, chain?: string): Promise<{ host: string; names: string[] }[]> {
-  return Promise.all(
+  // Every dispatcher's exchange settles before a failure is thrown: the caller's rollback (a launch forgets
+  // the plan) must not race an install still writing on another dispatcher.
+  const settled = await Promise.allSettled(
     [...nodes].map(async ([id, node]) => {
       const allowed = certificateNamesOf(plan, id);
       const { requests } = await node.certificateRequests();
@@ -44,4 +46,7 @@ export async function issueCertificates(plan: Plan, nodes: Map<string, NodeApi>,
       return { host: id, names: Object.keys(certs) };
     }),
   );
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<{ host: string; names: string[] }>).value);
 }

@@ -19,6 +19,7 @@ import type { ClusterStore } from './store.js';
 import { NodeCertificates } from './node-certificates.js';
 import type { NodeApi, NodeGuard, ProcessRenderer, StartOptions } from './node-api.js';
 import { preflightProblems } from './preflight.js';
+import { warmUpAfterAdoption } from './launch-warm-up.js';
 import { basename } from 'node:path';
 import { processDirOf, removeProcessDir, writeProcessFiles } from './process-dir.js';
 
@@ -131,6 +132,7 @@ export class LocalNode implements NodeApi {
     // The plan's pins are now who may call this dispatcher's node routes (server/http/auth.ts): adopting a
     // plan changes which certificates are trusted, never an account.
     await this.deps.store.save({ plan, state: 'launching', secrets: payload.secrets });
+    warmUpAfterAdoption();
   }
 
   async refreshConfig(processId: string): Promise<void> {

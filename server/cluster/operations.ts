@@ -170,6 +170,10 @@ export class OperationStore {
     work: (op: OperationHandle) => Promise<Record<string, unknown> | void>,
     opts: { resumeOf?: OperationView; lock?: LockMode; precondition?: () => void | Promise<void> } = {},
   ): Promise<OperationView> {
+    // An operation whose outcome is already visible may still be writing its record and releasing the
+    // cluster-wide lock (milliseconds): a client that saw it end and asks for the next one at once waits
+    // for that here, instead of a 409 naming the operation that has just ended.
+    for (const id of [...this.finishing]) await this.wait(id);
     this.refuseIfRunningHere(opts.resumeOf?.id);
     const view: OperationView = opts.resumeOf ?? { id: randomUUID(), kind, cluster, state: 'running', startedAt: this.isoNow(), events: [] };
     const mode = opts.lock ?? 'if-agency';

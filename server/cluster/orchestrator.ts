@@ -129,12 +129,14 @@ export class Orchestrator {
       if (adopted.failed.length) throw combined('peer_unreachable', 'propagation failed', adopted.failed);
       for (const id of nodes.keys()) op.event({ level: 'info', step: 'propagate', host: id, message: 'plan accepted', durationMs: adopted.ms.get(id) });
 
-      // 2. Preflight everywhere; any problem and nothing starts.
-      await preflightAll(op, nodes, this.clock);
-
-      // 3. The cluster CA signs every dispatcher's process certificates (keys stay where they were made).
-      // A failure here is rolled back by the catch below (abandon): nothing has started yet.
-      await certificatesAll(op, this.deps.store, this.deps.self.id, plan, nodes, this.clock, { create: true });
+      // 2-3. Preflight everywhere, and meanwhile the cluster CA signs every dispatcher's process
+      // certificates (keys stay where they were made): both only read the adopted plan, and certificates
+      // live in the plan's store, which the abandon below forgets. Both settle before either's failure is
+      // thrown, so nothing is still running when the plan is abandoned; a preflight problem is reported
+      // first (docs/BENCHMARKS.md, "Launch overhead").
+      const [checked, certified] = await Promise.allSettled([preflightAll(op, nodes, this.clock), certificatesAll(op, this.deps.store, this.deps.self.id, plan, nodes, this.clock, { create: true })]);
+      if (checked.status === 'rejected') throw checked.reason;
+      if (certified.status === 'rejected') throw certified.reason;
 
       // 4-6. Guard, ordered start with health gates, verify (bringUp rolls back by itself).
       bringingUp = true;

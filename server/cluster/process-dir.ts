@@ -32,8 +32,13 @@ export async function writeProcessFiles(dataDir: string, dir: string, files: { p
   if (owner) await letRunAsTraverse(dataDir, dir);
   for (const f of files) {
     if (dirname(f.path) !== dir) throw new DispatcherError('config_invalid', `engine file ${f.path} must sit directly in the process dir ${dir}`);
-    await writeFileForOwner(dir, basename(f.path), f.content, f.mode, owner);
   }
+  // Each file is its own atomic write (two fsyncs); written one after the other they were ~2 ms each on a
+  // process start's critical path (docs/BENCHMARKS.md, "Launch overhead"). Together the file system can
+  // commit them in one go. Every write settles before a failure is reported.
+  const written = await Promise.allSettled(files.map((f) => writeFileForOwner(dir, basename(f.path), f.content, f.mode, owner)));
+  const failed = written.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /**

@@ -51,6 +51,11 @@ let instance: typeof Handlebars | undefined;
  * (docs/BENCHMARKS.md, "Daemon memory and authenticated throughput"). A CommonJS package: a synchronous
  * require keeps renderTemplate synchronous.
  */
+/** Loads the library now (a dispatcher that adopted a plan is about to render its processes' files). */
+export function loadTemplateEngine(): void {
+  handlebars();
+}
+
 function handlebars(): typeof Handlebars {
   if (instance) return instance;
   const hb = (requireCjs('handlebars') as typeof Handlebars).create();

@@ -31,6 +31,11 @@ function x509lib(): typeof X509 {
   return loaded;
 }
 
+/** Loads the library now (a dispatcher that adopted a plan is about to make keys and certificates). */
+export function loadCertificateLibrary(): void {
+  x509lib();
+}
+
 const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
 /** Leaves live a year (rotation renews them); the CA ten. Both start 5 min early for clock skew. */

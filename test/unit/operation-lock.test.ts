@@ -173,3 +173,28 @@ test('lockLost fires when the agency says the lease expired; no agency: local lo
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('an operation that has just ended still releasing its lock: the next one started at once waits for the release, no 409', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'oplock-'));
+  try {
+    const kv = fakeAgency();
+    // The agency answers the release late (a loaded machine): the first operation's outcome is visible before.
+    const release = gate();
+    const revoke = kv.revoke.bind(kv);
+    kv.revoke = async (lease) => {
+      await release.p;
+      return revoke(lease);
+    };
+    const a = dispatcher('d1', kv, dir);
+    await a.load();
+    const first = await a.start('launch', 'c1', async () => ({ ok: true }), { lock: 'required' });
+    while (a.get(first.id).state === 'running') await new Promise((r) => setImmediate(r));
+    assert.equal(kv.leases.size, 1, 'the first lease is still held while its outcome is already visible');
+    setTimeout(release.open, 20);
+    const second = await a.start('shutdown', 'c1', async () => ({ ok: true }), { lock: 'required' });
+    assert.equal((await a.wait(second.id)).state, 'succeeded');
+    assert.equal((await a.wait(first.id)).state, 'succeeded');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -105,6 +105,60 @@ describe('Orchestrator.launch against fake nodes', () => {
     for (const d of ['d1', 'd2', 'd3']) assert.ok(s.journal.includes(`${d}:discardPlan`));
   });
 
+  test('certificates are issued while preflight is still running (they are not on the critical path)', async () => {
+    const s = setup();
+    // d2's preflight answers only once d2 was asked for its certificate requests: a launch that issues
+    // certificates after preflight would wait here until the fallback, and the assertion below says so.
+    let asked!: () => void;
+    const certificatesAsked = new Promise<void>((r) => (asked = r));
+    const d2 = s.node('d2');
+    const requests = d2.certificateRequests.bind(d2);
+    d2.certificateRequests = async () => {
+      asked();
+      return requests();
+    };
+    let waitedInVain = false;
+    const preflight = d2.preflight.bind(d2);
+    d2.preflight = async (t) => {
+      let fallback: NodeJS.Timeout | undefined;
+      await Promise.race([certificatesAsked, new Promise<void>((r) => (fallback = setTimeout(() => ((waitedInVain = true), r()), 2_000)))]);
+      clearTimeout(fallback);
+      return preflight(t);
+    };
+    await s.launch();
+    assert.equal(waitedInVain, false, 'the certificate requests went out while preflight ran');
+  });
+
+  test('a preflight problem while certificates are being installed: preflight_failed, and the plan is forgotten only after every install settled', async () => {
+    const s = setup();
+    s.node('d2').failures.push({ method: 'preflight', problems: [{ host: 'd2', check: 'port', message: 'port 2381 is in use' }] });
+    for (const id of ['d1', 'd3']) {
+      s.node(id).installCertificates = async () => {
+        await new Promise((r) => setTimeout(r, 30));
+        s.journal.push(`${id}:installCertificates`);
+      };
+    }
+    // A certificate failure on top does not hide the preflight problem the operator has to fix.
+    s.node('d2').installCertificates = async () => {
+      throw new DispatcherError('bad_request', 'd2: certificates missing for agent-2');
+    };
+    await assert.rejects(s.launch(), (e: unknown) => e instanceof DispatcherError && e.code === 'preflight_failed');
+    const firstDiscard = first(s.journal, (e) => e.includes(':discardPlan'));
+    for (const id of ['d1', 'd3']) assert.ok(index(s.journal, `${id}:installCertificates`) < firstDiscard, s.journal.join('\n'));
+    for (const d of ['d1', 'd2', 'd3']) assert.ok(s.journal.includes(`${d}:discardPlan`));
+    assert.equal(first(s.journal, (e) => e.includes(':guard') || e.includes(':startProcess')), -1, s.journal.join('\n'));
+  });
+
+  test('a certificate that cannot be installed: nothing is guarded or started, every dispatcher forgets the plan', async () => {
+    const s = setup();
+    s.node('d3').installCertificates = async () => {
+      throw new DispatcherError('bad_request', 'd3: certificates missing for agent-3');
+    };
+    await assert.rejects(s.launch(), /certificates missing for agent-3/);
+    assert.equal(first(s.journal, (e) => e.includes(':guard') || e.includes(':startProcess')), -1, s.journal.join('\n'));
+    for (const d of ['d1', 'd2', 'd3']) assert.ok(s.journal.includes(`${d}:discardPlan`));
+  });
+
   test('a peer that cannot adopt the plan: the others forget it again and the error names the peer', async () => {
     const s = setup();
     s.node('d3').failures.push({ method: 'adoptPlan', error: new DispatcherError('peer_unreachable', 'd3: connect ECONNREFUSED') });
