@@ -27,6 +27,8 @@ import { startLocalCluster, type LocalCluster } from '../helpers/local-cluster.j
 
 const CHROMIUM = '/usr/bin/chromium';
 const PROCESSES = 7; // 3 agents, 3 DB servers, 1 coordinator
+/** Rows: every plan process, and the coordinator's PgBouncer companion right under it. */
+const ROWS = PROCESSES + 1;
 
 let cluster: LocalCluster | undefined;
 let browser: BrowserContext | undefined;
@@ -107,10 +109,14 @@ test('the console in headless Chromium: log in, see every process, rolling resta
 
   await page.fill('#login-password', c.password);
   await page.click('#login-submit');
-  await readyRows(page).nth(PROCESSES - 1).waitFor({ timeout: 30_000 });
-  assert.equal(await page.locator('#process-table tbody tr').count(), PROCESSES);
-  const ids = (await page.locator('#process-table tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-process')))).sort();
+  await readyRows(page).nth(ROWS - 1).waitFor({ timeout: 30_000 });
+  assert.equal(await page.locator('#process-table tbody tr').count(), ROWS);
+  const ids = (await page.locator('#process-table tbody tr:not([data-companion-of])').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-process')))).sort();
   assert.deepEqual(ids, ['agent-1', 'agent-2', 'agent-3', 'coordinator-1', 'dbserver-1', 'dbserver-2', 'dbserver-3']);
+  // The coordinator's PgBouncer shows right under it, with its own state (ready: every row above is).
+  const order = await page.locator('#process-table tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-process')));
+  assert.equal(order[order.indexOf('coordinator-1') + 1], 'coordinator-1.pooler');
+  assert.equal(await page.locator('#process-table tbody tr[data-companion-of="coordinator-1"]').getAttribute('data-state'), 'ready');
   // Leader and lag come from GET /v1/cluster/health.
   await page.waitForFunction(() => /^agent-\d$/.test(document.querySelector('[data-fact="Agency leader"]')?.textContent ?? ''), null, { timeout: 20_000 });
   await page.waitForFunction(() => /^dbserver-\d$/.test(document.querySelector('[data-fact="DB leader"]')?.textContent ?? ''), null, { timeout: 20_000 });
@@ -173,7 +179,7 @@ test('the console in headless Chromium: log in, see every process, rolling resta
   assert.match(audit[5], /succeeded$/);
 
   await page.click('#nav button[data-view="cluster"]');
-  await readyRows(page).nth(PROCESSES - 1).waitFor({ timeout: 60_000 });
+  await readyRows(page).nth(ROWS - 1).waitFor({ timeout: 60_000 });
   assert.deepEqual(cspViolations, [], 'the page runs under its CSP without a violation');
 
   // Every metric the dashboard queries has samples on this running cluster.
