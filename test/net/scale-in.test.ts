@@ -192,8 +192,10 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
     const onD4 = await engineIn<string | null>(
       d(0).host.ns,
       `const { switchoverAway } = await mod('server/engines/pg-ha/patroni-members.js');
-       return switchoverAway(args.plan, args.secrets, ['dbserver-1', 'dbserver-2', 'dbserver-3'], { tls: args.tls, timeoutMs: 60000 });`,
-      { plan: launchPlan, secrets: secrets(), tls: tls() },
+       const { pgHaActions } = await mod('server/engines/pg-ha/restart-actions.js');
+       const actions = pgHaActions({ psql: args.psql, tls: () => args.tls });
+       return switchoverAway(actions, args.plan, args.secrets, ['dbserver-1', 'dbserver-2', 'dbserver-3'], 60000);`,
+      { plan: launchPlan, secrets: secrets(), tls: { ...tls(), caFile: join(d(0).dataDir, 'cluster', 'ca.crt') }, psql: PSQL },
     );
     assert.ok(onD4 === 'dbserver-4' || onD4 === null, String(onD4));
 
