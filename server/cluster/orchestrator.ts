@@ -27,6 +27,7 @@ import { clusterViewOf } from './cluster-view.js';
 import { engineReloadsCertificates, reloadCertificatesEverywhere } from './certificate-renewal.js';
 import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
 import { certificatesAll, preflightAll, waitRoleHealthy } from './launch-steps.js';
+import { STORED_PLAN, type ValidateOptions } from '../core/validate-plan.js';
 import { systemClock, type Clock } from '../../shared/poll.js';
 
 export type { ClusterHealth } from './cluster-health.js';
@@ -43,7 +44,8 @@ export interface OrchestratorDeps {
    * `firstContact` is the operator credential for adopting a plan; only launch passes one.
    */
   peer(d: PlanDispatcher, firstContact?: Credential): NodeApi & { close?(): void };
-  validate(plan: Plan): Problem[];
+  /** `opts` STORED_PLAN for the stored plan (an intermediate scale version may have an even agency). */
+  validate(plan: Plan, opts?: ValidateOptions): Problem[];
   /** How often cluster health gates poll (ms). */
   pollMs?: number;
   /** Time for health gates and preflight (default: the system clock). */
@@ -239,7 +241,7 @@ export class Orchestrator {
     const { plan, nodes, secrets } = this.clusterNodes();
     try {
       const snap = this.deps.store.get()!;
-      const invalid = this.deps.validate(plan);
+      const invalid = this.deps.validate(plan, STORED_PLAN);
       if (invalid.length) {
         throw new DispatcherError('validation_failed', `the stored plan of cluster ${plan.name} is not valid any more; nothing was started:\n${formatProblems(invalid)}`, { problems: invalid });
       }
@@ -305,7 +307,7 @@ export class Orchestrator {
       if (firewall.backend !== plan.firewall.backend) {
         throw new DispatcherError('bad_request', `a firewall change cannot switch the backend (${plan.firewall.backend} → ${firewall.backend}); shut down, clean up and launch again for that`);
       }
-      const problems = this.deps.validate({ ...plan, firewall });
+      const problems = this.deps.validate({ ...plan, firewall }, STORED_PLAN);
       if (problems.length) throw new DispatcherError('validation_failed', 'the new firewall policy is not valid', { problems });
       const token = randomBytes(16).toString('hex');
       const res = await settleAll(nodes, (n) => n.changeFirewall(firewall, confirmWithinSeconds, token));

@@ -278,7 +278,7 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
     renderer,
     health: engineHealth(config, clientTls),
     peer: (d, firstContact) => new RemoteNode(d, identity, firstContact),
-    validate: (plan) => validatePlan(plan, defaultEngineCatalog()),
+    validate: (plan, opts) => validatePlan(plan, defaultEngineCatalog(), opts),
   });
   const engines = engineCache();
   const restarts = new RestartService({

@@ -71,8 +71,3 @@ export function planAfterStep(current: Plan, running: Plan, proposed: Plan, step
     processes: ordered(procs, proposed.processes, running.processes),
   };
 }
-
-/** How many plan versions the steps store (each step that changes the plan is one). */
-export function versionsStored(running: Plan, proposed: Plan, steps: readonly ScaleStep[]): number {
-  return steps.filter((s) => commitMoment(s) !== 'none').length;
-}

@@ -3,8 +3,12 @@
  * host (docs/DESIGN.md, "Scaling"). Three namespace hosts run a launched pg-ha cluster (3 agents, 3 DB
  * servers, 1 coordinator); the fourth runs a started dispatcher that belongs to no cluster. Through d1,
  * from the outside host, `POST /v1/cluster/scale` adds d4 with two agents (the agency stays odd: 5), a DB
- * server and a coordinator. Proves, while a writer on the outside host INSERTs through coordinator-1
- * throughout and an outside probe connects to every port of every host:
+ * server and a coordinator. First, two refusals:
+ *  - a change computed against another base version is a 409 before any operation exists;
+ *  - with a port of agent-4 taken on d4, the scale fails at its first step (d4's preflight): d4 forgets
+ *    the plan, d1..d3 store the plan without d4 again as the next version, nothing started.
+ * Then the scale out itself, while a writer on the outside host INSERTs through coordinator-1 throughout
+ * and an outside probe connects to every port of every host:
  *  - the operation runs the planner's steps in order: adopt d4, widen every firewall, agents one at a
  *    time (each healthy before the next), the DB server, the coordinator, coordinator-1 reconfigured;
  *  - every dispatcher stores the proposed plan as the same new version;
@@ -119,6 +123,38 @@ describe('scale out onto a fourth host (root, nft, pg-ha packages)', () => {
       return r.stdout.trim();
     };
     await psqlOut(coordinator(running, 'coordinator-1'), 'CREATE TABLE scale_writes (n int PRIMARY KEY)');
+
+    // A change computed against another version: 409 before any operation exists.
+    const staleFile = join(cluster!.root, 'stale.json');
+    writeFileSync(staleFile, JSON.stringify({ plan: proposed, baseVersion: { number: 9, hash: planHash(proposed) } }), { mode: 0o600 });
+    const stale = await clientIn(net!, net!.outside!.ns, d1(), cred(), ['run', '/v1/cluster/scale', staleFile], 60_000);
+    assert.notEqual(stale.code, 0);
+    assert.match(stale.stderr, /computed against plan version 9 .* but the running plan is version 1/, stale.stderr);
+
+    // Failure half-way: d4 cannot run its part (a port of agent-4 is taken there), so the adoption fails at
+    // preflight; d4 forgets the plan and d1..d3 store the plan without d4 again, as the next version.
+    const host4 = cluster!.dispatchers[3];
+    const agent4 = proposed.processes.find((p) => p.id === 'agent-4')!;
+    const blocker = net!.spawnIn(host4.host.ns, [process.execPath, '-e', `require('net').createServer().listen(${port(agent4, 'client')}, '::', () => console.log('LISTENING'))`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((r) => blocker.stdout!.once('data', () => r()));
+      const failed = await runOp('/v1/cluster/scale', { plan: proposed, readyTimeoutMs: 60_000 }, 120_000);
+      assert.equal(failed.state, 'failed', eventsText(failed));
+      assert.match(failed.error!.message, /step 1\/7 \(adopt-dispatcher d4\) failed: preflight failed on 1 dispatcher/, failed.error!.message);
+      assert.match(failed.error!.message, /not done: adopt-dispatcher d4; widen-firewall/);
+      assert.ok(failed.events.some((e) => e.step === 'rollback' && /undone: adoption of the plan by d4/.test(e.message)), eventsText(failed));
+    } finally {
+      blocker.kill('SIGKILL');
+    }
+    const back = await sock.get<RunningPlanView>('/v1/cluster/plan');
+    assert.deepEqual(back.version, { number: 3, hash: planHash(running) }, 'version 2 named d4; version 3 is the running plan again');
+    assert.deepEqual(back.dispatchers.map((d) => [d.id, d.version?.number]), [['d1', 3], ['d2', 3], ['d3', 3]]);
+    const d4sock = socketClient(host4, 10_000);
+    try {
+      assert.equal((await d4sock.get<{ state: string }>('/v1/cluster')).state, 'none', 'd4 forgot the plan');
+    } finally {
+      d4sock.close();
+    }
 
     // The dry run names the steps the operation will run, against the running version.
     const diff = await sock.post<PlanDiffView>('/v1/cluster/plan/diff', { plan: proposed });

@@ -3,7 +3,8 @@
  * planner's order through the StepRunners table, each adding step stores its plan version everywhere
  * BEFORE it runs, a change against another base version is a 409 before any operation exists, a change
  * the planner refuses is refused with every problem, and a failure half-way undoes the failed step only,
- * leaving the plan at the last true version. Fakes of nodes, health, clock and runners; the real steps are
+ * leaving the plan at the last true version; and the pure plan versions of a change (scale-progress.ts).
+ * Fakes of nodes, health, clock and runners; the real steps are
  * exercised in test/net/scale-out.test.ts.
  */
 import { after, describe, test } from 'node:test';
@@ -16,6 +17,7 @@ import type { Plan } from '../../api/plan.js';
 import type { PlanVersion, ScaleStep } from '../../api/plan-version.js';
 import type { NodeUpdatePlan } from '../../api/rest.js';
 import { planHash } from '../../server/core/plan-version.js';
+import { commitMoment, planAfterStep } from '../../server/core/scale-progress.js';
 import { OperationStore } from '../../server/cluster/operations.js';
 import { ScaleService } from '../../server/cluster/scale.js';
 import type { StepRunners } from '../../server/cluster/scale-steps.js';
@@ -171,5 +173,32 @@ describe('scale executor', () => {
     assert.ok(!last.processes.some((p) => p.id === 'coordinator-d4'));
     for (const n of h.nodes.values()) assert.deepEqual(n.version, { number: 7, hash: planHash(last) });
     assert.deepEqual((done.progress as any).done, 3);
+  });
+});
+
+describe('plan versions of a scale change (server/core/scale-progress.ts)', () => {
+  test('adding steps store before they run, removals after; the last version is the proposed plan itself', () => {
+    const running = threeHostPlan();
+    const proposed = grown(running);
+    const steps: ScaleStep[] = [
+      { kind: 'adopt-dispatcher', host: 'd4' },
+      { kind: 'widen-firewall', hosts: ['d1', 'd2', 'd3', 'd4'], addresses: ['10.0.0.4'] },
+      { kind: 'add-dbserver', process: 'dbserver-d4', host: 'd4' },
+      { kind: 'add-coordinator', process: 'coordinator-d4', host: 'd4' },
+      { kind: 'reconfigure-coordinators', processes: ['coordinator-1'] },
+    ];
+    assert.deepEqual(steps.map(commitMoment), ['before', 'none', 'before', 'before', 'none']);
+    let plan = running;
+    const hashes: string[] = [];
+    for (const s of steps) {
+      plan = planAfterStep(plan, running, proposed, s);
+      hashes.push(planHash(plan));
+    }
+    assert.equal(new Set(hashes).size, 3, 'three versions: with d4, with its DB server, with its coordinator');
+    assert.equal(planHash(plan), planHash(proposed));
+    // Removing the coordinator again is stored after it ran, and gives back the plan before it.
+    const back = planAfterStep(proposed, running, proposed, { kind: 'remove-coordinator', process: 'coordinator-d4', host: 'd4' });
+    assert.equal(commitMoment({ kind: 'remove-coordinator', process: 'coordinator-d4', host: 'd4' }), 'after');
+    assert.deepEqual(back.processes.map((p) => p.id), proposed.processes.filter((p) => p.id !== 'coordinator-d4').map((p) => p.id));
   });
 });
