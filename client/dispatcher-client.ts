@@ -128,8 +128,26 @@ export class DispatcherClient {
     this.agent?.destroy();
   }
 
+  /**
+   * The agent, within a call's own timeout: the first call also fetches the pinned certificate, which must
+   * not take the client's longer default (a dead host would hold a 5 s status call for 30 s).
+   */
+  private async agentWithin(timeoutMs: number | undefined): Promise<https.Agent | http.Agent> {
+    const ready = this.getAgent();
+    if (timeoutMs === undefined || this.agent) return ready;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DispatcherError('peer_unreachable', `${this.endpoint.host}: no TLS answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([ready, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async raw(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; headers?: Record<string, string> } = {}) {
-    const agent = await this.getAgent();
+    const agent = await this.agentWithin(opts.timeoutMs);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (payload) {

@@ -86,7 +86,7 @@ export const scaleInRunners: Pick<StepRunners, ScaleInKind> = {
   async 'switchover-away'(ctx, step) {
     const plan = pgHaPlan(ctx);
     const t0 = ctx.clock.now();
-    const leader = await switchoverAway(plan, ctx.secrets, step.from, { tls: ctx.clusterTls, timeoutMs: ctx.readyTimeoutMs });
+    const leader = await switchoverAway(ctx.actions, plan, ctx.secrets, step.from, ctx.readyTimeoutMs, ctx.clock);
     ctx.op.event({ level: 'info', step: 'switchover', message: leader ? `the DB leader moved to ${leader}, which stays` : `the DB leader is not on ${step.from.join(', ')}: nothing to move`, durationMs: Math.round(ctx.clock.now() - t0) });
   },
 

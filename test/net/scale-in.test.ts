@@ -1,13 +1,14 @@
 /**
  * Network tier (root; nft and the pg-ha Debian packages): scale in and replace a dead machine
  * (docs/DESIGN.md, "Scaling"). Five namespace hosts and an outside host: a pg-ha cluster is launched on
- * d1..d4 (agents on d1..d3, a DB server on each, coordinator-1 on d1, coordinator-2 on d4); d5 runs a
+ * d1..d4 (agents on d1..d3 and two on d4, a DB server on each, coordinator-1 on d1, coordinator-2 on d4); d5 runs a
  * started dispatcher that belongs to no cluster. A writer on the outside host INSERTs through coordinator-1
  * throughout; every operation goes through d1 from the outside host (pinned HTTPS, password).
  *  1. scale in: d4 and its processes leave (`POST /v1/cluster/scale`; the DB leader is put on dbserver-4
- *     first, so switchover-away has work): coordinator-2 stopped, the leader moved to a DB server that
- *     stays, dbserver-4 stopped and its Patroni member removed, coordinator-1 reconfigured, every firewall
- *     shrunk, d4 released (its data kept; its certificate no longer opens d1's node routes);
+ *     and the etcd leader on agent-4 first, so both moves have work): coordinator-2 stopped, the DB leader
+ *     moved to a DB server that stays, dbserver-4 stopped and its Patroni member removed, coordinator-1
+ *     reconfigured, etcd leadership handed over and agent-4, agent-5 removed one at a time (5 → 4 → 3),
+ *     every firewall shrunk, d4 released (its data kept; its certificate no longer opens d1's node routes);
  *  2. replace: d3's dispatcher and processes are killed by pid and its NAMESPACE DELETED; `POST
  *     /v1/cluster/replace {dead: d3, with: d5}`: agent-3's member removed before agent-4 joins on d5,
  *     dbserver-4 re-created on d5 as a streaming replica, coordinators and firewalls updated.
@@ -25,7 +26,7 @@ import { operatorOutsideFirewall, requireExecutables, stopThroughProduct } from 
 import { createTestNet, type TestNet } from '../helpers/netns.js';
 import { clientIn, createNsCluster, ndjson, socketClient, type NsCluster, type NsDispatcher } from '../helpers/ns-cluster.js';
 import { startOutsideProbe, type ProbeTarget } from '../helpers/outside-probe.js';
-import { startOutsideWriter, type RunningWriter, type WriterResult } from '../helpers/outside-writer.js';
+import { psqlClient, startNsWriter, type NsWriterResult } from '../helpers/ns-writer.js';
 import { dispatcherClientTls } from '../helpers/pg-cluster.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../launcher/local.js';
@@ -43,13 +44,18 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
   let net: TestNet | undefined;
   let cluster: NsCluster | undefined;
   let launched = false;
-  let writer: RunningWriter | undefined;
+  let writer: Awaited<ReturnType<typeof startNsWriter>> | undefined;
 
   const d = (i: number) => cluster!.dispatchers[i];
   const cred = () => ({ user: cluster!.user, password: cluster!.password });
   const port = (p: PlanProcess, name: string) => p.ports.find((x) => x.name === name)!.port;
   const logs = () => cluster!.dispatchers.map((x) => `--- ${x.id}\n${x.output().split('\n').slice(-25).join('\n')}`).join('\n');
   const eventsText = (op: OperationView) => op.events.map((e) => `${e.step} ${e.host ?? ''} ${e.process ?? ''} ${e.message}`).join('\n');
+  /** "kind: ms" of every step, from the "step i/n done" events (for the record, never asserted). */
+  const stepTimes = (op: OperationView) => {
+    const names = stepsRun(op);
+    return op.events.filter((e) => /^step \d+\/\d+ done$/.test(e.message)).map((e, i) => `${names[i]?.split(' (')[0]}: ${e.durationMs} ms`).join('; ');
+  };
   const stepsRun = (op: OperationView) => op.events.filter((e) => /^step \d+\/\d+: /.test(e.message)).map((e) => e.message.replace(/^step \d+\/\d+: /, ''));
 
   const runOp = async (path: string, body: unknown, timeoutMs: number): Promise<OperationView> => {
@@ -142,11 +148,11 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
       await net.destroy().catch(() => undefined);
       throw e;
     }
-    const p = planFromSpec({ name: NAME, engine: 'pg-ha', dispatchers: cluster.specDispatchers().slice(0, 4), agents: 3, dbservers: 4, coordinators: 2, firewall: operatorOutsideFirewall(net) });
-    // coordinator-2 on d4 (the planner spreads it onto d2): the host that leaves has a coordinator too.
-    const c2 = p.processes.find((x) => x.id === 'coordinator-2')!;
-    Object.assign(c2, { dispatcher: 'd4', address: p.dispatchers[3].addresses[0] });
-    assert.deepEqual(p.processes.filter((x) => x.role === 'agent').map((x) => x.dispatcher), ['d1', 'd2', 'd3']);
+    const p = planFromSpec({ name: NAME, engine: 'pg-ha', dispatchers: cluster.specDispatchers().slice(0, 4), agents: 5, dbservers: 4, coordinators: 2, firewall: operatorOutsideFirewall(net) });
+    // coordinator-2 and agent-5 on d4 too (the planner spreads them onto d2 and d1; their ports are free on
+    // d4): the host that leaves runs every role, and two agents, so the agency shrinks 5 → 4 → 3.
+    for (const id of ['coordinator-2', 'agent-5']) Object.assign(p.processes.find((x) => x.id === id)!, { dispatcher: 'd4', address: p.dispatchers[3].addresses[0] });
+    assert.deepEqual(p.processes.filter((x) => x.role === 'agent').map((x) => x.dispatcher), ['d1', 'd2', 'd3', 'd4', 'd4']);
     launchPlan = p;
   });
 
@@ -177,11 +183,8 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
     const sock = socketClient(d(0), 60_000);
     const conn = await sock.get<{ password: string; caCertificate: string }>('/v1/cluster/connection');
     sock.close();
-    const ca = join(cluster!.root, 'cluster-ca.crt');
-    const pgpass = join(cluster!.root, 'pgpass');
-    writeFileSync(ca, conn.caCertificate, { mode: 0o600 });
-    writeFileSync(pgpass, `*:*:*:postgres:${conn.password}\n`, { mode: 0o600 });
-    env = ['env', `PGPASSFILE=${pgpass}`, `PGSSLROOTCERT=${ca}`, 'PGSSLMODE=verify-full', 'PGCONNECT_TIMEOUT=5'];
+    const client = psqlClient(cluster!.root, conn, PSQL);
+    env = client.env;
     await psqlOut(c1, 'CREATE TABLE scalein_writes (n int PRIMARY KEY)');
     assert.deepEqual(await scan(scanTargets(launchPlan), 1500), [], 'after the launch the outside sees the plan');
 
@@ -189,14 +192,29 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
     const onD4 = await engineIn<string | null>(
       d(0).host.ns,
       `const { switchoverAway } = await mod('server/engines/pg-ha/patroni-members.js');
-       return switchoverAway(args.plan, args.secrets, ['dbserver-1', 'dbserver-2', 'dbserver-3'], { tls: args.tls, timeoutMs: 60000 });`,
-      { plan: launchPlan, secrets: secrets(), tls: tls() },
+       const { pgHaActions } = await mod('server/engines/pg-ha/restart-actions.js');
+       const actions = pgHaActions({ psql: args.psql, tls: () => args.tls });
+       return switchoverAway(actions, args.plan, args.secrets, ['dbserver-1', 'dbserver-2', 'dbserver-3'], 60000);`,
+      { plan: launchPlan, secrets: secrets(), tls: { ...tls(), caFile: join(d(0).dataDir, 'cluster', 'ca.crt') }, psql: PSQL },
     );
     assert.ok(onD4 === 'dbserver-4' || onD4 === null, String(onD4));
 
-    writer = await startOutsideWriter(net!, net!.outside!.ns, env, PSQL, conninfo(c1), 'scalein_writes');
+    // The agency's leadership onto agent-4, so that its removal has a leader to hand over first.
+    const agencyLeader = await engineIn<string | undefined>(
+      d(0).host.ns,
+      `const { agencyStatus } = await mod('server/engines/pg-ha-health.js');
+       const { agencyEndpoints, agentPeerUrl, moveLeaderAway } = await mod('server/engines/pg-ha/etcd-members.js');
+       const before = (await agencyStatus(args.plan, { tls: args.tls })).leaderId;
+       const agent = (id) => args.plan.processes.find((p) => p.id === id);
+       if (before !== 'agent-4') await moveLeaderAway(agencyEndpoints(args.plan), agentPeerUrl(agent(before)), [agentPeerUrl(agent('agent-4'))], { tls: args.tls });
+       return (await agencyStatus(args.plan, { tls: args.tls })).leaderId;`,
+      { plan: launchPlan, tls: tls() },
+    );
+    assert.equal(agencyLeader, 'agent-4');
+
+    writer = await startNsWriter(net!, net!.outside!.ns, client, conninfo(c1), 'scalein_writes');
     await new Promise((r) => setTimeout(r, 2000));
-    let written: WriterResult | undefined;
+    let written: NsWriterResult | undefined;
     try {
       // ---- 1. scale in: d4 and its processes leave.
       const shrunk: Plan = { ...structuredClone(launchPlan), dispatchers: launchPlan.dispatchers.filter((x) => x.id !== 'd4'), processes: launchPlan.processes.filter((x) => x.dispatcher !== 'd4') };
@@ -211,10 +229,13 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
         'switchover-away from dbserver-4',
         'remove-dbserver dbserver-4 on d4',
         'reconfigure-coordinators coordinator-1',
+        'remove-agent agent-4 on d4',
+        'remove-agent agent-5 on d4',
         'shrink-firewall on d1, d2, d3',
         'release-dispatcher d4',
       ]);
       assert.match(eventsText(scaleIn), /the DB leader moved to dbserver-\d, which stays/);
+      assert.match(eventsText(scaleIn), /etcd leadership moved from agent-4 to member \d+/);
       assert.deepEqual(closed1.filter((c) => c.open > 0), [], 'no cluster port of a staying host opened during the scale in');
       await storedEverywhere(shrunk);
       const m1 = await members(shrunk);
@@ -279,10 +300,10 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
       const repl = await psqlOut(c1, "SELECT host(client_addr) || ' ' || state FROM pg_stat_replication");
       assert.ok(repl.split('\n').some((l) => l.startsWith(`${d5.addresses[0]} streaming`)), `dbserver-4 on d5 streams: ${repl}`);
       assert.deepEqual(await scan(scanTargets(replaced, { gone: [shrunk] }).filter((t) => !t.label.includes(net!.hosts[2].ipv4) && !t.label.includes(net!.hosts[2].ipv6)), 1500), [], 'after the replace the outside sees the new plan');
-      process.stderr.write(`# scale in: ${scaleInMs} ms; replace: ${replaceMs} ms\n`);
+      process.stderr.write(`# scale in: ${scaleInMs} ms (${stepTimes(scaleIn)})\n# replace: ${replaceMs} ms (${stepTimes(replace)})\n`);
       await new Promise((r) => setTimeout(r, 2000));
     } finally {
-      written = await writer.finish();
+      written = await writer.stop();
       writer = undefined;
     }
     process.stderr.write(`# writer: ${written.acked.length} acknowledged, ${written.failedAttempts} failed attempts, longest gap ${written.longestGapMs} ms\n`);

@@ -12,8 +12,7 @@ import { replacePlan, successorId } from '../../server/core/replace-plan.js';
 import { planScale } from '../../server/core/scale-plan.js';
 import { validatePlan } from '../../server/core/validate-plan.js';
 import { defaultEngineCatalog } from '../../server/engines/loader.js';
-import { stayingCandidate } from '../../server/engines/pg-ha/patroni-members.js';
-import type { DbserverState } from '../../server/engines/pg-ha-health.js';
+import { switchoverScope } from '../../server/engines/pg-ha/patroni-members.js';
 import { guardPlan } from '../golden/firewall/plan.js';
 
 const d4: Plan['dispatchers'][number] = { ...guardPlan.dispatchers[2], id: 'd4', endpoint: 'https://10.0.0.4:8528', addresses: ['10.0.0.4', 'fd00:10::4'] };
@@ -88,12 +87,10 @@ describe('replacePlan', () => {
   });
 });
 
-describe('switchover-away candidate', () => {
-  const st = (id: string, role: DbserverState['role'], running = true, streaming: boolean | null = true): DbserverState => ({ id, reachable: true, role, running, streaming });
-  test('a running, streaming replica that stays; never one that goes too, never a lagging one', () => {
-    const states = [st('db-1', 'leader'), st('db-2', 'replica'), st('db-3', 'replica')];
-    assert.equal(stayingCandidate(states, 'db-1', ['db-1', 'db-2']), 'db-3');
-    assert.equal(stayingCandidate([st('db-1', 'leader'), st('db-2', 'replica', true, false), st('db-3', 'replica')], 'db-1', ['db-1']), 'db-3');
-    assert.equal(stayingCandidate([st('db-1', 'leader'), st('db-2', 'replica', false), st('db-3', 'replica')], 'db-1', ['db-1', 'db-3']), undefined);
+describe('switchover-away scope', () => {
+  test('the switchover sees the leader and the DB servers that stay, never one that goes too', () => {
+    const scope = switchoverScope(guardPlan, 'db-1', ['db-1', 'db-2']);
+    assert.deepEqual(scope.processes.filter((p) => p.role === 'dbserver').map((p) => p.id), ['db-1', 'db-3']);
+    assert.equal(scope.processes.filter((p) => p.role !== 'dbserver').length, guardPlan.processes.filter((p) => p.role !== 'dbserver').length);
   });
 });

@@ -13,8 +13,9 @@
  */
 import { DispatcherError } from '../../../api/errors.js';
 import type { Plan, PlanProcess } from '../../../api/plan.js';
-import { pollUntil } from '../../../shared/poll.js';
-import { dbserverState, type DbserverState } from '../pg-ha-health.js';
+import { pollUntil, systemClock, type Clock } from '../../../shared/poll.js';
+import { dbserverState } from '../pg-ha-health.js';
+import type { RestartActions } from '../../core/restart-actions.js';
 import { clusterHttps, type ClusterClientTls } from '../cluster-https.js';
 import type { AgencyKv } from '../agency-kv.js';
 import { hostPort } from '../template.js';
@@ -48,33 +49,43 @@ export async function patroniSwitchover(plan: Plan, secrets: Record<string, stri
   });
 }
 
-export interface PatroniMembershipOptions {
-  tls: ClusterClientTls | undefined;
-  /** psql, to check that a candidate's WAL receiver streams (a replica that lags is no candidate). */
-  psql?: string;
-  timeoutMs: number;
-}
-
-/** Pure: the DB server that should take over from `leader` — a running, streaming replica that stays. */
-export function stayingCandidate(states: readonly DbserverState[], leader: string, going: readonly string[]): string | undefined {
-  return states.find((s) => s.id !== leader && !going.includes(s.id) && s.role === 'replica' && s.running && s.streaming !== false)?.id;
+/** Pure: the plan a switchover sees when `going` DB servers leave — the leader and the DB servers that stay. */
+export function switchoverScope(plan: Plan, leader: string, going: readonly string[]): Plan {
+  return { ...plan, processes: plan.processes.filter((p) => p.role !== 'dbserver' || p.id === leader || !going.includes(p.id)) };
 }
 
 /**
- * If the Patroni leader is one of `going`, switches over to a DB server that stays (never to one that goes
- * too). Answers the new leader, or undefined when the leader stays already (safe to repeat after a crash).
+ * If the Patroni leader is one of `going`, switches over to a DB server that stays, never to one that goes
+ * too: the rolling restart's switchover (restart-actions.ts: a CHECKPOINT first, then only a replica whose
+ * WAL receiver streams — one that still catches up after an earlier switchover would come up without the
+ * last acknowledged writes) over `switchoverScope`. Answers the new leader, or undefined when the leader
+ * stays already (safe to repeat after a crash).
  */
-export async function switchoverAway(plan: Plan, secrets: Record<string, string>, going: readonly string[], opts: PatroniMembershipOptions): Promise<string | undefined> {
-  const dbs = plan.processes.filter((p) => p.role === 'dbserver');
-  const states = await Promise.all(dbs.map((p) => dbserverState(plan, p.id, { tls: opts.tls, psql: opts.psql, superuserPassword: secrets['superuser-password'] })));
-  const leaders = states.filter((s) => s.role === 'leader' && s.running);
-  if (leaders.length !== 1) throw new DispatcherError('conflict', `the DB servers have ${leaders.length} running leaders now (${leaders.map((s) => s.id).join(', ') || 'none'}): wait for Patroni to settle before moving the leader`);
-  const leader = leaders[0].id;
+export async function switchoverAway(actions: Pick<RestartActions, 'dbLeader' | 'prepareSwitchover' | 'switchover'>, plan: Plan, secrets: Record<string, string>, going: readonly string[], timeoutMs: number, clock: Clock = systemClock): Promise<string | undefined> {
+  const leader = await actions.dbLeader(plan, secrets);
+  if (!leader) throw new DispatcherError('conflict', 'the DB servers have no single running leader now: wait for Patroni to settle before moving the leader');
   if (!going.includes(leader)) return undefined;
-  const candidate = stayingCandidate(states, leader, going);
-  if (!candidate) throw new DispatcherError('conflict', `no running, streaming replica that stays can take over from ${leader}: refused, the data would have no leader`, { details: { process: leader } });
-  await patroniSwitchover(plan, secrets, leader, candidate, opts.tls, opts.timeoutMs);
-  return candidate;
+  const scope = switchoverScope(plan, leader, going);
+  if (!scope.processes.some((p) => p.role === 'dbserver' && p.id !== leader)) {
+    throw new DispatcherError('conflict', `no DB server that stays can take over from ${leader}: refused, the data would have no leader`, { details: { process: leader } });
+  }
+  await actions.prepareSwitchover?.(scope, secrets, leader);
+  // Right after another leader change the replicas reconnect to the new timeline for a moment: no candidate
+  // streams yet, and the switchover refuses. Tried again until one does, within the same time budget.
+  let last: unknown;
+  const done = await pollUntil(
+    async () => {
+      try {
+        return await actions.switchover(scope, secrets, leader, [], timeoutMs);
+      } catch (e) {
+        last = e;
+        return undefined;
+      }
+    },
+    (to) => to !== undefined,
+    { timeoutMs, intervalMs: 500, clock, onTimeout: () => (last instanceof Error ? last : new DispatcherError('operation_failed', `no switchover from ${leader} within ${Math.round(timeoutMs / 1000)} s`)) },
+  );
+  return done;
 }
 
 /** The DCS key of a Patroni member (namespace and scope as templates/pg-ha/patroni.yml.hbs sets them). */
