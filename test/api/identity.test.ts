@@ -134,6 +134,8 @@ const ROUTES = {
   takeover: ['POST', '/v1/node/plan', () => ({ plan, secrets: {}, clusterCredential: { user: 'operator', password: 'attacker-chosen-password' } })],
   // A scale step's next plan version (peers only; against another base version than d2 stores: 409).
   planUpdate: ['POST', '/v1/node/plan/update', () => ({ plan, base: { number: 9, hash: '0123456789abcdef' }, number: 10 })],
+  // Leaving the cluster (scale in; peers only): naming another cluster than d2's releases nothing (409).
+  release: ['POST', '/v1/node/release', () => ({ name: 'another-cluster' })],
   ownPassword: ['PUT', '/v1/users/me/password', () => ({})],
   removeUser: ['DELETE', '/v1/users/nobody-such'],
   listUsers: ['GET', '/v1/users'],
@@ -154,20 +156,20 @@ function actors(): Record<string, Actor> {
   };
 }
 
-const ANON = { health: 200, id: 401, cluster: 401, nodeStatus: 401, nodeStatusUpper: 401, nodePreflight: 401, planUpdate: 401, takeover: 401, ownPassword: 401, removeUser: 401, listUsers: 401 };
-const OPERATOR = { health: 200, id: 200, cluster: 200, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403, takeover: 403, ownPassword: 400, removeUser: 403, listUsers: 403 };
-const PEER = { health: 200, id: 401, cluster: 401, nodeStatus: 200, nodeStatusUpper: 200, nodePreflight: 200, planUpdate: 409, takeover: 401, ownPassword: 401, removeUser: 401, listUsers: 401 };
+const ANON = { health: 200, id: 401, cluster: 401, nodeStatus: 401, nodeStatusUpper: 401, nodePreflight: 401, planUpdate: 401, release: 401, takeover: 401, ownPassword: 401, removeUser: 401, listUsers: 401 };
+const OPERATOR = { health: 200, id: 200, cluster: 200, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403, release: 403, takeover: 403, ownPassword: 400, removeUser: 403, listUsers: 403 };
+const PEER = { health: 200, id: 401, cluster: 401, nodeStatus: 200, nodeStatusUpper: 200, nodePreflight: 200, planUpdate: 409, release: 409, takeover: 401, ownPassword: 401, removeUser: 401, listUsers: 401 };
 const EXPECTED: Record<string, Record<Route, number>> = {
   outside: ANON,
-  netHost: { ...ANON, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403 },
+  netHost: { ...ANON, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403, release: 403 },
   operator: OPERATOR,
   operator2: OPERATOR,
   peer: PEER,
   peer3: PEER,
-  oldPeer: { ...ANON, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403 },
+  oldPeer: { ...ANON, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403, release: 403 },
   // Operator routes take the password; the adopt payload naming an account is not part of the API (400).
   contacted: { ...PEER, id: 200, cluster: 200, takeover: 400, ownPassword: 400, removeUser: 403, listUsers: 403 },
-  root: { health: 200, id: 200, cluster: 200, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403, takeover: 403, ownPassword: 403, removeUser: 404, listUsers: 200 },
+  root: { health: 200, id: 200, cluster: 200, nodeStatus: 403, nodeStatusUpper: 403, nodePreflight: 403, planUpdate: 403, release: 403, takeover: 403, ownPassword: 403, removeUser: 404, listUsers: 200 },
 };
 
 test('actors × routes: every answer has its expected status, errors are problem+json', async () => {

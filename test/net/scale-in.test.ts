@@ -16,6 +16,9 @@
  * Patroni's members are the plan's, and an outside scan matches the plan (public ports of the plan's
  * coordinators open, no cluster port open anywhere, the gone hosts' ports closed); during each, cluster
  * ports never open. At the end: no acknowledged write lost.
+ *
+ * Over 300 lines on purpose: one story (launch → scale in → a machine dies → replace) on one cluster, with
+ * the in-namespace helpers it alone needs; split, each part would launch its own cluster (≈ 1 min each).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
