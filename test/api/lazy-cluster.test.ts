@@ -6,16 +6,22 @@
  *     document without loading server/cluster/setup.ts or the orchestrator.
  * (b) Its first cluster requests, sent concurrently, all get their real answers, and the runtime is loaded.
  * (c) A daemon that stores a plan (state shutdown) loads the runtime at start, before any request.
+ * (d) A load that fails answers every waiting request with the DispatcherError's problem+json (one error
+ *     handler), and the next request loads again (in-process daemon: the data dir made unsafe after start).
  */
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpsGet, initDataDir, startDispatcherd, type RunningDispatcher } from '../helpers/daemon.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { ClusterStore } from '../../server/cluster/store.js';
+import { clusterDaemonOptions } from '../../server/cluster-daemon.js';
+import { parseConfig } from '../../server/config.js';
+import { startDaemon } from '../../server/daemon.js';
+import { addUser } from '../../server/users.js';
 
 const HOOK = fileURLToPath(new URL('../helpers/module-log.js', import.meta.url));
 /** Modules only the cluster runtime loads: if any is loaded, the cluster side is. */
@@ -112,6 +118,36 @@ describe('the cluster side loads on first use when no plan is stored', () => {
     } finally {
       await d.stop();
       d.dir.remove();
+    }
+  });
+
+  test('(d) a failed load is a problem+json answer for every waiting request, and the next request loads again', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'dispatcherd-lazy-fail-'));
+    const config = parseConfig({ id: 'lazy-fail', listen: '127.0.0.1', port: 0, dataDir: join(root, 'data') }, {});
+    await addUser(config.usersFile, 'operator', 'correct-horse-battery');
+    const cluster = clusterDaemonOptions();
+    const d = await startDaemon(config, { console: false, modules: cluster.modules, extendContext: cluster.extendContext, beforeProcesses: cluster.beforeProcesses });
+    const handle = { url: d.url, cert: d.cert, user: 'operator', password: 'correct-horse-battery' } as RunningDispatcher;
+    try {
+      assert.equal(cluster.loaded(), false);
+      // Others may write into the data dir now: the runtime refuses to come up (server/cluster/start-checks.ts).
+      chmodSync(config.dataDir, 0o777);
+      const answers = await Promise.all([req(handle, 'GET', '/v1/cluster'), req(handle, 'GET', '/v1/cluster/plan')]);
+      for (const a of answers) {
+        assert.equal(a.status, 500, JSON.stringify(a.json));
+        assert.equal(a.json.code, 'config_invalid');
+        assert.match(String(a.json.detail ?? a.json.title ?? JSON.stringify(a.json)), /data dir is not safe|lets others write/);
+      }
+      assert.equal(cluster.loaded(), false);
+      chmodSync(config.dataDir, 0o700);
+      const again = await req(handle, 'GET', '/v1/cluster');
+      assert.equal(again.status, 200, JSON.stringify(again.json));
+      assert.equal(again.json.state, 'none');
+      assert.equal(cluster.loaded(), true);
+    } finally {
+      cluster.runtime()?.close();
+      await d.close();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
