@@ -55,6 +55,16 @@ module.exports = {
       to: { path: '^server/http/' },
     },
     {
+      name: 'cluster-runtime-loads-lazily',
+      comment:
+        'A daemon without a stored plan does not load the cluster runtime (docs/DESIGN.md, "The lazy cluster ' +
+        'side"): the HTTP layer, observability and the daemon wiring reach server/cluster/ only by types or ' +
+        'import() — except the light start checks. test/api/lazy-cluster.test.ts checks the loaded modules.',
+      severity: 'error',
+      from: { path: '^server/(http|observability)/|^server/(daemon|cli|cluster-daemon)\\.ts$' },
+      to: { path: '^server/cluster/', pathNot: '^server/cluster/(start-checks|run-as-user)\\.ts$', dependencyTypesNot: ['type-only', 'dynamic-import'] },
+    },
+    {
       name: 'launcher-uses-the-daemon-through-the-api',
       comment:
         'launcher/ talks to dispatchers through api/ and client/. From server/ it may import only the pure ' +

@@ -8,7 +8,10 @@
  * extra node flags (`--flags`), and optionally another build (`--tree DIR`, e.g. the commit before).
  *
  *   npx tsc -p . && node dist/bench/daemon-footprint.js [--rounds 5] [--seconds 2] [--clients 16]
- *       [--flags=--max-semi-space-size=1] [--tree /tmp/base]
+ *       [--flags=--max-semi-space-size=1] [--tree /tmp/base] [--tree-flags=--max-semi-space-size=1]
+ *
+ * Per variant it also reports the first authenticated `GET /v1/cluster` after the idle wait (where the
+ * cluster side is lazy, that request loads it: server/cluster-daemon.ts), the second, and VmRSS after both.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -28,6 +31,8 @@ const clients = Number(arg('clients', '16'));
 const idleMs = Number(arg('idle-ms', '3000'));
 const flags = arg('flags', '').split(/\s+/).filter(Boolean);
 const otherTree = arg('tree', '');
+/** Node flags for the other tree (e.g. the shipped `--max-semi-space-size=1`, to compare as shipped). */
+const treeFlags = arg('tree-flags', '').split(/\s+/).filter(Boolean);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Variant {
@@ -37,7 +42,7 @@ interface Variant {
 }
 const variants: Variant[] = [{ name: 'this tree', tree: REPO_ROOT, nodeArgs: [] }];
 if (flags.length) variants.push({ name: `this tree ${flags.join(' ')}`, tree: REPO_ROOT, nodeArgs: flags });
-if (otherTree) variants.push({ name: `tree ${otherTree}`, tree: resolve(otherTree), nodeArgs: [] });
+if (otherTree) variants.push({ name: `tree ${otherTree}${treeFlags.length ? ' ' + treeFlags.join(' ') : ''}`, tree: resolve(otherTree), nodeArgs: treeFlags });
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -90,6 +95,19 @@ interface Sample {
   slicePairMedian: number;
   /** The daemon's CPU per request: health ÷ authenticated (the relative cost, whoever else uses the CPUs). */
   cpuRatio: number;
+  /** The first `GET /v1/cluster` after idle (loads the cluster side where it is lazy), and the second, ms. */
+  firstClusterMs: number;
+  secondClusterMs: number;
+  /** VmRSS right after those two requests. */
+  afterClusterMiB: number;
+}
+
+/** Duration of one authenticated GET (ms), its status checked. */
+async function timedGet(url: string, ca: string, auth: string): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const r = await httpsGet(url, ca, { auth, timeoutMs: 30_000 });
+  if (r.status !== 200) throw new Error(`${url}: ${r.status} ${r.body}`);
+  return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
 async function measure(v: Variant, round: number): Promise<Sample> {
@@ -111,6 +129,12 @@ async function measure(v: Variant, round: number): Promise<Sample> {
     await sleep(idleMs);
     const idleMiB = rssMiB(child.pid!);
     const auth = 'operator:correct-horse-battery';
+    // First cluster request: the credential is verified (scrypt) by a request before it, so the time is
+    // the cluster side's load (if lazy) plus the handler; the second is the same request once loaded.
+    await timedGet(`${url}/v1/processes`, dir.cert, auth);
+    const firstClusterMs = await timedGet(`${url}/v1/cluster`, dir.cert, auth);
+    const secondClusterMs = await timedGet(`${url}/v1/cluster`, dir.cert, auth);
+    const afterClusterMiB = rssMiB(child.pid!);
     // Warm-up: TLS sessions, JIT, and the one scrypt check that fills the credential cache.
     await load(`${url}/v1/processes`, dir.cert, auth);
     // Paired and finely alternated: the machine's load changes within seconds (other work shares the CPUs),
@@ -142,7 +166,7 @@ async function measure(v: Variant, round: number): Promise<Sample> {
     const healthRps = health / slices;
     const authRps = authed / slices;
     const cpuRatio = cpu.health / cpu.healthRequests / (cpu.auth / cpu.authRequests);
-    return { idleMiB, healthRps, authRps, slicePairMedian: median(pairs), cpuRatio };
+    return { idleMiB, healthRps, authRps, slicePairMedian: median(pairs), cpuRatio, firstClusterMs, secondClusterMs, afterClusterMiB };
   } finally {
     for (const a of agents.values()) a.destroy();
     agents.clear();
@@ -181,6 +205,9 @@ for (const v of variants) {
     slicePairMedianPerRound: s.map((x) => +x.slicePairMedian.toFixed(3)),
     cpuPerRequestHealthOverAuth: stat(s.map((x) => x.cpuRatio), 3),
     idlePerRound: s.map((x) => +x.idleMiB.toFixed(1)),
+    rssAfterFirstClusterRequestMiB: stat(s.map((x) => x.afterClusterMiB)),
+    firstClusterRequestMs: stat(s.map((x) => x.firstClusterMs)),
+    secondClusterRequestMs: stat(s.map((x) => x.secondClusterMs)),
   };
 }
 console.log(JSON.stringify(out, null, 2));

@@ -15,8 +15,6 @@ import { closeLogger, createLogger } from './log.js';
 import { writeFileAtomic } from '../shared/atomic-file.js';
 import { packageVersion, startDaemon } from './daemon.js';
 import { clusterDaemonOptions } from './cluster-daemon.js';
-import { ClusterStore } from './cluster/store.js';
-import { pgpassText } from './engines/pg-ha/pgpass.js';
 import { coordinatorsOf } from '../api/rest.js';
 import { resolveUser } from './cluster/run-as-user.js';
 import { checkDataTree, dataDirMode } from './data-tree.js';
@@ -212,6 +210,9 @@ export function buildCli(): Command {
     .option('--data-dir <dir>', 'data dir (uses its config.yaml)')
     .option('--config <file>', 'config file')
     .action(async (o: { output: string; dataDir?: string; config?: string }) => {
+      // Imported here, not at the top: `dispatcherd start` without a plan never loads the cluster store.
+      const { ClusterStore } = await import('./cluster/store.js');
+      const { pgpassText } = await import('./engines/pg-ha/pgpass.js');
       const snapshot = await new ClusterStore(configFrom(o).dataDir).load();
       if (!snapshot) throw new DispatcherError('not_found', 'this dispatcher has no cluster; launch one first');
       const password = snapshot.secrets['superuser-password'];

@@ -5,8 +5,8 @@
  */
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { DispatcherError, formatProblems } from '../../api/errors.js';
-import { checkDataTree } from '../data-tree.js';
+import { DispatcherError } from '../../api/errors.js';
+import { refuseUnsafeClusterStart } from './start-checks.js';
 import type { FirewallBackendName, Plan, PlanProcess, Role } from '../../api/plan.js';
 import type { GuardStatusView } from '../../api/rest.js';
 import type { DispatcherConfig } from '../config.js';
@@ -231,14 +231,8 @@ export async function createClusterRuntime(ctx: ClusterRuntimeContext, preGuard?
   const interrupted = await operations.load();
   const renderer = engineRenderer(config);
   const guard = preGuard ?? nodeGuard(config.id, config, logger);
-  const treeProblems = checkDataTree(config.dataDir, process.getuid?.() ?? 0);
-  if (treeProblems.length) {
-    throw new DispatcherError('config_invalid', `refusing to start: the data dir is not safe:\n${formatProblems(treeProblems)}`, { problems: treeProblems });
-  }
+  refuseUnsafeClusterStart(config);
   const runAs = config.runAs ? await resolveUser(config.runAs) : undefined;
-  if (!runAs && process.getuid?.() === 0 && Object.keys(config.engines).length > 0) {
-    throw new DispatcherError('config_invalid', 'refusing to start: this dispatcher runs as root and allows engines, but no runAs user is configured, so cluster processes would run as root. Set runAs to an unprivileged user (dispatcherd init --run-as cluster-dispatcher, or DISPATCHER_RUN_AS).');
-  }
   const node = new LocalNode({
     id: config.id,
     dataDir: config.dataDir,

@@ -14,7 +14,6 @@ import { commonErrors, problemResponse } from '../openapi.js';
 import { LogQuerySchema } from './processes.js';
 import type { ClusterService } from '../../cluster/service.js';
 import { parseBasicCredential } from '../auth/basic-credential.js';
-import { changeFirewallLocked } from '../../cluster/firewall-change.js';
 
 const RelaunchSchema = z.object({ readyTimeoutMs: z.number().int().min(1000).max(3_600_000).default(120_000) }).strict();
 const PreflightSchema = z.object({ callerTime: z.number() }).strict();
@@ -116,6 +115,8 @@ export const clusterModule: RouteModule = {
     router.post('/v1/cluster/firewall', async (req, res) => {
       const { firewall, confirmWithinSeconds, baseVersion } = validate(FirewallChangeSchema, req.body);
       // The base version is checked under the cluster-wide lock (server/cluster/firewall-change.ts).
+      // Imported on use: the cluster side loads lazily (server/cluster-daemon.ts).
+      const { changeFirewallLocked } = await import('../../cluster/firewall-change.js');
       const result = await changeFirewallLocked(
         { operations: ctx.cluster.operations, store: ctx.cluster.store, apply: (f, s) => ctx.cluster.orchestrator.changeFirewall(f, s) },
         { firewall, confirmWithinSeconds, ...(baseVersion ? { baseVersion } : {}) },

@@ -9,11 +9,6 @@ import type { ClusterView } from '../../../api/rest.js';
 import { DispatcherError } from '../../../api/errors.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { assertValidPlan } from '../../core/validate-plan.js';
-import { diffPlans } from '../../core/plan-diff.js';
-import { planHash } from '../../core/plan-version.js';
-import { planScale, scaleHealthOf } from '../../core/scale-plan.js';
-import { defaultEngineCatalog } from '../../engines/loader.js';
 import type { ClusterStore } from '../../cluster/store.js';
 
 function running(store: ClusterStore) {
@@ -41,6 +36,14 @@ export const planVersionsModule: RouteModule = {
       const store = ctx.cluster.store;
       running(store);
       const { plan: input } = validate(PlanDiffRequestSchema, req.body);
+      // Imported on use: the planning code loads with the cluster side (server/cluster-daemon.ts).
+      const [{ assertValidPlan }, { diffPlans }, { planHash }, { planScale, scaleHealthOf }, { defaultEngineCatalog }] = await Promise.all([
+        import('../../core/validate-plan.js'),
+        import('../../core/plan-diff.js'),
+        import('../../core/plan-version.js'),
+        import('../../core/scale-plan.js'),
+        import('../../engines/loader.js'),
+      ]);
       // The same one validation as a launch: every problem of the proposed plan, with its path (400).
       const proposed = assertValidPlan(input, defaultEngineCatalog());
       // The scale steps depend on what answers now (a dead host's members count against quorum).

@@ -1,13 +1,13 @@
 /** POST /v1/plans: the Planner over REST (as ArangoDB 2.x's /_admin/clusterPlanner). Pure: nothing is stored. */
 import type { RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { planFromRequestBody } from '../../core/planner.js';
-import { defaultEngineCatalog } from '../../engines/loader.js';
 
 export const plansModule: RouteModule = {
   name: 'plans',
   register(router) {
-    router.post('/v1/plans', (req, res) => {
+    router.post('/v1/plans', async (req, res) => {
+      // Imported on use: the planner loads with the cluster side (server/cluster-daemon.ts).
+      const [{ planFromRequestBody }, { defaultEngineCatalog }] = await Promise.all([import('../../core/planner.js'), import('../../engines/loader.js')]);
       res.json(planFromRequestBody(req.body, defaultEngineCatalog()));
     });
   },

@@ -7,7 +7,6 @@ import { ReplaceRequestSchema } from '../../../api/rest.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
 import { parseBasicCredential } from '../auth/basic-credential.js';
-import { startReplace } from '../../cluster/replace.js';
 
 export const replaceModule: RouteModule = {
   name: 'replace',
@@ -16,6 +15,8 @@ export const replaceModule: RouteModule = {
       const input = validate(ReplaceRequestSchema, req.body);
       // The operator's own credential (verified by the operator gate): first contact with the new dispatcher.
       const operatorCredential = parseBasicCredential(req.headers.authorization);
+      // Imported on use: the cluster side loads lazily (server/cluster-daemon.ts).
+      const { startReplace } = await import('../../cluster/replace.js');
       const op = await startReplace({ scales: ctx.cluster.scales, store: ctx.cluster.store, self: ctx.cluster.node.id }, { ...input, ...(operatorCredential ? { operatorCredential } : {}) });
       res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}` });
     });

@@ -10,7 +10,6 @@ import { PlanSchema } from '../../../api/plan.js';
 import { RestartRequestSchema } from '../../../api/rest.js';
 import { validate, type RouteModule } from '../app.js';
 import { commonErrors, problemResponse } from '../openapi.js';
-import { caRotationReloads, recordCaRotationOperation } from '../../cluster/ca-rotation.js';
 
 const NodePlanSchema = z.object({ plan: PlanSchema }).strict();
 const RotateCertsSchema = z
@@ -33,6 +32,10 @@ const op202 = {
 const body = { required: true, content: { 'application/json': { schema: { type: 'object' } } } };
 const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
 
+
+/** Imported on use: the cluster side loads lazily (server/cluster-daemon.ts). */
+const caRotationModule = () => import('../../cluster/ca-rotation.js');
+
 export const restartModule: RouteModule = {
   name: 'restart',
   register(router, ctx) {
@@ -48,6 +51,7 @@ export const restartModule: RouteModule = {
     // then every process re-reads them in place (engine.yaml `certificateReload`); an engine that declares
     // no reload for a role gets the rolling restart instead.
     const pickUp = async (readyTimeoutMs: number, caRotation = false) => {
+      const { caRotationReloads } = await caRotationModule();
       const orch = ctx.cluster.orchestrator;
       // After the finish phase the rotation state is gone; its leaves carry the cross certificate already.
       const crossless = caRotation && !!ctx.cluster.store.get()?.tls?.rotation && !caRotationReloads(ctx.cluster.store);
@@ -85,7 +89,7 @@ export const restartModule: RouteModule = {
         }
       });
       const op = await pickUp(readyTimeoutMs, true);
-      if (phase !== 'finish') await recordCaRotationOperation(ctx.cluster.store, op.id);
+      if (phase !== 'finish') await (await caRotationModule()).recordCaRotationOperation(ctx.cluster.store, op.id);
       res.status(202).location(`/v1/operations/${op.id}`).json({ operation: op.id, href: `/v1/operations/${op.id}`, phase, more: phase !== 'finish' });
     });
     router.post('/v1/operations/:id/retry', async (req, res) => {
