@@ -15,7 +15,7 @@ import type { ClusterStore } from './store.js';
 export interface FirewallChangeDeps {
   operations: Pick<OperationStore, 'exclusive'>;
   store: Pick<ClusterStore, 'get' | 'version'>;
-  /** Applies the policy on every dispatcher with a confirm deadline (Orchestrator.changeFirewall). */
+  /** Applies the policy on every dispatcher with a confirm deadline (ClusterFirewall.change in cluster-firewall.ts). */
   apply(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<Record<string, unknown>>;
 }
 

@@ -4,27 +4,24 @@
  * over pinned HTTPS), fans out concurrently, reports every step as an operation event, and on a failure
  * after preflight stops what it started in reverse order, keeping every data dir.
  *
- * Longer than our usual ~300 lines on purpose: every operation here runs through the same private fan-out
- * state (the plan's nodes, their closing, the rollback of a launch); the parts that need none of it
- * already live in their own files (fan-out.ts, launch-steps.ts — preflight, certificates and health gates,
- * shared with the scale-out steps —, issue-certificates.ts, ca-rotation.ts, cluster-view.ts,
- * stop-order.ts).
+ * The plan's nodes (plan-nodes.ts) are shared with its two siblings, reached through it: the firewall
+ * change (cluster-firewall.ts) and the certificate operations (cluster-certificates.ts). The parts that need
+ * no node state live in their own files: fan-out.ts, launch-steps.ts (preflight, certificates and health
+ * gates, shared with the scale-out steps), issue-certificates.ts, ca-rotation.ts, cluster-view.ts, stop-order.ts.
  */
-import { randomBytes } from 'node:crypto';
 import { DispatcherError, formatProblems, type Problem } from '../../api/errors.js';
-import type { FirewallPolicy, Plan, PlanDispatcher, PlanProcess } from '../../api/plan.js';
-import { coordinatorsOf, type ClusterView, type Credential, type GuardStatusView, type NodeAdoptPlan } from '../../api/rest.js';
+import type { Plan, PlanDispatcher, PlanProcess } from '../../api/plan.js';
+import { coordinatorsOf, type ClusterView, type Credential, type NodeAdoptPlan } from '../../api/rest.js';
 import { launchGroups } from '../core/order.js';
 import { stopInOrder } from './stop-order.js';
 import type { ClusterHealth } from './cluster-health.js';
 import type { ClusterStore } from './store.js';
 import type { NodeApi, ProcessRenderer } from './node-api.js';
 import type { OperationHandle } from './operations.js';
-import { clusterCa, issueCertificates } from './issue-certificates.js';
-import { certificateInfo, splitPemBundle } from '../pki/certificates.js';
-import { nextCaRotationPhase, type CaRotationPhase } from './ca-rotation.js';
 import { clusterViewOf } from './cluster-view.js';
-import { engineReloadsCertificates, reloadCertificatesEverywhere } from './certificate-renewal.js';
+import { PlanNodes } from './plan-nodes.js';
+import { ClusterFirewall } from './cluster-firewall.js';
+import { ClusterCertificates } from './cluster-certificates.js';
 import { combined, describeGuard, settleAll, subset, type Nodes } from './fan-out.js';
 import { certificatesAll, preflightAll, waitRoleHealthy } from './launch-steps.js';
 import { STORED_PLAN, type ValidateOptions } from '../core/validate-plan.js';
@@ -71,26 +68,19 @@ export class Orchestrator {
     return Math.round(this.clock.now() - t0);
   }
 
+  /** The plan's dispatchers as nodes, opened and closed per operation (plan-nodes.ts). */
+  private readonly planNodes: PlanNodes;
+  /** Commit-confirmed firewall changes of the running cluster (cluster-firewall.ts). */
+  readonly firewall: ClusterFirewall;
+  /** Certificate renewal, reload and CA rotation of the running cluster (cluster-certificates.ts). */
+  readonly certificates: ClusterCertificates;
+
   constructor(private readonly deps: OrchestratorDeps) {
     this.clock = deps.clock ?? systemClock;
     this.now = () => this.clock.now();
-  }
-
-  private nodesWith(plan: Plan, firstContact: (d: PlanDispatcher) => Credential | undefined = () => undefined): Nodes {
-    const nodes: Nodes = new Map();
-    for (const d of plan.dispatchers) nodes.set(d.id, d.id === this.deps.self.id ? this.deps.self : this.deps.peer(d, firstContact(d)));
-    return nodes;
-  }
-
-  /** Nodes of the persisted plan; peers trust this dispatcher by its certificate (pinned in that plan). */
-  private clusterNodes(): { plan: Plan; nodes: Nodes; secrets: Record<string, string> } {
-    const snap = this.deps.store.get();
-    if (!snap) throw new DispatcherError('not_found', `dispatcher ${this.deps.self.id} has no cluster plan; launch one first`);
-    return { plan: snap.plan, secrets: snap.secrets, nodes: this.nodesWith(snap.plan) };
-  }
-
-  private close(nodes: Nodes) {
-    for (const n of nodes.values()) n.close?.();
+    this.planNodes = new PlanNodes(deps);
+    this.firewall = new ClusterFirewall(this.planNodes, deps.validate);
+    this.certificates = new ClusterCertificates(this.planNodes, deps.store, this.clock);
   }
 
   /** Checks a plan for a launch before an operation is created (so a bad plan is a 400, not a failed operation). */
@@ -118,7 +108,7 @@ export class Orchestrator {
     const secrets = this.deps.renderer.generateSecrets(plan.engine);
     // The operator credential goes to each peer once, to adopt the plan; every later call is trusted by
     // this dispatcher's certificate, which the adopted plan pins (docs/SECURITY.md, "Identities").
-    const nodes = this.nodesWith(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential);
+    const nodes = this.planNodes.of(plan, (d) => input.peerCredentials[d.id] ?? input.operatorCredential);
     let bringingUp = false;
     let adoptedBy: string[] = [];
     const launchedAt = this.clock.now();
@@ -149,7 +139,7 @@ export class Orchestrator {
       if (!bringingUp) await this.abandon(op, plan, subset(nodes, adoptedBy));
       throw e;
     } finally {
-      this.close(nodes);
+      this.planNodes.close(nodes);
     }
   }
 
@@ -226,22 +216,18 @@ export class Orchestrator {
   }
 
   async shutdown(op: OperationHandle): Promise<Record<string, unknown>> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
+    return this.planNodes.withStored(async ({ plan, nodes }) => {
       const failures = await stopInOrder(this.deps.health, op, plan, nodes, () => true, 'stop');
       const states = await settleAll(nodes, (n) => n.setClusterState('shutdown'));
       for (const f of states.failed) failures.push(`${f.host}: ${f.error.message}`);
       if (failures.length) throw new DispatcherError('operation_failed', `shutdown incomplete:\n  ${failures.join('\n  ')}`);
       return { cluster: plan.name, state: 'shutdown' };
-    } finally {
-      this.close(nodes);
-    }
+    });
   }
 
   /** `takeOver`: resuming a launch whose runner died, so `launching` is expected (docs/DESIGN.md, "Operation lifecycle"). */
   async relaunch(op: OperationHandle, readyTimeoutMs: number, takeOver = false): Promise<Record<string, unknown>> {
-    const { plan, nodes, secrets } = this.clusterNodes();
-    try {
+    return this.planNodes.withStored(async ({ plan, nodes, secrets }) => {
       const snap = this.deps.store.get()!;
       const invalid = this.deps.validate(plan, STORED_PLAN);
       if (invalid.length) {
@@ -262,28 +248,22 @@ export class Orchestrator {
         throw e;
       }
       return await this.bringUp(op, plan, nodes, secrets, readyTimeoutMs, running);
-    } finally {
-      this.close(nodes);
-    }
+    });
   }
 
   /** Abort of a launch whose runner died: every process of the plan stops (shutdown order, data kept); the cluster is `failed`. */
   async stopLaunch(op: OperationHandle): Promise<Record<string, unknown>> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
+    return this.planNodes.withStored(async ({ plan, nodes }) => {
       const failures = await stopInOrder(this.deps.health, op, plan, nodes, () => true, 'abort');
       const states = await settleAll(nodes, (n) => n.setClusterState('failed'));
       for (const f of states.failed) failures.push(`${f.host}: ${f.error.message}`);
       if (failures.length) throw new DispatcherError('operation_failed', `abort of the launch incomplete:\n  ${failures.join('\n  ')}`);
       return { cluster: plan.name, state: 'failed' };
-    } finally {
-      this.close(nodes);
-    }
+    });
   }
 
   async cleanup(op: OperationHandle, confirmName: string): Promise<Record<string, unknown>> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
+    return this.planNodes.withStored(async ({ plan, nodes }) => {
       if (confirmName !== plan.name) throw new DispatcherError('bad_request', `cleanup deletes every data dir of the cluster: repeat its name (${plan.name}) to confirm`);
       const snap = this.deps.store.get()!;
       if (snap.state === 'running' || snap.state === 'launching') throw new DispatcherError('conflict', `cluster ${plan.name} is ${snap.state}; shut it down before cleanup`);
@@ -292,115 +272,24 @@ export class Orchestrator {
       for (const id of res.ok) op.event({ level: 'info', step: 'cleanup', host: id, message: 'data dirs removed' });
       if (res.failed.length) throw combined('operation_failed', 'cleanup incomplete', res.failed);
       return { cluster: plan.name, state: 'cleaned' };
-    } finally {
-      this.close(nodes);
-    }
-  }
-
-  /**
-   * Commit-confirmed firewall change on every dispatcher (docs/FIREWALL.md, "Commit-confirmed"): the new
-   * rules go in at once and roll back by themselves — a watchdog process per dispatcher, independent of the
-   * daemons — unless confirmed in time. One token names the change everywhere; confirm, extend and cancel
-   * must present it. An operator who cut themselves off cannot confirm, so they get their access back.
-   */
-  async changeFirewall(firewall: FirewallPolicy, confirmWithinSeconds: number): Promise<Record<string, unknown>> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
-      if (firewall.backend !== plan.firewall.backend) {
-        throw new DispatcherError('bad_request', `a firewall change cannot switch the backend (${plan.firewall.backend} → ${firewall.backend}); shut down, clean up and launch again for that`);
-      }
-      const problems = this.deps.validate({ ...plan, firewall }, STORED_PLAN);
-      if (problems.length) throw new DispatcherError('validation_failed', 'the new firewall policy is not valid', { problems });
-      const token = randomBytes(16).toString('hex');
-      const res = await settleAll(nodes, (n) => n.changeFirewall(firewall, confirmWithinSeconds, token));
-      if (res.failed.length) throw combined('operation_failed', 'firewall change failed (hosts that took it roll back by themselves)', res.failed);
-      const confirmBy = [...res.values.values()].map((g) => g.pendingConfirmUntil).filter(Boolean).sort()[0];
-      return { cluster: plan.name, confirmBy, token, guards: Object.fromEntries(res.values) };
-    } finally {
-      this.close(nodes);
-    }
-  }
-
-  /** confirm / extend / cancel of the pending change on every dispatcher. */
-  async settleFirewall(action: 'confirm' | 'extend' | 'cancel', token: string, confirmWithinSeconds = 0): Promise<Record<string, unknown>> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
-      const res = await settleAll(nodes, (n) =>
-        action === 'confirm' ? n.confirmFirewall(token) : action === 'extend' ? n.extendFirewall(token, confirmWithinSeconds) : n.cancelFirewall(token),
-      );
-      if (res.failed.length) throw combined('operation_failed', `firewall change not ${action === 'confirm' ? 'confirmed' : action === 'extend' ? 'extended' : 'cancelled'} everywhere`, res.failed);
-      const confirmBy = [...res.values.values()].map((g) => g.pendingConfirmUntil).filter(Boolean).sort()[0];
-      return { cluster: plan.name, [action === 'confirm' ? 'confirmed' : action === 'extend' ? 'extended' : 'cancelled']: true, ...(confirmBy ? { confirmBy } : {}), guards: Object.fromEntries(res.values) };
-    } finally {
-      this.close(nodes);
-    }
-  }
-
-  /**
-   * New keys and certificates for every process and dispatcher, signed by the cluster CA on this dispatcher
-   * (it must be the one that launched the cluster). Running processes keep theirs until they restart.
-   */
-  async renewCertificates(): Promise<{ host: string; names: string[] }[]> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
-      const ca = await clusterCa(this.deps.store, { create: false });
-      // The cross certificate of the last CA rotation stays in the chain while it is valid: a process that
-      // loaded only the old CA at its start (etcd) keeps accepting the renewed leaves (server/cluster/ca-rotation.ts).
-      const chain = this.deps.store.get()?.tls?.chain;
-      const live = chain && splitPemBundle(chain).every((c) => new Date(certificateInfo(c).notAfter).getTime() > this.clock.now());
-      return await issueCertificates(plan, nodes, ca, ca.certPem, live ? chain : undefined);
-    } finally {
-      this.close(nodes);
-    }
-  }
-
-  /** Whether the running engine can re-read renewed certificates without a restart (server/cluster/certificate-renewal.ts). */
-  reloadsCertificates(): boolean {
-    const snap = this.deps.store.get();
-    return !!snap && engineReloadsCertificates(snap.plan);
-  }
-
-  /** Every dispatcher writes the installed certificates into its process dirs; the processes re-read them. */
-  async reloadCertificates(op: OperationHandle, opts: { caChanged: boolean }): Promise<Record<string, unknown>> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
-      return await reloadCertificatesEverywhere(plan, nodes, op, opts);
-    } finally {
-      this.close(nodes);
-    }
-  }
-
-  /** The next phase of a CA rotation on every dispatcher (server/cluster/ca-rotation.ts); a rolling restart follows. */
-  async caRotationPhase(succeeded: (operation: string) => boolean): Promise<CaRotationPhase> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
-      return await nextCaRotationPhase(this.deps.store, plan, nodes, succeeded, this.clock);
-    } finally {
-      this.close(nodes);
-    }
+    });
   }
 
   /** A process's log from whichever dispatcher runs it. */
   async processLog(processId: string, lines: number): Promise<{ id: string; host: string; lines: string[] }> {
-    const { plan, nodes } = this.clusterNodes();
-    try {
+    return this.planNodes.withStored(async ({ plan, nodes }) => {
       const p = plan.processes.find((x) => x.id === processId);
       if (!p) throw new DispatcherError('not_found', `cluster ${plan.name} has no process ${processId} (it has ${plan.processes.map((x) => x.id).join(', ')})`);
       return { id: p.id, host: p.dispatcher, lines: await nodes.get(p.dispatcher)!.logTail(p.id, lines) };
-    } finally {
-      this.close(nodes);
-    }
+    });
   }
 
   async status(): Promise<ClusterView> {
     const snap = this.deps.store.get();
     if (!snap) return { name: null, state: 'none', dispatchers: [], processes: [], coordinators: [] };
-    const { plan, nodes } = this.clusterNodes();
-    try {
+    return this.planNodes.withStored(async ({ plan, nodes }) => {
       const res = await settleAll(nodes, (n) => n.status());
       return clusterViewOf(plan, snap.state, res);
-    } finally {
-      this.close(nodes);
-    }
+    });
   }
 }

@@ -118,7 +118,7 @@ export const clusterModule: RouteModule = {
       // Imported on use: the cluster side loads lazily (server/cluster-daemon.ts).
       const { changeFirewallLocked } = await import('../../cluster/firewall-change.js');
       const result = await changeFirewallLocked(
-        { operations: ctx.cluster.operations, store: ctx.cluster.store, apply: (f, s) => ctx.cluster.orchestrator.changeFirewall(f, s) },
+        { operations: ctx.cluster.operations, store: ctx.cluster.store, apply: (f, s) => ctx.cluster.orchestrator.firewall.change(f, s) },
         { firewall, confirmWithinSeconds, ...(baseVersion ? { baseVersion } : {}) },
       );
       changeConnections.set(req.socket, String(result.token));
@@ -127,15 +127,15 @@ export const clusterModule: RouteModule = {
     router.post('/v1/cluster/firewall/confirm', async (req, res) => {
       const { token } = validate(FirewallTokenSchema, req.body);
       requireNewConnection(req, token);
-      res.json(await ctx.cluster.orchestrator.settleFirewall('confirm', token));
+      res.json(await ctx.cluster.orchestrator.firewall.settle('confirm', token));
     });
     router.post('/v1/cluster/firewall/extend', async (req, res) => {
       const { token, confirmWithinSeconds } = validate(FirewallExtendSchema, req.body);
-      res.json(await ctx.cluster.orchestrator.settleFirewall('extend', token, confirmWithinSeconds));
+      res.json(await ctx.cluster.orchestrator.firewall.settle('extend', token, confirmWithinSeconds));
     });
     router.post('/v1/cluster/firewall/cancel', async (req, res) => {
       const { token } = validate(FirewallTokenSchema, req.body);
-      res.json(await ctx.cluster.orchestrator.settleFirewall('cancel', token));
+      res.json(await ctx.cluster.orchestrator.firewall.settle('cancel', token));
     });
     router.get('/v1/operations', async (_req, res) => {
       res.json({ operations: (await ctx.cluster.listOperations()).map(({ events: _e, ...o }) => o) });

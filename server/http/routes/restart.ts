@@ -52,36 +52,36 @@ export const restartModule: RouteModule = {
     // no reload for a role gets the rolling restart instead.
     const pickUp = async (readyTimeoutMs: number, caRotation = false) => {
       const { caRotationReloads } = await caRotationModule();
-      const orch = ctx.cluster.orchestrator;
+      const certs = ctx.cluster.orchestrator.certificates;
       // After the finish phase the rotation state is gone; its leaves carry the cross certificate already.
       const crossless = caRotation && !!ctx.cluster.store.get()?.tls?.rotation && !caRotationReloads(ctx.cluster.store);
-      if (!orch.reloadsCertificates() || crossless) return svc().start({ readyTimeoutMs });
+      if (!certs.reloadable() || crossless) return svc().start({ readyTimeoutMs });
       const name = ctx.cluster.store.get()!.plan.name;
-      return ctx.cluster.operations.start('rotate-certs', name, (op) => orch.reloadCertificates(op, { caChanged: caRotation }), { lock: 'required' });
+      return ctx.cluster.operations.start('rotate-certs', name, (op) => certs.reload(op, { caChanged: caRotation }), { lock: 'required' });
     };
     router.post('/v1/cluster/rotate-certs', async (req, res) => {
       const { ca, readyTimeoutMs } = validate(RotateCertsSchema, req.body ?? {});
       await svc().precheck({});
       if (!ca) {
-        const orch = ctx.cluster.orchestrator;
-        if (orch.reloadsCertificates()) {
+        const certs = ctx.cluster.orchestrator.certificates;
+        if (certs.reloadable()) {
           // New certificates are issued inside the operation, under the cluster-wide lock: no other operation
           // (a restart through another dispatcher) runs while the files change.
           const name = ctx.cluster.store.get()!.plan.name;
-          const work = async (op: Parameters<typeof orch.reloadCertificates>[0]) => {
-            await orch.renewCertificates();
-            return orch.reloadCertificates(op, { caChanged: false });
+          const work = async (op: Parameters<typeof certs.reload>[0]) => {
+            await certs.renew();
+            return certs.reload(op, { caChanged: false });
           };
           accepted(res, await ctx.cluster.operations.start('rotate-certs', name, work, { lock: 'required' }));
           return;
         }
-        await orch.renewCertificates();
+        await certs.renew();
         accepted(res, await pickUp(readyTimeoutMs));
         return;
       }
       // The CA itself: one phase per call (trust new+old, new leaves, trust new only), each ending with the pick-up.
       const ops = ctx.cluster.operations;
-      const phase = await ctx.cluster.orchestrator.caRotationPhase((id) => {
+      const phase = await ctx.cluster.orchestrator.certificates.caRotationPhase((id) => {
         try {
           return ops.get(id).state === 'succeeded';
         } catch {
