@@ -14,7 +14,7 @@ import type { ClusterView, OperationView } from '../../api/rest.js';
 import type { DispatcherClient } from '../../client/dispatcher-client.js';
 import { REPO_ROOT } from './daemon.js';
 import { createTestNet, type TestNet } from './netns.js';
-import { createNsCluster, type NsCluster, type NsClusterOptions } from './ns-cluster.js';
+import { createNsCluster, socketClient, type NsCluster, type NsClusterOptions, type NsDispatcher } from './ns-cluster.js';
 
 /** Fails the test at once (not with a confusing error later) when a program it needs is missing. */
 export function requireExecutables(paths: Record<string, string>, hint = 'deploy/install-deps.sh'): void {
@@ -104,4 +104,26 @@ export async function stopThroughProduct(c: DispatcherClient, opts: { cleanupNam
     const { operation } = await c.post<{ operation: string }>('/v1/cluster/cleanup', { confirmName: opts.cleanupName });
     await settled(c, operation);
   }
+}
+
+/**
+ * The whole tear-down of a namespace cluster test: when `launched`, a bounded stop (and, with
+ * `cleanupName`, cleanup) through `dispatcher` first, so postgres shuts down cleanly; then, whatever that
+ * did, the hard cleanup by pid (ns-cluster stops the dispatchers, the net's destroy kills the rest).
+ */
+export async function tearDownNsTest(t: { launched: boolean; cluster?: NsCluster; net?: TestNet; dispatcher?: () => NsDispatcher; cleanupName?: string }): Promise<void> {
+  try {
+    if (t.launched && t.cluster && t.dispatcher) {
+      const c = socketClient(t.dispatcher(), 60_000);
+      try {
+        await stopThroughProduct(c, { cleanupName: t.cleanupName });
+      } finally {
+        c.close();
+      }
+    }
+  } catch {
+    /* the hard cleanup below */
+  }
+  await t.cluster?.teardown();
+  await t.net?.destroy();
 }

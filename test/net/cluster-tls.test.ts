@@ -22,8 +22,8 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestNet } from '../helpers/netns.js';
-import { operatorOutsideFirewall, requireExecutables, startNsHosts, stopThroughProduct } from '../helpers/ns-setup.js';
-import { clientIn, ndjson, socketClient, type NsCluster } from '../helpers/ns-cluster.js';
+import { operatorOutsideFirewall, requireExecutables, startNsHosts, tearDownNsTest } from '../helpers/ns-setup.js';
+import { clientIn, ndjson, type NsCluster } from '../helpers/ns-cluster.js';
 import { tlsStreams } from '../helpers/pcap-tls.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../launcher/local.js';
@@ -87,20 +87,7 @@ describe('cluster-internal TLS across namespace hosts (root, nft, nmap, tcpdump,
 
   after(async () => {
     capture?.kill('SIGKILL');
-    try {
-      if (launched && cluster) {
-        const c = socketClient(d1(), 60_000);
-        try {
-          await stopThroughProduct(c, { cleanupName: NAME });
-        } finally {
-          c.close();
-        }
-      }
-    } catch {
-      /* the hard cleanup below */
-    }
-    await cluster?.teardown();
-    await net?.destroy();
+    await tearDownNsTest({ launched, cluster, net, cleanupName: NAME, dispatcher: d1 });
   });
 
   test('launch under a packet capture: etcd peer/client, Patroni REST and PostgreSQL carry only TLS', { timeout: 300_000 }, async () => {

@@ -21,7 +21,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestNet } from '../helpers/netns.js';
-import { operatorOutsideFirewall, requireExecutables, startNsHosts, stopThroughProduct } from '../helpers/ns-setup.js';
+import { operatorOutsideFirewall, requireExecutables, startNsHosts, tearDownNsTest } from '../helpers/ns-setup.js';
 import { clientIn, ndjson, socketClient, spawnClientIn, NS_DISPATCHER_PORT, type NsCluster } from '../helpers/ns-cluster.js';
 import { planFromSpec } from '../../launcher/planner.js';
 import { PG_HA_DEBIAN_BINARIES } from '../../launcher/local.js';
@@ -132,20 +132,7 @@ describe('pg-ha launch across namespace hosts with the nftables guard (root, nft
   after(async () => {
     // Best effort, bounded: stop the cluster through the product so postgres shuts down cleanly; then kill
     // whatever is left by pid (ns-cluster stops the dispatchers, the net's destroy kills the rest).
-    try {
-      if (launched && !cleaned && cluster) {
-        const c = socketClient(d1(), 60_000);
-        try {
-          await stopThroughProduct(c);
-        } finally {
-          c.close();
-        }
-      }
-    } catch {
-      /* fall through to the hard cleanup */
-    }
-    await cluster?.teardown();
-    await net?.destroy();
+    await tearDownNsTest({ launched: launched && !cleaned, cluster, net, dispatcher: d1 });
   });
 
   test('launch through one dispatcher: guard on every host before the first start; outside never reaches an internal port', { timeout: 240_000 }, async () => {

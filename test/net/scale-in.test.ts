@@ -25,7 +25,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { operatorOutsideFirewall, requireExecutables, stopThroughProduct } from '../helpers/ns-setup.js';
+import { operatorOutsideFirewall, requireExecutables, tearDownNsTest } from '../helpers/ns-setup.js';
 import { createTestNet, type TestNet } from '../helpers/netns.js';
 import { clientIn, createNsCluster, ndjson, socketClient, type NsCluster, type NsDispatcher } from '../helpers/ns-cluster.js';
 import { startOutsideProbe, type ProbeTarget } from '../helpers/outside-probe.js';
@@ -161,20 +161,7 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
 
   after(async () => {
     writer?.kill();
-    try {
-      if (launched && cluster) {
-        const c = socketClient(d(0), 60_000);
-        try {
-          await stopThroughProduct(c, { cleanupName: NAME });
-        } finally {
-          c.close();
-        }
-      }
-    } catch {
-      /* the hard cleanup below */
-    }
-    await cluster?.teardown();
-    await net?.destroy();
+    await tearDownNsTest({ launched, cluster, net, cleanupName: NAME, dispatcher: () => d(0) });
   });
 
   test('launch on four hosts; scale in the fourth; replace the third after its namespace is deleted — writes kept, scans match the plan', { timeout: 600_000 }, async () => {

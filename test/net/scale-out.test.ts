@@ -22,7 +22,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { operatorOutsideFirewall, requireExecutables, stopThroughProduct } from '../helpers/ns-setup.js';
+import { operatorOutsideFirewall, requireExecutables, tearDownNsTest } from '../helpers/ns-setup.js';
 import { createTestNet, type TestNet } from '../helpers/netns.js';
 import { clientIn, createNsCluster, ndjson, socketClient, type NsCluster } from '../helpers/ns-cluster.js';
 import { startOutsideProbe, type ProbeTarget } from '../helpers/outside-probe.js';
@@ -90,20 +90,7 @@ describe('scale out onto a fourth host (root, nft, pg-ha packages)', () => {
   after(async () => {
     writer?.kill();
     sock?.close();
-    try {
-      if (launched && cluster) {
-        const c = socketClient(d1(), 60_000);
-        try {
-          await stopThroughProduct(c, { cleanupName: NAME });
-        } finally {
-          c.close();
-        }
-      }
-    } catch {
-      /* the hard cleanup below */
-    }
-    await cluster?.teardown();
-    await net?.destroy();
+    await tearDownNsTest({ launched, cluster, net, cleanupName: NAME, dispatcher: d1 });
   });
 
   test('launch on three hosts, then scale out onto the fourth while a writer runs: every write kept, new members vote and stream, the outside sees only public ports', { timeout: 420_000 }, async () => {
