@@ -17,11 +17,7 @@ import { join } from 'node:path';
 import { agencyStatus } from '../server/engines/pg-ha-health.js';
 import { dispatcherClientTls, startPgCluster, waitOperation } from '../test/helpers/pg-cluster.js';
 import { pgbenchInit, pgbenchRun } from '../test/helpers/pgbench.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
+import { numberArg } from './stats.js';
 
 /** Every file called `name` under dir (the dispatchers' process log dirs). */
 function filesNamed(dir: string, name: string, out: string[] = []): string[] {
@@ -61,10 +57,10 @@ function newLines(root: string, idPart: string, since: Map<string, number>, re: 
 }
 
 async function main() {
-  const rounds = arg('rounds', 5);
-  const hogs = arg('hog', 0);
+  const rounds = numberArg('rounds', 5);
+  const hogs = numberArg('hog', 0);
   const root = mkdtempSync('/tmp/agency-restart-');
-  const cl = await startPgCluster({ name: 'agencybench', basePort: arg('base-port', 27300), coordinators: 1, root });
+  const cl = await startPgCluster({ name: 'agencybench', basePort: numberArg('base-port', 27300), coordinators: 1, root });
   const children: ChildProcess[] = [];
   const demotion = /demot/i;
   // Patroni's signs of a DCS it could not reach in time (short of a demotion).

@@ -8,11 +8,7 @@
 import { Agent, request } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { startDispatcherd } from '../test/helpers/daemon.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
+import { numberArg } from './stats.js';
 
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -49,8 +45,8 @@ async function load(url: string, ca: string, auth: string | undefined, seconds: 
   return { rps: ok / elapsed, errors };
 }
 
-const seconds = arg('seconds', 5);
-const clients = arg('clients', 16);
+const seconds = numberArg('seconds', 5);
+const clients = numberArg('clients', 16);
 const d = await startDispatcherd({ id: 'bench' });
 try {
   await new Promise((r) => setTimeout(r, 2000));

@@ -18,6 +18,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { join, resolve } from 'node:path';
 import { addUser, freePort, httpsGet, initDataDir, REPO_ROOT } from '../test/helpers/daemon.js';
+import { median, sleep } from './stats.js';
 
 function arg(name: string, def: string): string {
   const eq = process.argv.find((a) => a.startsWith(`--${name}=`));
@@ -33,7 +34,6 @@ const flags = arg('flags', '').split(/\s+/).filter(Boolean);
 const otherTree = arg('tree', '');
 /** Node flags for the other tree (e.g. the shipped `--max-semi-space-size=1`, to compare as shipped). */
 const treeFlags = arg('tree-flags', '').split(/\s+/).filter(Boolean);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Variant {
   name: string;
@@ -179,10 +179,6 @@ async function measure(v: Variant, round: number): Promise<Sample> {
   }
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const stat = (xs: number[], digits = 1) => ({ median: +median(xs).toFixed(digits), min: +Math.min(...xs).toFixed(digits), max: +Math.max(...xs).toFixed(digits) });
 
 const samples = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));

@@ -22,13 +22,7 @@ import { DispatcherClient } from '../client/dispatcher-client.js';
 import { PeerClient } from '../server/cluster/peer-client.js';
 import { NodeStatusViewSchema } from '../api/rest.js';
 import { z } from 'zod';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const spread = (xs: number[]) => [Math.min(...xs), Math.max(...xs)];
+import { median, minMax, numberArg } from './stats.js';
 
 async function load(url: string, ca: string, opts: { auth?: string; tls?: { cert: string; key: string } }, seconds: number, clients: number): Promise<number> {
   const agent = new Agent({ keepAlive: true, maxSockets: clients, ca, ...(opts.tls ?? {}) });
@@ -68,10 +62,10 @@ async function latency(calls: number, fn: () => Promise<unknown>): Promise<numbe
   return median(times);
 }
 
-const seconds = arg('seconds', 3);
-const clients = arg('clients', 16);
-const rounds = arg('rounds', 5);
-const calls = arg('calls', 200);
+const seconds = numberArg('seconds', 3);
+const clients = numberArg('clients', 16);
+const rounds = numberArg('rounds', 5);
+const calls = numberArg('calls', 200);
 const dir = mkdtempSync(join(tmpdir(), 'bench-identity-'));
 const d = await startDispatcherd({ id: 'bench' });
 try {
@@ -135,17 +129,17 @@ try {
     clients,
     rounds,
     throughput: {
-      healthRps: { median: Math.round(median(res.health)), spread: spread(res.health).map(Math.round) },
-      basicRps: { median: Math.round(median(res.basic)), spread: spread(res.basic).map(Math.round) },
-      basicProcessesRps: { median: Math.round(median(res.basicProcs)), spread: spread(res.basicProcs).map(Math.round) },
-      mtlsPeerStatusRps: { median: Math.round(median(res.mtls)), spread: spread(res.mtls).map(Math.round) },
+      healthRps: { median: Math.round(median(res.health)), spread: minMax(res.health).map(Math.round) },
+      basicRps: { median: Math.round(median(res.basic)), spread: minMax(res.basic).map(Math.round) },
+      basicProcessesRps: { median: Math.round(median(res.basicProcs)), spread: minMax(res.basicProcs).map(Math.round) },
+      mtlsPeerStatusRps: { median: Math.round(median(res.mtls)), spread: minMax(res.mtls).map(Math.round) },
       basicVsHealth: Number((median(res.basic) / median(res.health)).toFixed(3)),
       mtlsStatusVsBasicProcesses: Number((median(res.mtls) / median(res.basicProcs)).toFixed(3)),
       mtlsStatusVsHealth: Number((median(res.mtls) / median(res.health)).toFixed(3)),
     },
     peerLatencyMs: {
-      keepAlive: { mtls: median(res.peerKeep), basic: median(res.basicKeep), ratio: Number((median(res.peerKeep) / median(res.basicKeep)).toFixed(3)), mtlsSpread: spread(res.peerKeep), basicSpread: spread(res.basicKeep) },
-      newConnection: { mtls: median(res.peerNew), basic: median(res.basicNew), ratio: Number((median(res.peerNew) / median(res.basicNew)).toFixed(3)), mtlsSpread: spread(res.peerNew), basicSpread: spread(res.basicNew) },
+      keepAlive: { mtls: median(res.peerKeep), basic: median(res.basicKeep), ratio: Number((median(res.peerKeep) / median(res.basicKeep)).toFixed(3)), mtlsSpread: minMax(res.peerKeep), basicSpread: minMax(res.basicKeep) },
+      newConnection: { mtls: median(res.peerNew), basic: median(res.basicNew), ratio: Number((median(res.peerNew) / median(res.basicNew)).toFixed(3)), mtlsSpread: minMax(res.peerNew), basicSpread: minMax(res.basicNew) },
     },
   };
   console.log(JSON.stringify(out, null, 2));

@@ -18,15 +18,7 @@ import { generateSecrets, loadEngine } from '../server/engines/index.js';
 import { resolveUser } from '../server/cluster/run-as-user.js';
 import { startTestCluster, killMatching } from '../test/helpers/cluster.js';
 import { plainLaunch } from './plain-launch.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+import { median, numberArg } from './stats.js';
 
 /** The slowest dispatcher per fan-out step, each role's start → healthy, the whole launch (from durationMs). */
 function stepBreakdown(events: OperationEvent[]): Record<string, number> {
@@ -42,7 +34,7 @@ function stepBreakdown(events: OperationEvent[]): Record<string, number> {
 }
 
 async function main() {
-  const rounds = arg('rounds', 9);
+  const rounds = numberArg('rounds', 9);
   const tc = await startTestCluster({ n: 3, label: 'bl' });
   const runAs = await resolveUser(DEFAULT_RUN_AS);
   const viaDispatchers: number[] = [];

@@ -19,13 +19,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, REPO_ROOT } from '../test/helpers/daemon.js';
 import { startLocalCluster } from '../test/helpers/local-cluster.js';
+import { median } from './stats.js';
 
 function arg(name: string, def?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : def;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))];
 const spread = (xs: number[], f = (x: number) => x.toFixed(1)) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
 

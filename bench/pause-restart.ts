@@ -11,18 +11,12 @@
  */
 import { dispatcherClientTls, startPgCluster, waitOperation } from '../test/helpers/pg-cluster.js';
 import { pgbenchInit, pgbenchRun, type PgbenchResult } from '../test/helpers/pgbench.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+import { median, numberArg } from './stats.js';
 
 async function main() {
-  const rounds = arg('rounds', 3);
-  const seconds = arg('seconds', 45);
-  const cl = await startPgCluster({ name: 'pausebench', basePort: arg('base-port', 26700), coordinators: 1 });
+  const rounds = numberArg('rounds', 3);
+  const seconds = numberArg('seconds', 45);
+  const cl = await startPgCluster({ name: 'pausebench', basePort: numberArg('base-port', 26700), coordinators: 1 });
   const rows: { round: number; run: string; r: PgbenchResult; restartMs?: number; pauses?: string }[] = [];
   try {
     const target = { port: cl.coordinatorPorts[0], pgpass: cl.pgpass, ca: dispatcherClientTls(cl.dispatchers[0].dataDir).ca };

@@ -21,8 +21,7 @@ import { HEALTH_GATE_POLL_MS } from '../server/cluster/launch-steps.js';
 import type { Plan } from '../api/plan.js';
 import type { DispatcherConfig } from '../server/config.js';
 import type { PlanPki } from '../server/pki/issue-plan.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from './stats.js';
 
 export interface PlainCluster {
   /** ms from the first spawn to "coordinators healthy". */

@@ -15,12 +15,12 @@ import { join } from 'node:path';
 import type { OperationView } from '../api/rest.js';
 import { REPO_ROOT } from '../test/helpers/daemon.js';
 import { startTestCluster } from '../test/helpers/cluster.js';
+import { median } from './stats.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : def;
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** CPU time a process has used so far, all its threads (ns, from /proc/<pid>/task/<tid>/schedstat). */
 function cpuNs(pid: number): number {

@@ -17,6 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import type { ProcessSpec, Supervisor } from '../server/supervisor/types.js';
 import { DEFAULT_RESTART_POLICY } from '../server/core/restart-policy.js';
+import { median, sleep } from './stats.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -24,7 +25,6 @@ function arg(name: string, def: string): string {
 }
 const rounds = Number(arg('rounds', '15'));
 const tree = resolve(arg('tree', new URL('../..', import.meta.url).pathname));
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Program {
   name: string;
@@ -149,10 +149,6 @@ async function supervised(createSupervisor: (o: { stateDir: string }) => Promise
   }
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const summary = (xs: number[]) => ({ median: +median(xs).toFixed(1), min: +Math.min(...xs).toFixed(1), max: +Math.max(...xs).toFixed(1) });
 
 const mod = (await import(pathToFileURL(join(tree, 'dist/server/supervisor/supervisor.js')).href)) as {

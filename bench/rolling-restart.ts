@@ -14,11 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dbserverState } from '../server/engines/pg-ha-health.js';
 import { dispatcherClientTls, sql, startPgCluster, startWriter, waitOperation, type PgCluster } from '../test/helpers/pg-cluster.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
+import { numberArg } from './stats.js';
 
 const SCRIPT = join(fileURLToPath(new URL('.', import.meta.url)), '../../bench/rolling-restart-by-hand.sh');
 
@@ -80,8 +76,8 @@ async function byDispatcher(cl: PgCluster): Promise<void> {
 }
 
 async function main() {
-  const rounds = arg('rounds', 2);
-  const cl = await startPgCluster({ name: 'rrbench', basePort: arg('base-port', 26500), coordinators: 1 });
+  const rounds = numberArg('rounds', 2);
+  const cl = await startPgCluster({ name: 'rrbench', basePort: numberArg('base-port', 26500), coordinators: 1 });
   const results: Result[] = [];
   try {
     for (let r = 0; r < rounds; r++) {

@@ -21,14 +21,7 @@ import { createTestNet } from '../test/helpers/netns.js';
 import { clientIn, createNsCluster, ndjson, socketClient } from '../test/helpers/ns-cluster.js';
 import { operatorOutsideFirewall } from '../test/helpers/ns-setup.js';
 import { psqlClient, startNsWriter } from '../test/helpers/ns-writer.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const range = (xs: number[]) => [Math.min(...xs), Math.max(...xs)];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { median, minMax, numberArg, sleep } from './stats.js';
 
 interface Round {
   launchMs: number;
@@ -117,8 +110,8 @@ async function round(n: number): Promise<Round> {
 
 async function main() {
   const out: Round[] = [];
-  for (let i = 1; i <= arg('rounds', 3); i++) out.push(await round(i));
-  const stat = (f: (r: Round) => number, digits = 0) => ({ median: +median(out.map(f)).toFixed(digits), range: range(out.map((r) => +f(r).toFixed(digits))) });
+  for (let i = 1; i <= numberArg('rounds', 3); i++) out.push(await round(i));
+  const stat = (f: (r: Round) => number, digits = 0) => ({ median: +median(out.map(f)).toFixed(digits), range: minMax(out.map((r) => +f(r).toFixed(digits))) });
   console.log(
     JSON.stringify(
       {

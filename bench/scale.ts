@@ -21,15 +21,7 @@ import { clientIn, createNsCluster, ndjson, socketClient } from '../test/helpers
 import { operatorOutsideFirewall } from '../test/helpers/ns-setup.js';
 import { psqlClient, startNsWriter } from '../test/helpers/ns-writer.js';
 import { grownByHost } from '../test/helpers/scale-fixture.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const range = (xs: number[]) => [Math.min(...xs), Math.max(...xs)];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { median, minMax, numberArg, sleep } from './stats.js';
 
 interface Round {
   launchMs: number;
@@ -41,7 +33,7 @@ interface Round {
 }
 
 async function main() {
-  const rounds = arg('rounds', 3);
+  const rounds = numberArg('rounds', 3);
   const net = await createTestNet({ hosts: 4, outside: true, prefix: 'cdsb' });
   const cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables' }).catch(async (e) => {
     await net.destroy();
@@ -105,11 +97,11 @@ async function main() {
     JSON.stringify(
       {
         rounds: out.length,
-        scaleOutMs: { median: median(pick((r) => r.scaleMs)), range: range(pick((r) => r.scaleMs)) },
-        launchMs: { median: median(pick((r) => r.launchMs)), range: range(pick((r) => r.launchMs)) },
-        scaleToLaunchRatio: { median: +median(pick((r) => r.scaleMs / r.launchMs)).toFixed(2), range: range(pick((r) => +(r.scaleMs / r.launchMs).toFixed(2))) },
-        longestWriteGapMs: { duringScale: { median: median(pick((r) => r.scaleGapMs)), range: range(pick((r) => r.scaleGapMs)) }, idle: { median: median(pick((r) => r.idleGapMs)), range: range(pick((r) => r.idleGapMs)) } },
-        gapRatioScaleToIdle: { median: +median(pick((r) => r.scaleGapMs / r.idleGapMs)).toFixed(2), range: range(pick((r) => +(r.scaleGapMs / r.idleGapMs).toFixed(2))) },
+        scaleOutMs: { median: median(pick((r) => r.scaleMs)), range: minMax(pick((r) => r.scaleMs)) },
+        launchMs: { median: median(pick((r) => r.launchMs)), range: minMax(pick((r) => r.launchMs)) },
+        scaleToLaunchRatio: { median: +median(pick((r) => r.scaleMs / r.launchMs)).toFixed(2), range: minMax(pick((r) => +(r.scaleMs / r.launchMs).toFixed(2))) },
+        longestWriteGapMs: { duringScale: { median: median(pick((r) => r.scaleGapMs)), range: minMax(pick((r) => r.scaleGapMs)) }, idle: { median: median(pick((r) => r.idleGapMs)), range: minMax(pick((r) => r.idleGapMs)) } },
+        gapRatioScaleToIdle: { median: +median(pick((r) => r.scaleGapMs / r.idleGapMs)).toFixed(2), range: minMax(pick((r) => +(r.scaleGapMs / r.idleGapMs).toFixed(2))) },
         failedWrites: out.reduce((n, r) => n + r.failedWrites, 0),
         lostWrites: out.reduce((n, r) => n + r.lost, 0),
       },

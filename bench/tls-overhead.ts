@@ -20,17 +20,12 @@ import { generateSecrets, loadEngine } from '../server/engines/index.js';
 import { resolveUser } from '../server/cluster/run-as-user.js';
 import { issuePlanPki } from '../server/pki/issue-plan.js';
 import { plainLaunch } from './plain-launch.js';
+import { median, numberArg } from './stats.js';
 
 const PLAINTEXT_ENGINES = fileURLToPath(new URL('../../bench/engines/plaintext', import.meta.url));
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 async function main() {
-  const rounds = arg('rounds', 5);
+  const rounds = numberArg('rounds', 5);
   const runAs = await resolveUser(DEFAULT_RUN_AS);
   const plaintext = loadEngine('pg-ha', PLAINTEXT_ENGINES);
   const withTls = loadEngine('pg-ha');
