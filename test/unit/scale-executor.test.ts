@@ -15,42 +15,18 @@ import { join } from 'node:path';
 import { DispatcherError } from '../../api/errors.js';
 import type { Plan } from '../../api/plan.js';
 import type { PlanVersion, ScaleStep } from '../../api/plan-version.js';
-import type { NodeUpdatePlan } from '../../api/rest.js';
 import { planHash } from '../../server/core/plan-version.js';
 import { commitMoment, planAfterStep } from '../../server/core/scale-progress.js';
 import { OperationStore } from '../../server/cluster/operations.js';
 import { ScaleService } from '../../server/cluster/scale.js';
 import type { StepRunners } from '../../server/cluster/scale-steps.js';
 import { scaleInRunners } from '../../server/cluster/scale-in-steps.js';
-import { fakeActions, fakeClock, FakeNode, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
+import { fakeActions, fakeClock, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
 import { loadEngine } from '../../server/engines/loader.js';
+import { grownByD4, VersionedNode } from '../helpers/scale-fakes.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-/** The running plan grown by d4 with a DB server and a coordinator (copies of d1's, on d4's address; the agency stays odd). */
-function grown(base: Plan): Plan {
-  const p = structuredClone(base);
-  const d1 = p.dispatchers[0];
-  p.dispatchers.push({ ...d1, id: 'd4', endpoint: 'https://10.0.0.4:8528', addresses: ['10.0.0.4'] });
-  for (const role of ['dbserver', 'coordinator'] as const) {
-    const src = p.processes.find((x) => x.role === role)!;
-    p.processes.push({ ...structuredClone(src), id: `${role}-d4`, dispatcher: 'd4', address: '10.0.0.4', dataDir: `${src.dataDir}-d4` });
-  }
-  return p;
-}
-
-/** A node that keeps the plan versions it stores (updatePlan checks the base as the real one does). */
-class VersionedNode extends FakeNode {
-  version: PlanVersion | undefined;
-  plans: Plan[] = [];
-  override async updatePlan(payload: NodeUpdatePlan) {
-    await super.updatePlan(payload);
-    if (!this.version || this.version.number !== payload.base.number || this.version.hash !== payload.base.hash) throw new DispatcherError('conflict', `${this.id} stores another version`);
-    this.version = { number: payload.number, hash: planHash(payload.plan) };
-    this.plans.push(payload.plan);
-  }
-}
 
 function harness(opts: { fail?: string; view?: (plan: Plan) => { dispatchers: any[]; processes: any[] } } = {}) {
   const running = threeHostPlan();
@@ -117,7 +93,7 @@ const runs = (journal: string[]) => journal.filter((j) => j.startsWith('run:') |
 describe('scale executor', () => {
   test('scale out: steps in the planner order; each adding step stores its plan version everywhere before it runs; the last version is the proposed plan', async () => {
     const h = harness();
-    const proposed = grown(h.running);
+    const proposed = grownByD4(h.running);
     const op = await h.service.start({ plan: proposed, baseVersion: h.base, operatorCredential: { user: 'op', password: 'pw' } });
     const done = await h.operations.wait(op.id);
     assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
@@ -138,7 +114,7 @@ describe('scale executor', () => {
   test('a change computed against another version is a 409 before any operation exists', async () => {
     const h = harness();
     await assert.rejects(
-      h.service.start({ plan: grown(h.running), baseVersion: { number: 2, hash: h.base.hash }, operatorCredential: { user: 'op', password: 'pw' } }),
+      h.service.start({ plan: grownByD4(h.running), baseVersion: { number: 2, hash: h.base.hash }, operatorCredential: { user: 'op', password: 'pw' } }),
       (e: DispatcherError) => e.status === 409 && /version 2/.test(e.message) && /version 3/.test(e.message),
     );
     assert.equal(h.operations.list().length, 0);
@@ -147,20 +123,20 @@ describe('scale executor', () => {
 
   test('refusals name every problem: a changed port (400), an agency without quorum (409), no credential for the new host (400)', async () => {
     const h = harness();
-    const changed = grown(h.running);
+    const changed = grownByD4(h.running);
     changed.processes[0].ports[0].port += 100;
     changed.processes[1].ports[0].port += 100;
     await assert.rejects(h.service.start({ plan: changed, operatorCredential: { user: 'op', password: 'pw' } }), (e: DispatcherError) => e.status === 400 && e.problems.length === 2);
     const agents = h.running.processes.filter((p) => p.role === 'agent').map((p) => p.id);
     const down = harness({ view: (plan) => ({ dispatchers: plan.dispatchers.map((d) => ({ id: d.id, reachable: true, planVersion: h.base })), processes: plan.processes.map((p) => ({ id: p.id, state: agents.slice(0, 2).includes(p.id) ? 'stopped' : 'ready' })) }) });
-    await assert.rejects(down.service.start({ plan: grown(down.running), operatorCredential: { user: 'op', password: 'pw' } }), (e: DispatcherError) => e.status === 409 && /lost quorum/.test(e.message));
-    await assert.rejects(h.service.start({ plan: grown(h.running) }), (e: DispatcherError) => e.status === 400 && /credentials for the new dispatchers d4/.test(e.message));
+    await assert.rejects(down.service.start({ plan: grownByD4(down.running), operatorCredential: { user: 'op', password: 'pw' } }), (e: DispatcherError) => e.status === 409 && /lost quorum/.test(e.message));
+    await assert.rejects(h.service.start({ plan: grownByD4(h.running) }), (e: DispatcherError) => e.status === 400 && /credentials for the new dispatchers d4/.test(e.message));
     assert.equal(h.operations.list().length + down.operations.list().length, 0);
   });
 
   test('failure half-way: the failed step is undone and its plan version replaced; completed steps stay; the error says what is left', async () => {
     const h = harness({ fail: 'coordinator-d4' });
-    const proposed = grown(h.running);
+    const proposed = grownByD4(h.running);
     const op = await h.service.start({ plan: proposed, operatorCredential: { user: 'op', password: 'pw' } });
     const done = await h.operations.wait(op.id);
     assert.equal(done.state, 'failed');
@@ -179,7 +155,7 @@ describe('scale executor', () => {
 describe('plan versions of a scale change (server/core/scale-progress.ts)', () => {
   test('adding steps store before they run, removals after; the last version is the proposed plan itself', () => {
     const running = threeHostPlan();
-    const proposed = grown(running);
+    const proposed = grownByD4(running);
     const steps: ScaleStep[] = [
       { kind: 'adopt-dispatcher', host: 'd4' },
       { kind: 'widen-firewall', hosts: ['d1', 'd2', 'd3', 'd4'], addresses: ['10.0.0.4'] },

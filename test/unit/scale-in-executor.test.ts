@@ -12,43 +12,20 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DispatcherError } from '../../api/errors.js';
 import type { Plan } from '../../api/plan.js';
 import type { PlanVersion, ScaleStep } from '../../api/plan-version.js';
-import type { NodeUpdatePlan } from '../../api/rest.js';
 import { planHash } from '../../server/core/plan-version.js';
 import { replacePlan } from '../../server/core/replace-plan.js';
 import { OperationStore } from '../../server/cluster/operations.js';
 import { ScaleService } from '../../server/cluster/scale.js';
 import type { ScaleContext, StepRunners } from '../../server/cluster/scale-steps.js';
 import { scaleInRunners } from '../../server/cluster/scale-in-steps.js';
-import { fakeActions, fakeClock, FakeNode, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
+import { fakeActions, fakeClock, scriptedHealth, threeHostPlan } from '../helpers/fake-cluster.js';
 import { loadEngine } from '../../server/engines/loader.js';
+import { grownByD4, VersionedNode } from '../helpers/scale-fakes.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-/** The three-host plan grown by d4 with a DB server and a coordinator (the agency stays on d1..d3). */
-function fourHosts(): Plan {
-  const p = threeHostPlan();
-  p.dispatchers.push({ ...p.dispatchers[0], id: 'd4', endpoint: 'https://10.0.0.4:8528', addresses: ['10.0.0.4'] });
-  for (const role of ['dbserver', 'coordinator'] as const) {
-    const src = p.processes.find((x) => x.role === role)!;
-    p.processes.push({ ...structuredClone(src), id: `${role}-d4`, dispatcher: 'd4', address: '10.0.0.4', dataDir: `${src.dataDir}-d4` });
-  }
-  return p;
-}
-
-class VersionedNode extends FakeNode {
-  version: PlanVersion | undefined;
-  plans: Plan[] = [];
-  override async updatePlan(payload: NodeUpdatePlan) {
-    await super.updatePlan(payload);
-    if (!this.version || this.version.number !== payload.base.number || this.version.hash !== payload.base.hash) throw new DispatcherError('conflict', `${this.id} stores another version`);
-    this.version = { number: payload.number, hash: planHash(payload.plan) };
-    this.plans.push(payload.plan);
-  }
-}
 
 function harness(running: Plan, down: string[] = []) {
   const base: PlanVersion = { number: 1, hash: planHash(running) };
@@ -118,7 +95,7 @@ const calls = (journal: string[]) => journal.filter((j) => j.startsWith('run:') 
 
 describe('scale in and replace through the executor', () => {
   test('scale in of a host: coordinator stopped, leader away, DB server removed, firewall shrinks after, the host released last', async () => {
-    const running = fourHosts();
+    const running = grownByD4(threeHostPlan());
     const proposed = threeHostPlan();
     const h = harness(running);
     const op = await h.service.start({ plan: proposed });
