@@ -58,15 +58,16 @@ export function guardListenTemplates(prefix: string): TestEngineTemplates {
 }
 
 /**
- * Three namespace hosts and an outside host, each cluster host running a started dispatcher with an
+ * Three (or `opts.hosts`) namespace hosts and an outside host, each cluster host running a started dispatcher with an
  * nftables guard (drift check every second unless `opts` says otherwise). When the dispatchers cannot be
  * set up, the namespaces are removed before the error is thrown (the caller has nothing to tear down).
  */
-export async function startNsHosts(prefix: string, opts: NsClusterOptions = {}): Promise<{ net: TestNet; cluster: NsCluster }> {
-  const net = await createTestNet({ hosts: 3, outside: true, prefix });
+export async function startNsHosts(prefix: string, opts: NsClusterOptions & { hosts?: number } = {}): Promise<{ net: TestNet; cluster: NsCluster }> {
+  const { hosts = 3, ...clusterOpts } = opts;
+  const net = await createTestNet({ hosts, outside: true, prefix });
   let cluster: NsCluster | undefined;
   try {
-    cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables', ...opts });
+    cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables', ...clusterOpts });
     await cluster.startAll();
     return { net, cluster };
   } catch (e) {

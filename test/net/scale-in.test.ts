@@ -25,9 +25,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { operatorOutsideFirewall, requireExecutables, tearDownNsTest } from '../helpers/ns-setup.js';
-import { createTestNet, type TestNet } from '../helpers/netns.js';
-import { clientIn, createNsCluster, ndjson, socketClient, type NsCluster, type NsDispatcher } from '../helpers/ns-cluster.js';
+import { operatorOutsideFirewall, requireExecutables, startNsHosts, tearDownNsTest } from '../helpers/ns-setup.js';
+import type { TestNet } from '../helpers/netns.js';
+import { clientIn, ndjson, socketClient, type NsCluster, type NsDispatcher } from '../helpers/ns-cluster.js';
 import { startOutsideProbe, type ProbeTarget } from '../helpers/outside-probe.js';
 import { psqlClient, startNsWriter, type NsWriterResult } from '../helpers/ns-writer.js';
 import { dispatcherClientTls } from '../helpers/pg-cluster.js';
@@ -142,15 +142,7 @@ describe('scale in and replace a dead machine (root, nft, pg-ha packages)', () =
 
   before(async () => {
     requireExecutables({ ...PG_HA_DEBIAN_BINARIES, nft: '/usr/sbin/nft' });
-    net = await createTestNet({ hosts: 5, outside: true, prefix: 'cdsi' });
-    try {
-      cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables' });
-      await cluster.startAll();
-    } catch (e) {
-      await cluster?.teardown().catch(() => undefined);
-      await net.destroy().catch(() => undefined);
-      throw e;
-    }
+    ({ net, cluster } = await startNsHosts('cdsi', { hosts: 5 }));
     const p = planFromSpec({ name: NAME, engine: 'pg-ha', dispatchers: cluster.specDispatchers().slice(0, 4), agents: 5, dbservers: 4, coordinators: 2, firewall: operatorOutsideFirewall(net) });
     // coordinator-2 and agent-5 on d4 too (the planner spreads them onto d2 and d1; their ports are free on
     // d4): the host that leaves runs every role, and two agents, so the agency shrinks 5 → 4 → 3.

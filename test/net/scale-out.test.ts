@@ -22,9 +22,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { operatorOutsideFirewall, requireExecutables, tearDownNsTest } from '../helpers/ns-setup.js';
-import { createTestNet, type TestNet } from '../helpers/netns.js';
-import { clientIn, createNsCluster, ndjson, socketClient, type NsCluster } from '../helpers/ns-cluster.js';
+import { operatorOutsideFirewall, requireExecutables, startNsHosts, tearDownNsTest } from '../helpers/ns-setup.js';
+import type { TestNet } from '../helpers/netns.js';
+import { clientIn, ndjson, socketClient, type NsCluster } from '../helpers/ns-cluster.js';
 import { startOutsideProbe, type ProbeTarget } from '../helpers/outside-probe.js';
 import { psqlClient, startNsWriter, type NsWriterResult } from '../helpers/ns-writer.js';
 import { grownByHost } from '../helpers/scale-fixture.js';
@@ -66,15 +66,7 @@ describe('scale out onto a fourth host (root, nft, pg-ha packages)', () => {
 
   before(async () => {
     requireExecutables({ ...PG_HA_DEBIAN_BINARIES, nft: '/usr/sbin/nft' });
-    net = await createTestNet({ hosts: 4, outside: true, prefix: 'cdso' });
-    try {
-      cluster = await createNsCluster(net, { driftIntervalMs: 1000, backend: 'nftables' });
-      await cluster.startAll();
-    } catch (e) {
-      await cluster?.teardown().catch(() => undefined);
-      await net.destroy().catch(() => undefined);
-      throw e;
-    }
+    ({ net, cluster } = await startNsHosts('cdso', { hosts: 4 }));
     running = planFromSpec({
       name: NAME,
       engine: 'pg-ha',
