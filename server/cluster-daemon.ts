@@ -6,7 +6,7 @@
  * A dispatcher that stores a cluster plan (any state) or operation records loads the runtime at start, as
  * supervision, the guard's drift repair, relaunch on boot, resuming a restart and the launch watchdog must
  * run without any request. One that stores neither — a fresh machine waiting to be part of a cluster — loads
- * it on the first request to a cluster route (some 300 modules and ~4 MiB of an idle daemon's RSS,
+ * it on the first request to a cluster route (~80 of our modules and ~3 MiB of an idle daemon's RSS,
  * docs/BENCHMARKS.md): each cluster route's handlers are wrapped so that they wait for that one load, and
  * concurrent first requests share its promise. Only this file imports server/cluster/setup.ts, and only by
  * `import()`. The HTTP layer sits on top of the cluster service, never the other way round.
