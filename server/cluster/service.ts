@@ -10,7 +10,7 @@ import type { Orchestrator, LaunchInput } from './orchestrator.js';
 import type { FoundOperation, OperationStore } from './operations.js';
 import type { ClusterStore } from './store.js';
 import type { RestartService } from './restart.js';
-import type { ScaleService } from './scale.js';
+import type { ScaleProgress, ScaleService } from './scale.js';
 import type { ClusterClientTls } from '../engines/cluster-https.js';
 
 export class ClusterService {
@@ -71,7 +71,7 @@ export class ClusterService {
         return this.orchestrator.relaunch(op, 120_000, true);
       }, { resumeOf: view, lock: 'required' });
     }
-    throw new DispatcherError('bad_request', `operation ${id} is a ${found.view.kind}; a ${found.view.kind} does not resume (run it again)`);
+    throw new DispatcherError('bad_request', found.view.kind === 'scale' ? `operation ${id} is a scale; a scale does not resume: abort it (dispatch operations abort ${id}), then run dispatch scale with the plan you want` : `operation ${id} is a ${found.view.kind}; a ${found.view.kind} does not resume (run it again)`);
   }
 
   /** Abort a running operation, or clean up after one whose runner died (POST /v1/operations/ID/abort). */
@@ -86,6 +86,22 @@ export class ClusterService {
         await this.operations.markAborted(prev, `aborted by ${op.id} on ${this.node.id}: every process of the plan stops, data stays; relaunch or clean up next`);
         return this.orchestrator.stopLaunch(op);
       }, { lock: 'if-agency' });
+    }
+    if (found.view.kind === 'scale') {
+      // A scale change stores one plan version per step on every dispatcher (server/cluster/scale.ts), so
+      // what its dead runner left is a true plan: the abort records where it stopped, under the lock (so
+      // the record reaches the agency) and changes nothing else; a step in flight may be half done.
+      const prev = this.operations.adopt(this.staleOnly(found));
+      prev.state = 'failed'; // not `running` here: the abort is the operation that runs
+      const p = prev.progress as Partial<ScaleProgress> | undefined;
+      const inFlight = p?.steps && p.done !== undefined ? p.steps[p.done] : undefined;
+      const where = `${p?.done ?? 0} of ${p?.steps?.length ?? '?'} step(s) done; every dispatcher stores plan version ${p?.version?.number ?? '?'}`;
+      const next = inFlight ? `; step ${(p!.done ?? 0) + 1} (${inFlight.kind}) may be half done: check dispatch status, then run dispatch scale with the plan you want` : '';
+      return this.operations.start('scale', prev.cluster, async (op) => {
+        op.event({ level: 'warn', step: 'abort', message: `aborting scale ${prev.id} of dispatcher ${prev.runner ?? '(unknown)'}, which is gone: ${where}${next}` });
+        await this.operations.markAborted(prev, `aborted by ${op.id} on ${this.node.id}: ${where}${next}`);
+        return { abortOf: prev.id, planVersion: p?.version };
+      }, { lock: 'required' });
     }
     throw new DispatcherError('bad_request', `operation ${id} is a ${found.view.kind}; a ${found.view.kind} cannot be aborted`);
   }
