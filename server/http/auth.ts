@@ -149,10 +149,11 @@ export function createAuthenticator(users: UserDirectory, opts: AuthOptions, log
   /**
    * acceptCached without a promise: while the users file was looked at within its stat interval (every
    * request but about one per interval under load), a cached pair is accepted before this middleware returns.
-   * An authenticated request used to pass through five async functions here; under load the objects of
-   * the requests still in flight were what the young generation had to copy at each scavenge
-   * (docs/BENCHMARKS.md, "Daemon memory and authenticated throughput"). Anything else (no recent read, a
-   * malformed header, not cached, throttled) answers undefined and takes the path below, unchanged.
+   * An authenticated request used to pass through five async functions here (a promise and a microtask
+   * turn each); it cost the daemon 1.25× a health request, and rounds of the paired benchmark fell either
+   * side of the 0.8 target (docs/BENCHMARKS.md, "Daemon memory and authenticated throughput"). Anything
+   * else (no recent read, a malformed header, not cached, throttled) answers undefined and takes the path
+   * below, unchanged.
    */
   function acceptCachedNow(req: Request): AuthUser | undefined {
     const directory = users.current?.();
