@@ -203,10 +203,13 @@ export class RestartExecutor {
       const p = plan.processes.find((x) => x.id === entry.process)!;
       for (const s of entry.before) await this.action(op, plan, secrets, s, entry, progress);
       const pause = this.deps.engine(plan.engine).manifest.roles[p.role].rollingRestart.pause;
-      if (pause?.scope === 'self') {
-        await pausedCoordinators(this.deps.actions, this.clock, op, plan, secrets, [p.id], pause.maxMs, `restart of ${p.id}`, async () => {
+      if (pause?.scope === 'self' || pause?.scope === 'all-coordinators-restart') {
+        const ids = pause.scope === 'self' ? [p.id] : plan.processes.filter((c) => c.role === 'coordinator').map((c) => c.id);
+        await pausedCoordinators(this.deps.actions, this.clock, op, plan, secrets, ids, pause.maxMs, `restart of ${p.id}`, async () => {
           await restartOne(p);
-          await this.deps.actions.waitCoordinatorsRouting?.(plan, [p.id], undefined, pause.maxMs).catch((e: Error) => op.event({ level: 'warn', step: 'ready', process: p.id, message: e.message }));
+          // Resume only once every paused coordinator routes to a primary again: a route that went down
+          // meanwhile would cut the sessions RESUME hands transactions to.
+          await this.deps.actions.waitCoordinatorsRouting?.(plan, ids, undefined, pause.maxMs).catch((e: Error) => op.event({ level: 'warn', step: 'ready', process: p.id, message: e.message }));
         });
       } else await restartOne(p);
       for (const s of entry.after) if (s.action !== 'wait-ready' && !GATE_ACTIONS.has(s.action)) await this.action(op, plan, secrets, s, entry, progress);

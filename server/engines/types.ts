@@ -87,11 +87,13 @@ export type RollingStep = z.infer<typeof RollingStepSchema>;
 /**
  * Connection-layer pause around a rolling restart's disruptive moments (docs/DESIGN.md, "Rolling restart
  * without failed statements"): `all-coordinators` pauses every coordinator's companion around this role's
- * switchover; `self` pauses the process's own companion around its restart. At most `maxMs` long.
+ * switchover; `self` pauses the process's own companion around its restart; `all-coordinators-restart`
+ * pauses every coordinator's companion around each restart of this role's processes, until every
+ * coordinator routes to a primary again. At most `maxMs` long.
  */
 export const RollingPauseSchema = z
   .object({
-    scope: z.enum(['all-coordinators', 'self']),
+    scope: z.enum(['all-coordinators', 'self', 'all-coordinators-restart']),
     maxMs: z.number().int().positive().max(60_000).default(10_000),
   })
   .strict();
